@@ -1,0 +1,262 @@
+//! Runtime configuration: validated, references resolved, ready for the hot
+//! path. Built only by [`crate::config::validate`]; nothing here can be
+//! invalid, so the request path never re-checks it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+use regex::Regex;
+
+use crate::domain::{Arm, CanaryWeight, RouteName};
+
+/// A whole validated config file.
+#[derive(Debug)]
+pub struct Config {
+    /// The file this was loaded from (as given on the command line).
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[state]`.
+    pub state: StateConfig,
+    /// `[upstreams.*]` in name order; [`UpstreamId`] indexes this.
+    pub upstreams: Vec<Upstream>,
+    /// `[[routes]]` in file order (first match wins).
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// The upstream a route refers to.
+    pub fn upstream(&self, id: UpstreamId) -> &Upstream {
+        // Ids are only made by validation, from this same vector.
+        &self.upstreams[id.0]
+    }
+
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name.as_str() == name)
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Proxy listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Header stamped with the arm on responses and upstream requests; `None` when `""`.
+    pub arm_header: Option<HeaderName>,
+    /// Proxy worker threads; 0 = one per core.
+    pub workers: usize,
+    /// TLS termination, when configured.
+    pub tls: Option<TlsFiles>,
+    /// Upstream response-header timeout (default 10 s).
+    pub request_timeout: Duration,
+    /// Time a client has to send its request head (default 5 s).
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Largest request body (default 10 MiB).
+    pub max_body_bytes: u64,
+    /// Largest request head in bytes (default 64 KiB).
+    pub max_header_bytes: usize,
+    /// Most request headers (default 100).
+    pub max_headers: usize,
+}
+
+/// Certificate and key files for TLS termination (absolute paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin API listen address (default 127.0.0.1:9901).
+    pub listen: SocketAddr,
+    /// Bearer token file for mutating endpoints (absolute path).
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// Directory for ramp state and the audit log (absolute path).
+    pub dir: PathBuf,
+}
+
+/// Index of an upstream in [`Config::upstreams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamId(pub usize);
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The table name.
+    pub name: String,
+    /// At least one endpoint, in file order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One upstream address: `host:port`, `http://host:port` or `https://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// `https://` endpoints are spoken to over TLS.
+    pub tls: bool,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 80, or 443 with `https://`).
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// `host:port`, bracketing IPv6 literals: usable as a URI authority.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique route name.
+    pub name: RouteName,
+    /// When this route applies.
+    pub matcher: RouteMatch,
+    /// Upstream for the stable arm.
+    pub stable: UpstreamId,
+    /// Upstream for the canary arm.
+    pub canary: UpstreamId,
+    /// The weight from the file (the ramp, when configured, owns the live weight).
+    pub canary_weight: CanaryWeight,
+    /// Where the sticky key comes from; `None` = random per request.
+    pub sticky: Option<StickySource>,
+    /// Bucket salt (defaults to the route name).
+    pub salt: String,
+    /// Retry failed canary requests on stable (default true).
+    pub fallback: bool,
+    /// Cap on fallbacks as a share of the route's requests over 10 s (default 0.2).
+    pub fallback_budget: f64,
+    /// Checked in order before the weight; first match wins.
+    pub rules: Vec<Rule>,
+    /// The ramp, when configured.
+    pub ramp: Option<RampPolicy>,
+}
+
+/// `match = { host = .., path_prefix = .. }`; both optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Lower-cased host without port; `None` = any host.
+    pub host: Option<String>,
+    /// Path prefix; `None` = any path.
+    pub path_prefix: Option<String>,
+}
+
+/// Where a sticky key is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickySource {
+    /// `header:NAME`.
+    Header(HeaderName),
+    /// `cookie:NAME`.
+    Cookie(String),
+    /// `query:NAME`.
+    Query(String),
+}
+
+/// One `[[routes.rules]]`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The condition.
+    pub when: Condition,
+    /// The arm a match sends to.
+    pub to: Arm,
+}
+
+/// A rule's condition.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    /// `{ header = NAME, equals|regex = .. }`.
+    Header(HeaderName, ValueTest),
+    /// `{ cookie = NAME, equals|regex = .. }`.
+    Cookie(String, ValueTest),
+    /// `{ query = NAME, equals|regex = .. }`.
+    Query(String, ValueTest),
+    /// `{ sticky_in = [..] }`: the request's sticky key is one of these.
+    StickyIn(HashSet<String>),
+}
+
+/// How a header, cookie or query value is tested.
+#[derive(Debug, Clone)]
+pub enum ValueTest {
+    /// Exact byte equality.
+    Equals(String),
+    /// Unanchored regex search (`regex = "iPhone"` matches anywhere).
+    Regex(Regex),
+}
+
+/// `[routes.ramp]`, with defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RampPolicy {
+    /// Weights of the steps; strictly increasing, the last is 100 %.
+    pub steps: Vec<CanaryWeight>,
+    /// Least time on a step (default 30 s).
+    pub interval: Duration,
+    /// Judge period (default 10 s).
+    pub tick: Duration,
+    /// Requests per arm on a step before it may advance (default 200).
+    pub min_requests: u64,
+    /// Stable-only calibration window before the first step (default 10 m).
+    pub baseline: Duration,
+    /// Rollback confidence, in (0, 1) (default 0.99).
+    pub confidence: f64,
+    /// Tolerated absolute error-rate increase (default 0).
+    pub max_error_rate_increase: f64,
+    /// Tolerated fractional p99 increase (default 0).
+    pub max_p99_increase: f64,
+    /// One gate per step but the last (0 = no gate); default (0, 5, 3, 2, 1.5, 1.5, ..).
+    pub gate_ratios: Vec<f64>,
+    /// A step that cannot pass its gate in this time pauses (default 30 m).
+    pub max_step_duration: Duration,
+}
+
+impl Default for RampPolicy {
+    fn default() -> Self {
+        let steps = [1u16, 5, 10, 25, 50, 100]
+            .iter()
+            .map(|p| CanaryWeight::from_basis_points(p * 100))
+            .collect::<Vec<_>>();
+        RampPolicy {
+            gate_ratios: RampPolicy::default_gates(steps.len()),
+            steps,
+            interval: Duration::from_secs(30),
+            tick: Duration::from_secs(10),
+            min_requests: 200,
+            baseline: Duration::from_secs(600),
+            confidence: 0.99,
+            max_error_rate_increase: 0.0,
+            max_p99_increase: 0.0,
+            max_step_duration: Duration::from_secs(1800),
+        }
+    }
+}
+
+impl RampPolicy {
+    /// The default gates for a ramp of `steps` steps: (0, 5, 3, 2, 1.5, 1.5, ..).
+    pub fn default_gates(steps: usize) -> Vec<f64> {
+        const GATES: [f64; 5] = [0.0, 5.0, 3.0, 2.0, 1.5];
+        (0..steps.saturating_sub(1))
+            .map(|i| GATES.get(i).copied().unwrap_or(1.5))
+            .collect()
+    }
+}

@@ -1,0 +1,9 @@
+//! grayproxy: a gray-release (canary) reverse proxy.
+//!
+//! Pure core (config validation, routing decisions, the ramp's statistics and
+//! state machine), thin async shell (listeners, upstream pools, timers, files).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod domain;
