@@ -1,0 +1,191 @@
+//! `[routes.ramp]` checks. Absent keys take [`RampPolicy::default`]'s values.
+
+use std::time::Duration;
+
+use super::Checker;
+use crate::config::raw::{RawRamp, Sp};
+use crate::config::types::RampPolicy;
+use crate::domain::CanaryWeight;
+
+/// The ramp policy, defaults filled in; problems are pushed into `c`.
+pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
+    let d = RampPolicy::default();
+    let steps = r
+        .steps
+        .as_ref()
+        .map_or_else(|| d.steps.clone(), |s| steps(c, s));
+    let gate_ratios = match &r.gate_ratios {
+        None => RampPolicy::default_gates(steps.len()),
+        Some(g) => gates(
+            c,
+            g,
+            r.steps
+                .as_ref()
+                .map(|s| s.value.len())
+                .unwrap_or(d.steps.len()),
+        ),
+    };
+    let interval = c.duration(&r.interval, "interval", d.interval);
+    let tick = c.duration(&r.tick, "tick", d.tick);
+    let max_step_duration = c.duration(
+        &r.max_step_duration,
+        "max_step_duration",
+        d.max_step_duration,
+    );
+    let shown = |v: &Option<Sp<String>>, default: Duration| {
+        v.as_ref().map_or_else(
+            || format!("{}s (default)", default.as_secs()),
+            |s| s.value.clone(),
+        )
+    };
+    let tick_at = r.tick.as_ref().map_or(r.at, |t| t.at);
+    if tick.is_zero() {
+        c.error(tick_at, "tick must be above 0, e.g. \"10s\"");
+    } else if tick > interval {
+        let msg = format!(
+            "tick {} is longer than interval {}; the judge must look at least once per step",
+            shown(&r.tick, d.tick),
+            shown(&r.interval, d.interval)
+        );
+        c.error(tick_at, msg);
+    }
+    if max_step_duration < interval {
+        let at = r.max_step_duration.as_ref().map_or(r.at, |m| m.at);
+        let msg = format!(
+            "max_step_duration {} is shorter than interval {}; every step would pause before it may advance",
+            shown(&r.max_step_duration, d.max_step_duration),
+            shown(&r.interval, d.interval)
+        );
+        c.error(at, msg);
+    }
+    RampPolicy {
+        steps,
+        interval,
+        tick,
+        min_requests: min_requests(c, r, d.min_requests),
+        baseline: c.duration(&r.baseline, "baseline", d.baseline),
+        confidence: fraction(c, &r.confidence, d.confidence, Bound::Confidence),
+        max_error_rate_increase: fraction(
+            c,
+            &r.max_error_rate_increase,
+            d.max_error_rate_increase,
+            Bound::ErrorRate,
+        ),
+        max_p99_increase: fraction(c, &r.max_p99_increase, d.max_p99_increase, Bound::P99),
+        gate_ratios,
+        max_step_duration,
+    }
+}
+
+fn min_requests(c: &mut Checker<'_>, r: &RawRamp, default: u64) -> u64 {
+    let Some(m) = &r.min_requests else {
+        return default;
+    };
+    match u64::try_from(m.value) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            let msg = format!(
+                "min_requests {} must be at least 1 (requests per arm before a step may advance)",
+                m.value
+            );
+            c.error(m.at, msg);
+            default
+        }
+    }
+}
+
+/// Steps: non-empty, each in (0, 100] with at most two decimals, strictly
+/// increasing, ending at 100.
+fn steps(c: &mut Checker<'_>, s: &Sp<Vec<Sp<f64>>>) -> Vec<CanaryWeight> {
+    let Some(last) = s.value.last() else {
+        c.error(
+            s.at,
+            "steps is empty; list percents ending with 100, e.g. [1, 5, 25, 100]",
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut prev: Option<f64> = None;
+    for step in &s.value {
+        if step.value == 0.0 {
+            c.error(
+                step.at,
+                "step 0 is not above 0; a ramp step must send some traffic to the canary",
+            );
+        } else if let Some(w) = c.weight(step, "step") {
+            out.push(w);
+        }
+        if let Some(p) = prev.filter(|p| step.value <= *p) {
+            let msg = format!(
+                "steps must increase strictly: {} comes after {p}",
+                step.value
+            );
+            c.error(step.at, msg);
+        }
+        prev = Some(step.value);
+    }
+    if last.value < 100.0 {
+        let msg = format!(
+            "the last step is {}; it must be 100 (full rollout), e.g. add 100",
+            last.value
+        );
+        c.error(last.at, msg);
+    }
+    out
+}
+
+/// One gate per step but the last; each 0 (no gate) or at least 1.
+fn gates(c: &mut Checker<'_>, g: &Sp<Vec<Sp<f64>>>, steps: usize) -> Vec<f64> {
+    let want = steps.saturating_sub(1);
+    if steps > 0 && g.value.len() != want {
+        let msg = format!(
+            "gate_ratios has {} values but there are {steps} steps; give one per step but the last ({want})",
+            g.value.len()
+        );
+        c.error(g.at, msg);
+    }
+    for r in &g.value {
+        if !(r.value == 0.0 || (r.value >= 1.0 && r.value.is_finite())) {
+            let msg = format!(
+                "gate ratio {} must be 0 (no gate) or at least 1 (the canary shown less than that many times worse)",
+                r.value
+            );
+            c.error(r.at, msg);
+        }
+    }
+    g.value.iter().map(|r| r.value).collect()
+}
+
+/// Range checks for the judge's parameters.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// (0, 1)
+    Confidence,
+    /// [0, 1)
+    ErrorRate,
+    /// [0, ∞)
+    P99,
+}
+
+fn fraction(c: &mut Checker<'_>, v: &Option<Sp<f64>>, default: f64, bound: Bound) -> f64 {
+    let Some(v) = v else { return default };
+    let x = v.value;
+    let (ok, msg) = match bound {
+        Bound::Confidence => (
+            x > 0.0 && x < 1.0,
+            format!("confidence {x} must be between 0 and 1 (exclusive), e.g. 0.99"),
+        ),
+        Bound::ErrorRate => (
+            (0.0..1.0).contains(&x),
+            format!("max_error_rate_increase {x} must be in 0.0..1.0 (an absolute error-rate increase, e.g. 0.01 = one point)"),
+        ),
+        Bound::P99 => (
+            x >= 0.0 && x.is_finite(),
+            format!("max_p99_increase {x} must be 0 or more (a fraction: 0.2 = 20% slower)"),
+        ),
+    };
+    if !ok {
+        c.error(v.at, msg);
+    }
+    x
+}
