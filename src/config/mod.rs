@@ -33,7 +33,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// One line for `grayproxy check`, e.g.
+    /// One line for `grayproxy check` (warnings are printed apart), e.g.
     /// `ok: config/grayproxy.toml: 2 upstreams, 1 route (recommend: canary 5% with ramp 1→100%)`.
     pub fn summary(&self) -> String {
         let c = &self.config;
@@ -57,9 +57,6 @@ impl Loaded {
         );
         if !routes.is_empty() {
             line.push_str(&format!(" ({})", routes.join("; ")));
-        }
-        if !self.warnings.is_empty() {
-            line.push_str(&format!(", {}", plural(self.warnings.len(), "warning")));
         }
         line
     }
