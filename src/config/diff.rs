@@ -74,3 +74,113 @@ fn canary_of<'a>(config: &'a Config, route: &Route) -> (&'a str, &'a [Endpoint])
     let u = config.upstream(route.canary);
     (u.name.as_str(), u.endpoints.as_slice())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+workers = 2
+[admin]
+listen = "127.0.0.1:9901"
+[state]
+dir = "state"
+[upstreams.v1]
+endpoints = ["127.0.0.1:1"]
+[upstreams.v2]
+endpoints = ["127.0.0.1:2"]
+[upstreams.v3]
+endpoints = ["127.0.0.1:3"]
+[[routes]]
+name = "a"
+stable = "v1"
+canary = "v2"
+[routes.ramp]
+steps = [1, 100]
+[[routes]]
+name = "b"
+stable = "v1"
+canary = "v3"
+"#;
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(text, Path::new("/etc/gp/c.toml"))
+            .map(|l| l.config)
+            .expect("test config must be valid")
+    }
+
+    fn diff(new: &str) -> ConfigDiff {
+        ConfigDiff::between(&config(BASE), &config(new))
+    }
+
+    fn names(v: &[RouteName]) -> Vec<&str> {
+        v.iter().map(RouteName::as_str).collect()
+    }
+
+    #[test]
+    fn identical_configs_have_no_diff() {
+        assert_eq!(diff(BASE), ConfigDiff::default());
+        assert!(diff(BASE).can_apply());
+    }
+
+    #[test]
+    fn restart_keys_are_each_named() {
+        let new = BASE
+            .replace("127.0.0.1:8080", "127.0.0.1:8081")
+            .replace("workers = 2", "workers = 3")
+            .replace("127.0.0.1:9901", "127.0.0.1:9902")
+            .replace("dir = \"state\"", "dir = \"state2\"");
+        let d = diff(&new);
+        assert_eq!(
+            d.restart_required,
+            [
+                "server.listen",
+                "server.workers",
+                "admin.listen",
+                "state.dir"
+            ]
+        );
+        assert!(!d.can_apply());
+        assert!(d.canary_changed.is_empty());
+    }
+
+    #[test]
+    fn canary_name_or_endpoints_change_is_detected() {
+        let d = diff(&BASE.replace("canary = \"v2\"", "canary = \"v3\""));
+        assert_eq!(names(&d.canary_changed), ["a"]);
+        // The canary's endpoints changed (v3 is b's canary); v1 is stable only.
+        let d = diff(&BASE.replace("127.0.0.1:3", "127.0.0.1:33"));
+        assert_eq!(names(&d.canary_changed), ["b"]);
+        let d = diff(&BASE.replace("127.0.0.1:1\"", "127.0.0.1:11\""));
+        assert!(
+            d.canary_changed.is_empty(),
+            "stable endpoints do not restart ramps"
+        );
+    }
+
+    #[test]
+    fn added_and_removed_routes() {
+        let new = BASE.replace("name = \"b\"", "name = \"c\"");
+        let d = diff(&new);
+        assert_eq!(names(&d.added_routes), ["c"]);
+        assert_eq!(names(&d.canary_changed), ["c"]);
+        assert_eq!(names(&d.removed_routes), ["b"]);
+        assert!(d.ramp_changed.is_empty());
+    }
+
+    #[test]
+    fn ramp_policy_changes() {
+        let d = diff(&BASE.replace("steps = [1, 100]", "steps = [2, 100]"));
+        assert_eq!(names(&d.ramp_changed), ["a"]);
+        assert!(d.canary_changed.is_empty());
+        let d = diff(&BASE.replace("[routes.ramp]\nsteps = [1, 100]\n", ""));
+        assert_eq!(names(&d.ramp_changed), ["a"]);
+        // Weight and rule edits are live-applied: not in the diff.
+        let d = diff(&BASE.replace("canary = \"v3\"", "canary = \"v3\"\ncanary_weight = 7"));
+        assert_eq!(d, ConfigDiff::default());
+    }
+}

@@ -1,0 +1,617 @@
+//! One test per validation check, through the public `parse` API: each bad
+//! value gives the documented message at the right place, each good value
+//! the right runtime value.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use grayproxy::config::types::{Condition, Config, StickySource, ValueTest};
+use grayproxy::config::{parse, Loaded};
+use grayproxy::domain::CanaryWeight;
+
+const UPSTREAMS: &str = "[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+                         [upstreams.b]\nendpoints = [\"127.0.0.1:2\"]\n";
+
+/// A valid file with `head` before the upstreams and `route` lines inside
+/// the one route (which comes last, so `[routes.ramp]` etc. may follow).
+fn file(head: &str, route: &str) -> String {
+    format!(
+        "{head}\n{UPSTREAMS}[[routes]]\nname = \"r\"\nstable = \"a\"\ncanary = \"b\"\n{route}\n"
+    )
+}
+
+fn load(text: &str) -> Result<Loaded, Vec<String>> {
+    parse(text, Path::new("/etc/gp/c.toml")).map_err(|e| {
+        e.errors()
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
+            .collect()
+    })
+}
+
+fn ok(text: &str) -> Config {
+    match load(text) {
+        Ok(l) => l.config,
+        Err(e) => panic!("expected valid, got {e:#?}"),
+    }
+}
+
+/// The messages (without locations) of an invalid file.
+fn errs(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e
+            .into_iter()
+            .map(|m| m.split_once(": ").map_or(m.as_str(), |x| x.1).to_owned())
+            .collect(),
+    }
+}
+
+fn one_err(text: &str) -> String {
+    let e = errs(text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    e[0].clone()
+}
+
+fn warnings(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(l) => l.warnings.iter().map(|w| w.message.clone()).collect(),
+        Err(e) => panic!("expected valid, got {e:#?}"),
+    }
+}
+
+#[test]
+fn defaults_and_path_resolution() {
+    let c = ok(&file(
+        "[state]\ndir = \"/var/lib/gp\"\n[admin]\ntoken_file = \"tok\"",
+        "",
+    ));
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(
+        c.admin.token_file.as_deref(),
+        Some(Path::new("/etc/gp/tok"))
+    );
+    assert_eq!(c.state.dir, Path::new("/var/lib/gp"));
+    let r = &c.routes[0];
+    assert_eq!(r.canary_weight, CanaryWeight::ZERO);
+    assert_eq!(r.salt, "r");
+    assert!(r.fallback);
+    assert_eq!(r.fallback_budget, 0.2);
+    assert!(r.ramp.is_none() && r.sticky.is_none() && r.rules.is_empty());
+    let c = ok(&file("", ""));
+    assert_eq!(c.state.dir, Path::new("/etc/gp/state"));
+    assert_eq!(c.admin.token_file, None);
+}
+
+#[test]
+fn listen_addresses() {
+    let c = ok(&file(
+        "[server]\nlisten = \"[::1]:0\"\n[admin]\nlisten = \"0.0.0.0:9\"",
+        "",
+    ));
+    assert_eq!(c.server.listen.port(), 0);
+    assert_eq!(c.admin.listen.to_string(), "0.0.0.0:9");
+    assert!(one_err(&file("[admin]\nlisten = \"localhost:1\"", ""))
+        .starts_with("admin.listen \"localhost:1\" is not an IP:port address"));
+    assert!(one_err(&file("[server]\nlisten = \"127.0.0.1\"", "")).starts_with("server.listen"));
+}
+
+#[test]
+fn arm_header_and_workers() {
+    let c = ok(&file("[server]\narm_header = \"\"\nworkers = 4", ""));
+    assert_eq!(c.server.arm_header, None);
+    assert_eq!(c.server.workers, 4);
+    let c = ok(&file("[server]\narm_header = \"X-Arm\"", ""));
+    assert_eq!(
+        c.server.arm_header.map(|h| h.to_string()).as_deref(),
+        Some("x-arm")
+    );
+    assert!(one_err(&file("[server]\narm_header = \"a:b\"", ""))
+        .starts_with("arm_header \"a:b\" is not a valid header name"));
+    assert_eq!(
+        one_err(&file("[server]\nworkers = -1", "")),
+        "workers -1 is negative; use 0 for one per core"
+    );
+}
+
+#[test]
+fn server_durations_and_limits() {
+    let c = ok(&file(
+        "[server]\nrequest_timeout = \"1m30s\"\nheader_read_timeout = \"250ms\"\nshutdown_grace = \"0s\"\nmax_body_bytes = 1\nmax_header_bytes = 2\nmax_headers = 3",
+        "",
+    ));
+    assert_eq!(c.server.request_timeout, Duration::from_secs(90));
+    assert_eq!(c.server.header_read_timeout, Duration::from_millis(250));
+    assert_eq!(c.server.shutdown_grace, Duration::ZERO);
+    assert_eq!(
+        (
+            c.server.max_body_bytes,
+            c.server.max_header_bytes,
+            c.server.max_headers
+        ),
+        (1, 2, 3)
+    );
+    assert_eq!(
+        errs(&file("[server]\nrequest_timeout = \"0s\"\nshutdown_grace = \"5\"\nmax_body_bytes = -5\nmax_header_bytes = 0", "")),
+        [
+            "request_timeout must be above 0, e.g. \"10s\"",
+            "`shutdown_grace`: invalid duration \"5\": missing or unknown unit after 5; use e.g. \"250ms\", \"30s\", \"5m\", \"1h\" or \"1m30s\"",
+            "max_body_bytes -5 must be above 0",
+            "max_header_bytes 0 must be above 0",
+        ]
+    );
+}
+
+#[test]
+fn tls_needs_cert_and_key() {
+    let c = ok(&file(
+        "[server]\ntls = { cert = \"c.pem\", key = \"/k.pem\" }",
+        "",
+    ));
+    let tls = c.server.tls.unwrap();
+    assert_eq!(
+        (tls.cert.as_path(), tls.key.as_path()),
+        (Path::new("/etc/gp/c.pem"), Path::new("/k.pem"))
+    );
+    assert_eq!(
+        one_err(&file("[server.tls]\nkey = \"k\"", "")),
+        "server.tls needs both `cert` and `key`; add `cert`"
+    );
+}
+
+#[test]
+fn upstreams_need_valid_endpoints() {
+    let text = "[upstreams.a]\nendpoints = [\"https://x\", \"[::1]:81\"]\n[upstreams.b]\n[upstreams.c]\nendpoints = [\"c\"]\n\
+                [[routes]]\nname = \"r\"\nstable = \"a\"\ncanary = \"b\"\n";
+    assert_eq!(
+        errs(text),
+        [
+            "[upstreams.b] has no `endpoints`; add endpoints = [\"127.0.0.1:8081\"]",
+            "endpoint \"c\" has no port; write c:PORT or http://c",
+        ]
+    );
+    let c = ok(&file(
+        "[upstreams.z]\nendpoints = [\"https://x\", \"[::1]:81\"]",
+        "",
+    ));
+    // Name order, so ids do not depend on where tables sit in the file.
+    let names: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "z"]);
+    assert_eq!(c.upstreams[2].endpoints[0].authority(), "x:443");
+    assert!(c.upstreams[2].endpoints[0].tls);
+    assert_eq!(c.upstreams[2].endpoints[1].authority(), "[::1]:81");
+}
+
+#[test]
+fn unused_upstream_is_a_warning() {
+    let w = warnings(&file("[upstreams.z]\nendpoints = [\"z:1\"]", ""));
+    assert_eq!(w, ["upstream `z` is not used by any route"]);
+}
+
+#[test]
+fn canary_weight_range_and_precision() {
+    let w = |v: &str| {
+        ok(&file("", &format!("canary_weight = {v}"))).routes[0]
+            .canary_weight
+            .basis_points()
+    };
+    assert_eq!(
+        (w("5"), w("12.34"), w("0.01"), w("100.0"), w("0")),
+        (500, 1234, 1, 10_000, 0)
+    );
+    assert_eq!(
+        one_err(&file("", "canary_weight = 150")),
+        "canary_weight 150 is above 100; use 0.0..=100.0"
+    );
+    assert_eq!(
+        one_err(&file("", "canary_weight = -1")),
+        "canary_weight -1 is below 0; use 0.0..=100.0"
+    );
+    assert_eq!(
+        one_err(&file("", "canary_weight = nan")),
+        "canary_weight NaN is not a number; use 0.0..=100.0"
+    );
+    assert_eq!(
+        one_err(&file("", "canary_weight = 0.001")),
+        "canary_weight 0.001 has more than two decimals; weights go in steps of 0.01 (e.g. 0.00)"
+    );
+    assert_eq!(
+        one_err(&file("", "canary_weight = \"5\"")),
+        "`canary_weight` in [[routes]] must be a number, found string"
+    );
+}
+
+#[test]
+fn upstream_references_must_exist() {
+    let text = format!("{UPSTREAMS}[[routes]]\nname = \"r\"\nstable = \"x\"\n");
+    assert_eq!(
+        errs(&text),
+        [
+            "route `r` has no `canary`; add canary = \"<upstream name>\"",
+            "upstream `x` is not defined; defined upstreams: a, b",
+        ]
+    );
+    assert_eq!(
+        errs("[[routes]]\nname = \"r\"\nstable = \"a\"\ncanary = \"a\"\n"),
+        [
+            "upstream `a` is not defined; no upstreams are defined (add [upstreams.a])",
+            "upstream `a` is not defined; no upstreams are defined (add [upstreams.a])",
+        ]
+    );
+}
+
+#[test]
+fn route_names_are_present_unique_and_non_empty() {
+    let text = format!(
+        "{UPSTREAMS}[[routes]]\nname = \"r\"\nstable = \"a\"\ncanary = \"b\"\n\
+         [[routes]]\nname = \"r\"\nstable = \"a\"\ncanary = \"b\"\n\
+         [[routes]]\nstable = \"a\"\ncanary = \"b\"\n\
+         [[routes]]\nname = \"\"\nstable = \"a\"\ncanary = \"b\"\n"
+    );
+    let e = load(&text).unwrap_err();
+    assert_eq!(
+        e,
+        [
+            "10:8: route name `r` is already used on line 6; route names must be unique",
+            "13:1: [[routes]] has no `name`; add name = \"...\"",
+            "17:8: route `name` is empty; give the route a name",
+        ]
+    );
+}
+
+#[test]
+fn at_least_one_route() {
+    assert_eq!(
+        load(UPSTREAMS).unwrap_err(),
+        ["1:1: no [[routes]] defined; every request would get 404 (add a [[routes]] table)"]
+    );
+}
+
+#[test]
+fn sticky_sources() {
+    let s = |v: &str| {
+        ok(&file("", &format!("sticky = \"{v}\""))).routes[0]
+            .sticky
+            .clone()
+    };
+    assert_eq!(
+        s("header:X-User"),
+        Some(StickySource::Header(http::HeaderName::from_static(
+            "x-user"
+        )))
+    );
+    assert_eq!(s("cookie:sid"), Some(StickySource::Cookie("sid".into())));
+    assert_eq!(s("query:uid"), Some(StickySource::Query("uid".into())));
+    let e = |v: &str| one_err(&file("", &format!("sticky = \"{v}\"")));
+    assert_eq!(
+        e("session"),
+        "sticky \"session\" must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\""
+    );
+    assert_eq!(
+        e("body:x"),
+        "sticky \"body:x\" must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\""
+    );
+    assert!(e("header:a b").starts_with("sticky header \"a b\" is not a valid header name"));
+    assert!(e("cookie:").starts_with("sticky cookie \"\" is not a valid cookie name"));
+    assert!(e("query:a&b").starts_with("sticky query \"a&b\" is not a valid query parameter name"));
+}
+
+#[test]
+fn route_match() {
+    let c = ok(&file(
+        "",
+        "match = { host = \"Shop.Example\", path_prefix = \"/api\" }",
+    ));
+    assert_eq!(c.routes[0].matcher.host.as_deref(), Some("shop.example"));
+    assert_eq!(c.routes[0].matcher.path_prefix.as_deref(), Some("/api"));
+    assert_eq!(
+        errs(&file(
+            "",
+            "match = { host = \"shop:443\", path_prefix = \"api\" }"
+        )),
+        [
+            "match host \"shop:443\" must not include a port; hosts are matched without it",
+            "path_prefix \"api\" must start with '/'; write \"/api\"",
+        ]
+    );
+    assert_eq!(
+        one_err(&file("", "match = { pth_prefix = \"/a\" }")),
+        "unknown key `pth_prefix` in routes.match (did you mean `path_prefix`?); expected one of: host, path_prefix"
+    );
+}
+
+#[test]
+fn fallback_settings() {
+    let r = &ok(&file("", "fallback = false\nfallback_budget = 1")).routes[0];
+    assert!(!r.fallback);
+    assert_eq!(r.fallback_budget, 1.0);
+    assert!(one_err(&file("", "fallback_budget = 1.5"))
+        .starts_with("fallback_budget 1.5 is outside 0.0..=1.0"));
+    assert!(
+        one_err(&file("", "fallback_budget = -0.1")).starts_with("fallback_budget -0.1 is outside")
+    );
+}
+
+fn rule(when: &str, to: &str) -> String {
+    file(
+        "",
+        &format!("sticky = \"header:u\"\n[[routes.rules]]\nwhen = {when}\nto = \"{to}\""),
+    )
+}
+
+#[test]
+fn rules_build_conditions() {
+    let c = ok(&rule("{ query = \"beta\", regex = \"^y\" }", "canary"));
+    match &c.routes[0].rules[0].when {
+        Condition::Query(name, ValueTest::Regex(re)) => {
+            assert_eq!(name, "beta");
+            assert!(re.is_match("yes") && !re.is_match("no"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = ok(&rule("{ sticky_in = [\"u1\", \"u2\"] }", "stable"));
+    assert!(
+        matches!(&c.routes[0].rules[0].when, Condition::StickyIn(k) if k.len() == 2 && k.contains("u1"))
+    );
+}
+
+#[test]
+fn rule_condition_shape() {
+    let e = |when: &str| one_err(&rule(when, "canary"));
+    assert_eq!(
+        e("{ equals = \"x\" }"),
+        "rule `when` needs one of header, cookie, query or sticky_in"
+    );
+    assert_eq!(
+        e("{ header = \"h\", cookie = \"c\", equals = \"x\" }"),
+        "rule `when` has both `header` and `cookie`; a rule tests one thing, split it into two rules"
+    );
+    assert_eq!(
+        e("{ header = \"h\" }"),
+        "rule `when` needs `equals` or `regex` to test the value against"
+    );
+    assert_eq!(
+        e("{ cookie = \"c\", equals = \"x\", regex = \"y\" }"),
+        "rule `when` has both `equals` and `regex`; keep one"
+    );
+    assert_eq!(
+        e("{ header = \"h\", regex = \"a[\" }"),
+        "regex \"a[\" does not compile: unclosed character class"
+    );
+    assert_eq!(
+        e("{ sticky_in = [\"u\"], regex = \"y\" }"),
+        "`regex` does not apply to `sticky_in`; remove it"
+    );
+    assert_eq!(
+        e("{ sticky_in = [] }"),
+        "`sticky_in` is empty; list at least one sticky key"
+    );
+    assert!(e("{ cookie = \"a;b\", equals = \"1\" }")
+        .starts_with("rule cookie \"a;b\" is not a valid cookie name"));
+    assert!(e("{ header = \"\", equals = \"1\" }")
+        .starts_with("rule header \"\" is not a valid header name"));
+}
+
+#[test]
+fn rule_target_and_presence() {
+    assert_eq!(
+        one_err(&rule("{ header = \"h\", equals = \"1\" }", "beta")),
+        "rule `to` must be \"stable\" or \"canary\", found \"beta\""
+    );
+    assert_eq!(
+        errs(&file(
+            "",
+            "[[routes.rules]]\n[[routes.rules]]\nwhen = { header = \"h\", equals = \"1\" }"
+        )),
+        [
+            "rule has no `to`; add to = \"stable\" or to = \"canary\"",
+            "rule has no `when`; add e.g. when = { header = \"x-canary\", equals = \"always\" }",
+            "rule has no `to`; add to = \"stable\" or to = \"canary\"",
+        ]
+    );
+}
+
+#[test]
+fn sticky_in_requires_route_sticky() {
+    let text = file(
+        "",
+        "[[routes.rules]]\nwhen = { sticky_in = [\"u\"] }\nto = \"canary\"",
+    );
+    assert!(one_err(&text).starts_with("`sticky_in` needs the route to have `sticky`"));
+}
+
+fn ramp(lines: &str) -> String {
+    file("", &format!("[routes.ramp]\n{lines}"))
+}
+
+#[test]
+fn ramp_defaults_and_custom_steps() {
+    let c = ok(&ramp(""));
+    assert_eq!(c.routes[0].ramp, Some(Default::default()));
+    let c = ok(&ramp("steps = [0.5, 20, 100]\ninterval = \"1m\"\ntick = \"1m\"\nmin_requests = 1\nbaseline = \"0s\"\nmax_p99_increase = 0.25"));
+    let p = c.routes[0].ramp.clone().unwrap();
+    let bp: Vec<u16> = p.steps.iter().map(|w| w.basis_points()).collect();
+    assert_eq!(bp, [50, 2000, 10_000]);
+    assert_eq!(p.gate_ratios, [0.0, 5.0]);
+    assert_eq!(
+        (p.interval, p.tick, p.baseline),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::ZERO
+        )
+    );
+    assert_eq!((p.min_requests, p.max_p99_increase), (1, 0.25));
+}
+
+#[test]
+fn ramp_steps() {
+    let e = |steps: &str| errs(&ramp(&format!("steps = {steps}")));
+    assert_eq!(
+        e("[]"),
+        ["steps is empty; list percents ending with 100, e.g. [1, 5, 25, 100]"]
+    );
+    assert_eq!(
+        e("[0, 100]"),
+        ["step 0 is not above 0; a ramp step must send some traffic to the canary"]
+    );
+    assert_eq!(
+        e("[5, 5, 100]"),
+        ["steps must increase strictly: 5 comes after 5"]
+    );
+    assert_eq!(
+        e("[1, 50]"),
+        ["the last step is 50; it must be 100 (full rollout), e.g. add 100"]
+    );
+    assert_eq!(e("[1, 120]"), ["step 120 is above 100; use 0.0..=100.0"]);
+    assert_eq!(
+        e("[1.234, 100]"),
+        ["step 1.234 has more than two decimals; weights go in steps of 0.01 (e.g. 1.23)"]
+    );
+    assert_eq!(
+        e("[1, \"x\", 100]"),
+        ["`steps` in [routes.ramp] must contain only numbers, found string"]
+    );
+}
+
+#[test]
+fn ramp_timing() {
+    assert_eq!(
+        one_err(&ramp("tick = \"0s\"")),
+        "tick must be above 0, e.g. \"10s\""
+    );
+    assert_eq!(
+        one_err(&ramp("tick = \"1m\"")),
+        "tick 1m is longer than interval 30s (default); the judge must look at least once per step"
+    );
+    assert_eq!(
+        one_err(&ramp("interval = \"1h\"\nmax_step_duration = \"10m\"")),
+        "max_step_duration 10m is shorter than interval 1h; every step would pause before it may advance"
+    );
+    assert!(
+        one_err(&ramp("baseline = \"ten minutes\"")).starts_with("`baseline`: invalid duration")
+    );
+    assert_eq!(
+        one_err(&ramp("min_requests = 0")),
+        "min_requests 0 must be at least 1 (requests per arm before a step may advance)"
+    );
+}
+
+#[test]
+fn ramp_judge_parameters() {
+    let e = |l: &str| one_err(&ramp(l));
+    assert!(e("confidence = 1").starts_with("confidence 1 must be between 0 and 1"));
+    assert!(e("confidence = 0").starts_with("confidence 0 must be between 0 and 1"));
+    assert!(e("max_error_rate_increase = 1.0")
+        .starts_with("max_error_rate_increase 1 must be in 0.0..1.0"));
+    assert!(e("max_error_rate_increase = -0.1").starts_with("max_error_rate_increase -0.1"));
+    assert!(e("max_p99_increase = -0.5").starts_with("max_p99_increase -0.5 must be 0 or more"));
+    assert!(
+        ok(&ramp("max_error_rate_increase = 0.01\nconfidence = 0.95")).routes[0]
+            .ramp
+            .is_some()
+    );
+}
+
+#[test]
+fn ramp_gate_ratios() {
+    assert_eq!(
+        one_err(&ramp("gate_ratios = [0, 5]")),
+        "gate_ratios has 2 values but there are 6 steps; give one per step but the last (5)"
+    );
+    assert!(one_err(&ramp("steps = [10, 100]\ngate_ratios = [0.5]"))
+        .starts_with("gate ratio 0.5 must be 0 (no gate) or at least 1"));
+    let c = ok(&ramp("steps = [10, 100]\ngate_ratios = [2]"));
+    assert_eq!(c.routes[0].ramp.as_ref().unwrap().gate_ratios, [2.0]);
+}
+
+#[test]
+fn weight_with_ramp_warns() {
+    let text = ramp("");
+    let text = text.replace("canary = \"b\"\n", "canary = \"b\"\ncanary_weight = 5\n");
+    assert_eq!(
+        warnings(&text),
+        ["canary_weight is ignored: the ramp (line 11) owns the weight; remove canary_weight"]
+    );
+}
+
+fn routes(matches: &[(&str, &str)]) -> String {
+    let mut text = UPSTREAMS.to_owned();
+    for (name, m) in matches {
+        text.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\nstable = \"a\"\ncanary = \"b\"\n{m}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn shadowed_routes_warn() {
+    let w = warnings(&routes(&[
+        ("all", ""),
+        ("api", "match = { path_prefix = \"/api\" }"),
+    ]));
+    assert_eq!(w, ["route `api` never matches: route `all` (line 5) comes first and matches every request it would; move it earlier or narrow `all`'s match"]);
+    let w = warnings(&routes(&[
+        ("api", "match = { path_prefix = \"/api\" }"),
+        ("v1", "match = { path_prefix = \"/api/v1\", host = \"h\" }"),
+    ]));
+    assert_eq!(w.len(), 1, "{w:?}");
+    // Not shadowed: a different host, a prefix that only matches by characters, a narrower earlier route.
+    for pair in [
+        [
+            ("h1", "match = { host = \"one\" }"),
+            ("h2", "match = { host = \"two\" }"),
+        ],
+        [
+            ("api", "match = { path_prefix = \"/api\" }"),
+            ("apix", "match = { path_prefix = \"/apix\" }"),
+        ],
+        [
+            ("v1", "match = { path_prefix = \"/api/v1\" }"),
+            ("api", "match = { path_prefix = \"/api\" }"),
+        ],
+    ] {
+        assert_eq!(warnings(&routes(&pair)), Vec::<String>::new(), "{pair:?}");
+    }
+}
+
+#[test]
+fn every_unknown_key_and_type_error_at_once() {
+    let text = file(
+        "[server]\nlistn = \"x\"\nworkers = \"2\"\n[state]\ndirectory = \"s\"\n[metrics]\n",
+        "colour = 1\nsticky = 5\n[routes.ramp]\nstep = [1]\ntick = 10",
+    );
+    let e = load(&text).unwrap_err();
+    assert_eq!(
+        e,
+        [
+            "2:1: unknown key `listn` in [server] (did you mean `listen`?); expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers",
+            "3:11: `workers` in [server] must be an integer, found string",
+            "5:1: unknown key `directory` in [state]; expected one of: dir",
+            "6:2: unknown key `metrics` in the top level; expected one of: server, admin, state, upstreams, routes",
+            "16:1: unknown key `colour` in [[routes]]; expected one of: name, match, stable, canary, canary_weight, sticky, salt, fallback, fallback_budget, rules, ramp",
+            "17:10: `sticky` in [[routes]] must be a string, found integer",
+            "19:1: unknown key `step` in [routes.ramp] (did you mean `steps`?); expected one of: steps, interval, tick, min_requests, baseline, confidence, max_error_rate_increase, max_p99_increase, gate_ratios, max_step_duration",
+            "20:8: `tick` in [routes.ramp] must be a string, found integer",
+        ]
+    );
+}
+
+#[test]
+fn summary_lists_routes() {
+    let text = routes(&[
+        ("one", "canary_weight = 12.5"),
+        (
+            "two",
+            "match = { host = \"h\" }\n[routes.ramp]\nsteps = [2, 100]",
+        ),
+    ]);
+    let l = parse(&text, Path::new("c.toml")).unwrap();
+    assert_eq!(
+        l.summary(),
+        "ok: c.toml: 2 upstreams, 2 routes (one: canary 12.5%; two: canary 0% with ramp 2→100%)"
+    );
+}
