@@ -3,64 +3,15 @@
 //! the right runtime value.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use grayproxy::config::types::{Condition, Config, StickySource, ValueTest};
-use grayproxy::config::{parse, Loaded};
+use common::*;
+use grayproxy::config::parse;
+use grayproxy::config::types::{Condition, StickySource, ValueTest};
 use grayproxy::domain::CanaryWeight;
-
-const UPSTREAMS: &str = "[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
-                         [upstreams.b]\nendpoints = [\"127.0.0.1:2\"]\n";
-
-/// A valid file with `head` before the upstreams and `route` lines inside
-/// the one route (which comes last, so `[routes.ramp]` etc. may follow).
-fn file(head: &str, route: &str) -> String {
-    format!(
-        "{head}\n{UPSTREAMS}[[routes]]\nname = \"r\"\nstable = \"a\"\ncanary = \"b\"\n{route}\n"
-    )
-}
-
-fn load(text: &str) -> Result<Loaded, Vec<String>> {
-    parse(text, Path::new("/etc/gp/c.toml")).map_err(|e| {
-        e.errors()
-            .iter()
-            .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
-            .collect()
-    })
-}
-
-fn ok(text: &str) -> Config {
-    match load(text) {
-        Ok(l) => l.config,
-        Err(e) => panic!("expected valid, got {e:#?}"),
-    }
-}
-
-/// The messages (without locations) of an invalid file.
-fn errs(text: &str) -> Vec<String> {
-    match load(text) {
-        Ok(_) => panic!("expected errors for:\n{text}"),
-        Err(e) => e
-            .into_iter()
-            .map(|m| m.split_once(": ").map_or(m.as_str(), |x| x.1).to_owned())
-            .collect(),
-    }
-}
-
-fn one_err(text: &str) -> String {
-    let e = errs(text);
-    assert_eq!(e.len(), 1, "{e:#?}");
-    e[0].clone()
-}
-
-fn warnings(text: &str) -> Vec<String> {
-    match load(text) {
-        Ok(l) => l.warnings.iter().map(|w| w.message.clone()).collect(),
-        Err(e) => panic!("expected valid, got {e:#?}"),
-    }
-}
-
 #[test]
 fn defaults_and_path_resolution() {
     let c = ok(&file(
@@ -188,6 +139,18 @@ fn upstreams_need_valid_endpoints() {
 fn unused_upstream_is_a_warning() {
     let w = warnings(&file("[upstreams.z]\nendpoints = [\"z:1\"]", ""));
     assert_eq!(w, ["upstream `z` is not used by any route"]);
+}
+
+#[test]
+fn same_stable_and_canary_is_a_warning() {
+    let text = file("", "").replace("canary = \"b\"", "canary = \"a\"");
+    assert_eq!(
+        warnings(&text),
+        [
+            "upstream `b` is not used by any route",
+            "stable and canary are both `a`; the canary would be compared with itself",
+        ]
+    );
 }
 
 #[test]
@@ -420,121 +383,6 @@ fn sticky_in_requires_route_sticky() {
         "[[routes.rules]]\nwhen = { sticky_in = [\"u\"] }\nto = \"canary\"",
     );
     assert!(one_err(&text).starts_with("`sticky_in` needs the route to have `sticky`"));
-}
-
-fn ramp(lines: &str) -> String {
-    file("", &format!("[routes.ramp]\n{lines}"))
-}
-
-#[test]
-fn ramp_defaults_and_custom_steps() {
-    let c = ok(&ramp(""));
-    assert_eq!(c.routes[0].ramp, Some(Default::default()));
-    let c = ok(&ramp("steps = [0.5, 20, 100]\ninterval = \"1m\"\ntick = \"1m\"\nmin_requests = 1\nbaseline = \"0s\"\nmax_p99_increase = 0.25"));
-    let p = c.routes[0].ramp.clone().unwrap();
-    let bp: Vec<u16> = p.steps.iter().map(|w| w.basis_points()).collect();
-    assert_eq!(bp, [50, 2000, 10_000]);
-    assert_eq!(p.gate_ratios, [0.0, 5.0]);
-    assert_eq!(
-        (p.interval, p.tick, p.baseline),
-        (
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-            Duration::ZERO
-        )
-    );
-    assert_eq!((p.min_requests, p.max_p99_increase), (1, 0.25));
-}
-
-#[test]
-fn ramp_steps() {
-    let e = |steps: &str| errs(&ramp(&format!("steps = {steps}")));
-    assert_eq!(
-        e("[]"),
-        ["steps is empty; list percents ending with 100, e.g. [1, 5, 25, 100]"]
-    );
-    assert_eq!(
-        e("[0, 100]"),
-        ["step 0 is not above 0; a ramp step must send some traffic to the canary"]
-    );
-    assert_eq!(
-        e("[5, 5, 100]"),
-        ["steps must increase strictly: 5 comes after 5"]
-    );
-    assert_eq!(
-        e("[1, 50]"),
-        ["the last step is 50; it must be 100 (full rollout), e.g. add 100"]
-    );
-    assert_eq!(e("[1, 120]"), ["step 120 is above 100; use 0.0..=100.0"]);
-    assert_eq!(
-        e("[1.234, 100]"),
-        ["step 1.234 has more than two decimals; weights go in steps of 0.01 (e.g. 1.23)"]
-    );
-    assert_eq!(
-        e("[1, \"x\", 100]"),
-        ["`steps` in [routes.ramp] must contain only numbers, found string"]
-    );
-}
-
-#[test]
-fn ramp_timing() {
-    assert_eq!(
-        one_err(&ramp("tick = \"0s\"")),
-        "tick must be above 0, e.g. \"10s\""
-    );
-    assert_eq!(
-        one_err(&ramp("tick = \"1m\"")),
-        "tick 1m is longer than interval 30s (default); the judge must look at least once per step"
-    );
-    assert_eq!(
-        one_err(&ramp("interval = \"1h\"\nmax_step_duration = \"10m\"")),
-        "max_step_duration 10m is shorter than interval 1h; every step would pause before it may advance"
-    );
-    assert!(
-        one_err(&ramp("baseline = \"ten minutes\"")).starts_with("`baseline`: invalid duration")
-    );
-    assert_eq!(
-        one_err(&ramp("min_requests = 0")),
-        "min_requests 0 must be at least 1 (requests per arm before a step may advance)"
-    );
-}
-
-#[test]
-fn ramp_judge_parameters() {
-    let e = |l: &str| one_err(&ramp(l));
-    assert!(e("confidence = 1").starts_with("confidence 1 must be between 0 and 1"));
-    assert!(e("confidence = 0").starts_with("confidence 0 must be between 0 and 1"));
-    assert!(e("max_error_rate_increase = 1.0")
-        .starts_with("max_error_rate_increase 1 must be in 0.0..1.0"));
-    assert!(e("max_error_rate_increase = -0.1").starts_with("max_error_rate_increase -0.1"));
-    assert!(e("max_p99_increase = -0.5").starts_with("max_p99_increase -0.5 must be 0 or more"));
-    assert!(
-        ok(&ramp("max_error_rate_increase = 0.01\nconfidence = 0.95")).routes[0]
-            .ramp
-            .is_some()
-    );
-}
-
-#[test]
-fn ramp_gate_ratios() {
-    assert_eq!(
-        one_err(&ramp("gate_ratios = [0, 5]")),
-        "gate_ratios has 2 values but there are 6 steps; give one per step but the last (5)"
-    );
-    assert!(one_err(&ramp("steps = [10, 100]\ngate_ratios = [0.5]"))
-        .starts_with("gate ratio 0.5 must be 0 (no gate) or at least 1"));
-    let c = ok(&ramp("steps = [10, 100]\ngate_ratios = [2]"));
-    assert_eq!(c.routes[0].ramp.as_ref().unwrap().gate_ratios, [2.0]);
-}
-
-#[test]
-fn weight_with_ramp_warns() {
-    let text = ramp("");
-    let text = text.replace("canary = \"b\"\n", "canary = \"b\"\ncanary_weight = 5\n");
-    assert_eq!(
-        warnings(&text),
-        ["canary_weight is ignored: the ramp (line 11) owns the weight; remove canary_weight"]
-    );
 }
 
 fn routes(matches: &[(&str, &str)]) -> String {

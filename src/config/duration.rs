@@ -55,6 +55,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// Renders a duration the way the config writes it: `"1m30s"`, `"250ms"`,
+/// `"0s"`; `parse_duration(&format_duration(d))` gives back `d` to the
+/// millisecond.
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, per) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if ms >= per {
+            out.push_str(&format!("{}{unit}", ms / per));
+            ms %= per;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +91,20 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1h0m5s"), Ok(Duration::from_secs(3605)));
         assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for (ms, text) in [
+            (0, "0s"),
+            (250, "250ms"),
+            (90_000, "1m30s"),
+            (3_600_500, "1h500ms"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::Checker;
+use crate::config::duration::format_duration;
 use crate::config::raw::{RawRamp, Sp};
 use crate::config::types::RampPolicy;
 use crate::domain::CanaryWeight;
@@ -32,33 +33,7 @@ pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
         "max_step_duration",
         d.max_step_duration,
     );
-    let shown = |v: &Option<Sp<String>>, default: Duration| {
-        v.as_ref().map_or_else(
-            || format!("{}s (default)", default.as_secs()),
-            |s| s.value.clone(),
-        )
-    };
-    let tick_at = r.tick.as_ref().map_or(r.at, |t| t.at);
-    if tick.is_zero() {
-        c.error(tick_at, "tick must be above 0, e.g. \"10s\"");
-    } else if tick > interval {
-        let msg = format!(
-            "tick {} is longer than interval {}; the judge must look at least once per step",
-            shown(&r.tick, d.tick),
-            shown(&r.interval, d.interval)
-        );
-        c.error(tick_at, msg);
-    }
-    if max_step_duration < interval {
-        let at = r.max_step_duration.as_ref().map_or(r.at, |m| m.at);
-        let msg = format!(
-            "max_step_duration {} is shorter than interval {}; every step would pause before it may advance",
-            shown(&r.max_step_duration, d.max_step_duration),
-            shown(&r.interval, d.interval)
-        );
-        c.error(at, msg);
-    }
-    RampPolicy {
+    let policy = RampPolicy {
         steps,
         interval,
         tick,
@@ -74,6 +49,38 @@ pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
         max_p99_increase: fraction(c, &r.max_p99_increase, d.max_p99_increase, Bound::P99),
         gate_ratios,
         max_step_duration,
+    };
+    timing(c, r, &policy);
+    policy
+}
+
+/// tick in (0, interval]; max_step_duration ≥ interval.
+fn timing(c: &mut Checker<'_>, r: &RawRamp, p: &RampPolicy) {
+    let shown = |v: &Option<Sp<String>>, d: Duration| {
+        v.as_ref().map_or_else(
+            || format!("{} (default)", format_duration(d)),
+            |s| s.value.clone(),
+        )
+    };
+    let tick_at = r.tick.as_ref().map_or(r.at, |t| t.at);
+    if p.tick.is_zero() {
+        c.error(tick_at, "tick must be above 0, e.g. \"10s\"");
+    } else if p.tick > p.interval {
+        let msg = format!(
+            "tick {} is longer than interval {}; the judge must look at least once per step",
+            shown(&r.tick, p.tick),
+            shown(&r.interval, p.interval)
+        );
+        c.error(tick_at, msg);
+    }
+    if p.max_step_duration < p.interval {
+        let at = r.max_step_duration.as_ref().map_or(r.at, |m| m.at);
+        let msg = format!(
+            "max_step_duration {} is shorter than interval {}; every step would pause before it may advance",
+            shown(&r.max_step_duration, p.max_step_duration),
+            shown(&r.interval, p.interval)
+        );
+        c.error(at, msg);
     }
 }
 

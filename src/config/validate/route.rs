@@ -16,17 +16,7 @@ use crate::domain::{Arm, CanaryWeight, RouteName};
 /// One route, or `None` when something in it is wrong (reported).
 pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -> Option<Route> {
     let before = c.errors.len();
-    let name = match &r.name {
-        Some(n) if n.value.is_empty() => {
-            c.error(n.at, "route `name` is empty; give the route a name");
-            None
-        }
-        Some(n) => Some(n.value.clone()),
-        None => {
-            c.error(r.at, "[[routes]] has no `name`; add name = \"...\"");
-            None
-        }
-    };
+    let name = route_name(c, r);
     let label = name.clone().unwrap_or_else(|| "(unnamed)".to_owned());
     let stable = upstream_ref(c, &r.stable, "stable", &label, r.at, upstreams);
     let canary = upstream_ref(c, &r.canary, "canary", &label, r.at, upstreams);
@@ -35,16 +25,7 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         .as_ref()
         .and_then(|w| c.weight(w, "canary_weight"));
     let sticky = r.sticky.as_ref().and_then(|s| sticky(c, s));
-    let fallback_budget = r.fallback_budget.as_ref().map_or(0.2, |b| {
-        if !(0.0..=1.0).contains(&b.value) {
-            let msg = format!(
-                "fallback_budget {} is outside 0.0..=1.0; it is the share of the route's requests that may fall back",
-                b.value
-            );
-            c.error(b.at, msg);
-        }
-        b.value
-    });
+    let fallback_budget = fallback_budget(c, r);
     let matcher = r
         .matcher
         .as_ref()
@@ -56,12 +37,15 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         .filter_map(|rule| rule_of(c, rule, r.sticky.is_some()))
         .collect();
     let ramp = r.ramp.as_ref().map(|ramp| super::ramp::ramp(c, ramp));
-    if let (Some(w), Some(ramp)) = (&r.canary_weight, &r.ramp) {
-        let line = c.line_of(ramp.at);
-        let msg = format!(
-            "canary_weight is ignored: the ramp (line {line}) owns the weight; remove canary_weight"
-        );
-        c.warn(w.at, msg);
+    warn_weight_with_ramp(c, r);
+    if let (Some(s), Some(k), Some(_)) = (&r.stable, &r.canary, stable.zip(canary)) {
+        if s.value == k.value {
+            let msg = format!(
+                "stable and canary are both `{}`; the canary would be compared with itself",
+                s.value
+            );
+            c.warn(k.at, msg);
+        }
     }
     if c.errors.len() > before {
         return None;
@@ -83,6 +67,46 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         rules,
         ramp,
     })
+}
+
+fn route_name(c: &mut Checker<'_>, r: &RawRoute) -> Option<String> {
+    match &r.name {
+        Some(n) if n.value.is_empty() => {
+            c.error(n.at, "route `name` is empty; give the route a name");
+            None
+        }
+        Some(n) => Some(n.value.clone()),
+        None => {
+            c.error(r.at, "[[routes]] has no `name`; add name = \"...\"");
+            None
+        }
+    }
+}
+
+/// Share of the route's requests that may fall back, in [0, 1] (default 0.2).
+fn fallback_budget(c: &mut Checker<'_>, r: &RawRoute) -> f64 {
+    let Some(b) = &r.fallback_budget else {
+        return 0.2;
+    };
+    if !(0.0..=1.0).contains(&b.value) {
+        let msg = format!(
+            "fallback_budget {} is outside 0.0..=1.0; it is the share of the route's requests that may fall back",
+            b.value
+        );
+        c.error(b.at, msg);
+    }
+    b.value
+}
+
+/// CONTRACT §4: with a ramp the controller owns the weight.
+fn warn_weight_with_ramp(c: &mut Checker<'_>, r: &RawRoute) {
+    if let (Some(w), Some(ramp)) = (&r.canary_weight, &r.ramp) {
+        let line = c.line_of(ramp.at);
+        let msg = format!(
+            "canary_weight is ignored: the ramp (line {line}) owns the weight; remove canary_weight"
+        );
+        c.warn(w.at, msg);
+    }
 }
 
 /// Resolves `stable = "NAME"` / `canary = "NAME"` to an id.
