@@ -113,10 +113,15 @@ pub struct Decision {
 
 /// The index of the first route whose `match` holds, if any.
 pub fn find_route(routes: &[Route], req: &RequestView) -> Option<usize> {
-    let host = request_host(req);
-    routes
-        .iter()
-        .position(|r| matcher::route_matches(&r.matcher, host, req.path))
+    // Normalized at most once, and only if some route asks for a host.
+    let mut host: Option<Option<&str>> = None;
+    routes.iter().position(|r| {
+        let h = match r.matcher.host {
+            Some(_) => *host.get_or_insert_with(|| request_host(req)),
+            None => None,
+        };
+        matcher::route_matches(&r.matcher, h, req.path)
+    })
 }
 
 fn request_host<'a>(req: &RequestView<'a>) -> Option<&'a str> {
@@ -225,10 +230,9 @@ pub struct Explanation {
 pub fn explain(route: &Route, key: &str, weight: CanaryWeight) -> Explanation {
     let bucket = sticky::bucket(&route.salt, key.as_bytes());
     let rule = if route.sticky.is_some() && !key.is_empty() {
-        route
-            .rules
-            .iter()
-            .position(|r| matches!(&r.when, Condition::StickyIn(set) if set.contains(key)))
+        route.rules.iter().position(
+            |r| matches!(&r.when, Condition::StickyIn(set) if matcher::set_contains(set, key)),
+        )
     } else {
         None
     };

@@ -13,6 +13,7 @@ use crate::domain::CanaryWeight;
 pub const BUCKETS: u16 = 10_000;
 
 /// The bucket of `key` under `salt`: `murmur3_x86_32(salt ":" key, 0) % 10000`.
+#[inline]
 pub fn bucket(salt: &str, key: &[u8]) -> u16 {
     let mut h = Murmur3::new(0);
     h.write(salt.as_bytes());
@@ -42,8 +43,11 @@ pub fn canary_from_percent(bucket: u16) -> f64 {
 #[derive(Debug, Clone)]
 pub struct Murmur3 {
     h: u32,
-    tail: [u8; 4],
-    tail_len: usize,
+    /// Bytes of an unfinished block, little-endian, kept in a register:
+    /// joining pieces in a memory buffer and reading it back as `u32`s
+    /// stalls on store forwarding and made `bucket` 3× slower.
+    carry: u32,
+    carry_len: u32,
     total: u32,
 }
 
@@ -65,51 +69,51 @@ fn mix_h(h: u32, k: u32) -> u32 {
 
 impl Murmur3 {
     /// A hasher with the given seed.
+    #[inline]
     pub fn new(seed: u32) -> Murmur3 {
         Murmur3 {
             h: seed,
-            tail: [0; 4],
-            tail_len: 0,
+            carry: 0,
+            carry_len: 0,
             total: 0,
         }
     }
 
     /// Feeds more bytes; `write(a); write(b)` hashes the same as `write(a ++ b)`.
-    #[inline]
+    #[inline(always)]
     pub fn write(&mut self, mut bytes: &[u8]) {
         // The reference algorithm takes the length mod 2^32.
         self.total = self.total.wrapping_add(bytes.len() as u32);
-        if self.tail_len > 0 {
-            let take = (4 - self.tail_len).min(bytes.len());
-            self.tail[self.tail_len..self.tail_len + take].copy_from_slice(&bytes[..take]);
-            self.tail_len += take;
-            bytes = &bytes[take..];
-            if self.tail_len < 4 {
+        while self.carry_len > 0 {
+            let Some((first, rest)) = bytes.split_first() else {
                 return;
+            };
+            self.carry |= u32::from(*first) << (8 * self.carry_len);
+            self.carry_len += 1;
+            bytes = rest;
+            if self.carry_len == 4 {
+                self.h = mix_h(self.h, self.carry);
+                self.carry = 0;
+                self.carry_len = 0;
             }
-            self.h = mix_h(self.h, u32::from_le_bytes(self.tail));
-            self.tail_len = 0;
         }
         let mut blocks = bytes.chunks_exact(4);
         for block in &mut blocks {
             let k = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
             self.h = mix_h(self.h, k);
         }
-        let rest = blocks.remainder();
-        self.tail[..rest.len()].copy_from_slice(rest);
-        self.tail_len = rest.len();
+        for (i, b) in blocks.remainder().iter().enumerate() {
+            self.carry |= u32::from(*b) << (8 * i);
+        }
+        self.carry_len = blocks.remainder().len() as u32;
     }
 
     /// The hash of everything written so far.
-    #[inline]
+    #[inline(always)]
     pub fn finish(&self) -> u32 {
         let mut h = self.h;
-        if self.tail_len > 0 {
-            let mut k = 0u32;
-            for (i, b) in self.tail[..self.tail_len].iter().enumerate() {
-                k |= u32::from(*b) << (8 * i);
-            }
-            h ^= mix_k(k);
+        if self.carry_len > 0 {
+            h ^= mix_k(self.carry);
         }
         h ^= self.total;
         h ^= h >> 16;
