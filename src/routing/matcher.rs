@@ -1,0 +1,392 @@
+//! Matching a request against a route's `match` and its rules' conditions.
+//!
+//! Everything works on borrowed bytes of the request as sent: nothing is
+//! percent-decoded, case-folded (except the host) or copied.
+
+use std::collections::HashSet;
+
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderName};
+
+use crate::config::types::{Condition, RouteMatch, ValueTest};
+
+/// The host part of a `Host` header or URI authority: port stripped, IPv6
+/// brackets removed, one trailing dot (`example.com.`) removed. Case is left
+/// alone; compare with [`host_eq`].
+///
+/// `"Shop.Example:8080"` → `"Shop.Example"`, `"[::1]:80"` → `"::1"`,
+/// `"::1"` (unbracketed, not valid but seen) → `"::1"`.
+pub fn normalize_host(raw: &str) -> &str {
+    let raw = raw.trim();
+    // Userinfo is not allowed in Host, but a URI authority may carry it.
+    let raw = match raw.rfind('@') {
+        Some(at) => &raw[at + 1..],
+        None => raw,
+    };
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        match rest.find(']') {
+            Some(end) => &rest[..end],
+            None => rest,
+        }
+    } else {
+        match raw.find(':') {
+            // Exactly one colon: `host:port`. More: an unbracketed IPv6 literal.
+            Some(colon) if raw[colon + 1..].find(':').is_none() => &raw[..colon],
+            _ => raw,
+        }
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// Whether a request host (already [`normalize_host`]d) is the route's host.
+/// The route's host is lower-cased by validation; brackets and a trailing dot
+/// on it are tolerated too.
+pub fn host_eq(request_host: &str, route_host: &str) -> bool {
+    request_host.eq_ignore_ascii_case(normalize_host(route_host))
+}
+
+/// Whether a route's `match` holds. `host` is the request's normalized host,
+/// if it has one; a route with a host never matches a request without one.
+///
+/// `path_prefix` is a plain (nginx-like) byte prefix of the raw path:
+/// `/api/recommend` matches `/api/recommend`, `/api/recommend/x` *and*
+/// `/api/recommendations`. To match whole segments only, configure
+/// `/api/recommend/`. The path is not decoded or normalized.
+pub fn route_matches(m: &RouteMatch, host: Option<&str>, path: &str) -> bool {
+    if let Some(want) = &m.host {
+        match host {
+            Some(h) if host_eq(h, want) => {}
+            _ => return false,
+        }
+    }
+    match &m.path_prefix {
+        Some(prefix) => path.as_bytes().starts_with(prefix.as_bytes()),
+        None => true,
+    }
+}
+
+/// Whether a value passes a test. `Equals` is byte equality; `Regex` is an
+/// unanchored search and never matches a value that is not UTF-8.
+pub fn test_value(test: &ValueTest, value: &[u8]) -> bool {
+    match test {
+        ValueTest::Equals(want) => value == want.as_bytes(),
+        ValueTest::Regex(re) => match std::str::from_utf8(value) {
+            Ok(s) => re.is_match(s),
+            Err(_) => false,
+        },
+    }
+}
+
+/// Whether a rule's condition holds. `sticky` is the request's sticky key
+/// (the route's source, already extracted), used by `sticky_in`.
+pub fn condition_holds(
+    cond: &Condition,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    sticky: Option<&[u8]>,
+) -> bool {
+    match cond {
+        // A header sent several times matches when any instance does.
+        Condition::Header(name, test) => headers
+            .get_all(name)
+            .iter()
+            .any(|v| test_value(test, v.as_bytes())),
+        // A cookie sent several times (several paths, several `Cookie`
+        // headers) matches when any instance does.
+        Condition::Cookie(name, test) => cookie_values(headers, name).any(|v| test_value(test, v)),
+        Condition::Query(name, test) => match query {
+            Some(q) => query_pairs(q).any(|(n, v)| n == name.as_bytes() && test_value(test, v)),
+            None => false,
+        },
+        Condition::StickyIn(set) => match sticky.map(std::str::from_utf8) {
+            Some(Ok(key)) => set_contains(set, key),
+            _ => false,
+        },
+    }
+}
+
+/// `set.contains(key)`, without SipHash for the small sets `sticky_in` usually
+/// holds (a few staff ids): comparing a handful of strings, most rejected on
+/// length, is several times cheaper than hashing the key.
+#[inline]
+pub fn set_contains(set: &HashSet<String>, key: &str) -> bool {
+    const LINEAR_UP_TO: usize = 8;
+    if set.len() <= LINEAR_UP_TO {
+        set.iter().any(|s| s == key)
+    } else {
+        set.contains(key)
+    }
+}
+
+/// The first value of a header, as raw bytes.
+pub fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    headers.get(name).map(|v| v.as_bytes())
+}
+
+/// The first cookie called `name`, as sent. Browsers send the cookie with the
+/// most specific path first (RFC 6265 §5.4), so the first one is the one the
+/// application at this path sees too.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    cookie_values(headers, name).next()
+}
+
+/// The first query parameter called `name`, as sent (not percent-decoded,
+/// `+` kept). A bare `name` without `=` has the empty value.
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
+    query_pairs(query)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| v)
+}
+
+const OWS: &[u8] = b" \t";
+
+fn trim_start_ows(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !OWS.contains(first) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let mut s = trim_start_ows(s);
+    while let [rest @ .., last] = s {
+        if !OWS.contains(last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// Every `name=value` pair of every `Cookie` header, in order. Pairs are split
+/// on `;`, name and value trimmed of spaces and tabs, the value split at the
+/// first `=` (so `a=b=c` is `a` → `b=c`); a pair without `=` is skipped.
+/// Quotes around a value are kept: the value is as sent.
+pub fn cookies(headers: &HeaderMap) -> Cookies<'_> {
+    Cookies {
+        values: headers.get_all(COOKIE).into_iter(),
+        rest: &[],
+    }
+}
+
+/// Iterator over cookie pairs; see [`cookies`]. Hand-written rather than a
+/// `flat_map` chain: this runs per request and the chain cost twice as much.
+#[derive(Debug)]
+pub struct Cookies<'a> {
+    values: http::header::ValueIter<'a, http::HeaderValue>,
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Cookies<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let pair = self.next_raw()?;
+            let (name, value) = split_once(pair, b'=');
+            // `split_once` leaves the separator's slot out: a pair without `=`
+            // has `name == pair`.
+            if name.len() < pair.len() {
+                return Some((trim_ows(name), trim_ows(value)));
+            }
+        }
+    }
+}
+
+/// The values of every cookie called `name`, in order; the same pairs as
+/// [`cookies`] yields for that name, found faster: a pair whose start is not
+/// `name` is skipped without looking for its `=` or trimming it.
+pub fn cookie_values<'a, 'n>(headers: &'a HeaderMap, name: &'n str) -> CookieValues<'a, 'n> {
+    CookieValues {
+        // A name with `=` can never be a cookie name: the split is at the first `=`.
+        pairs: (!name.as_bytes().contains(&b'=')).then(|| cookies(headers)),
+        name: name.as_bytes(),
+    }
+}
+
+/// Iterator over the values of one cookie name; see [`cookie_values`].
+#[derive(Debug)]
+pub struct CookieValues<'a, 'n> {
+    /// `None` when nothing can match.
+    pairs: Option<Cookies<'a>>,
+    name: &'n [u8],
+}
+
+impl<'a> Iterator for CookieValues<'a, '_> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let pair = self.pairs.as_mut()?.next_raw()?;
+            let Some(after) = trim_start_ows(pair).strip_prefix(self.name) else {
+                continue;
+            };
+            if let Some(value) = trim_start_ows(after).strip_prefix(b"=") {
+                return Some(trim_ows(value));
+            }
+        }
+    }
+}
+
+impl<'a> Cookies<'a> {
+    /// The next `;`-separated piece, untrimmed, across `Cookie` headers.
+    #[inline]
+    fn next_raw(&mut self) -> Option<&'a [u8]> {
+        while self.rest.is_empty() {
+            self.rest = self.values.next()?.as_bytes();
+        }
+        let (pair, tail) = split_once(self.rest, b';');
+        self.rest = tail;
+        Some(pair)
+    }
+}
+
+/// `(before, after)` the first `sep`, or `(s, [])` without one.
+#[inline]
+fn split_once(s: &[u8], sep: u8) -> (&[u8], &[u8]) {
+    match memchr::memchr(sep, s) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, &s[s.len()..]),
+    }
+}
+
+/// Every `name=value` pair of a raw query string, in order, split on `&`;
+/// empty pieces (`a=1&&b=2`) are skipped, `name` alone is `name` → `""`.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (&[u8], &[u8])> {
+    query
+        .as_bytes()
+        .split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| split_once(pair, b'='))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hosts_normalize() {
+        assert_eq!(normalize_host("shop.example"), "shop.example");
+        assert_eq!(normalize_host("Shop.Example:8080"), "Shop.Example");
+        assert_eq!(normalize_host("shop.example."), "shop.example");
+        assert_eq!(normalize_host("shop.example.:443"), "shop.example");
+        assert_eq!(normalize_host("[::1]:8080"), "::1");
+        assert_eq!(normalize_host("[::1]"), "::1");
+        assert_eq!(normalize_host("[2001:DB8::1"), "2001:DB8::1");
+        assert_eq!(normalize_host("::1"), "::1");
+        assert_eq!(normalize_host("user:pw@shop.example:80"), "shop.example");
+        assert_eq!(normalize_host(""), "");
+        assert_eq!(normalize_host(":"), "");
+        assert!(host_eq("SHOP.example", "shop.example"));
+        assert!(host_eq("2001:DB8::1", "[2001:db8::1]"));
+        assert!(!host_eq("shop.example.evil", "shop.example"));
+    }
+
+    #[test]
+    fn path_prefix_is_a_plain_prefix() {
+        let m = RouteMatch {
+            host: None,
+            path_prefix: Some("/api/recommend".into()),
+        };
+        assert!(route_matches(&m, None, "/api/recommend"));
+        assert!(route_matches(&m, None, "/api/recommend/x"));
+        assert!(route_matches(&m, None, "/api/recommendations"));
+        assert!(!route_matches(&m, None, "/api/recommen"));
+        assert!(!route_matches(&m, None, "/API/recommend"));
+        assert!(!route_matches(&m, None, "/x/api/recommend"));
+        assert!(!route_matches(&m, None, ""));
+    }
+
+    fn cookie_headers(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let h = cookie_headers(&[b"a=1; b=x=y ;c=\"q\";;  d = 2 ;e=;flag", b"a=second; f=%41"]);
+        let all: Vec<_> = cookies(&h).collect();
+        assert_eq!(
+            all,
+            vec![
+                (&b"a"[..], &b"1"[..]),
+                (b"b", b"x=y"),
+                (b"c", b"\"q\""),
+                (b"d", b"2"),
+                (b"e", b""),
+                (b"a", b"second"),
+                (b"f", b"%41"),
+            ]
+        );
+        assert_eq!(cookie_value(&h, "a"), Some(&b"1"[..]));
+        assert_eq!(cookie_value(&h, "f"), Some(&b"%41"[..]));
+        assert_eq!(cookie_value(&h, "flag"), None);
+        assert_eq!(cookie_value(&h, "A"), None);
+        assert_eq!(cookie_value(&HeaderMap::new(), "a"), None);
+    }
+
+    #[test]
+    fn query_parsing() {
+        let q = "a=1&&b=x=y&flag&c=&a=2&d=%41+b&";
+        let all: Vec<_> = query_pairs(q).collect();
+        assert_eq!(
+            all,
+            vec![
+                (&b"a"[..], &b"1"[..]),
+                (b"b", b"x=y"),
+                (b"flag", b""),
+                (b"c", b""),
+                (b"a", b"2"),
+                (b"d", b"%41+b"),
+            ]
+        );
+        assert_eq!(query_value(q, "a"), Some(&b"1"[..]));
+        assert_eq!(query_value(q, "d"), Some(&b"%41+b"[..]));
+        assert_eq!(query_value(q, "flag"), Some(&b""[..]));
+        assert_eq!(query_value(q, "z"), None);
+        assert_eq!(query_value("", "a"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cookie_values_agrees_with_cookies(
+            values in proptest::collection::vec("[ a-c=;\t\"]{0,24}", 0..3),
+            name in "[ a-c=]{0,3}",
+        ) {
+            let mut h = HeaderMap::new();
+            for v in &values {
+                h.append(COOKIE, HeaderValue::from_str(v).unwrap());
+            }
+            let slow: Vec<_> = cookies(&h).filter(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v).collect();
+            let fast: Vec<_> = cookie_values(&h, &name).collect();
+            proptest::prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn set_contains_agrees_with_contains(
+            set in proptest::collection::hash_set("[a-c]{0,3}", 0..20),
+            key in "[a-c]{0,3}",
+        ) {
+            proptest::prop_assert_eq!(set_contains(&set, &key), set.contains(&key));
+        }
+    }
+
+    #[test]
+    fn regex_skips_non_utf8() {
+        let re = ValueTest::Regex(regex::Regex::new("iPhone").unwrap());
+        assert!(test_value(&re, b"Mozilla (iPhone; CPU)"));
+        assert!(!test_value(&re, b"iPhone \xff"));
+        let eq = ValueTest::Equals("\u{fc}".into());
+        assert!(test_value(&eq, "\u{fc}".as_bytes()));
+        assert!(!test_value(&eq, b"\xfc"));
+    }
+}
