@@ -128,9 +128,18 @@ mod tests {
 
     #[test]
     fn weight_accepts_two_decimals_only() {
-        assert_eq!(CanaryWeight::from_percent(5.0).map(|w| w.basis_points()), Some(500));
-        assert_eq!(CanaryWeight::from_percent(0.01).map(|w| w.basis_points()), Some(1));
-        assert_eq!(CanaryWeight::from_percent(12.34).map(|w| w.basis_points()), Some(1234));
+        assert_eq!(
+            CanaryWeight::from_percent(5.0).map(|w| w.basis_points()),
+            Some(500)
+        );
+        assert_eq!(
+            CanaryWeight::from_percent(0.01).map(|w| w.basis_points()),
+            Some(1)
+        );
+        assert_eq!(
+            CanaryWeight::from_percent(12.34).map(|w| w.basis_points()),
+            Some(1234)
+        );
         assert_eq!(CanaryWeight::from_percent(100.0), Some(CanaryWeight::FULL));
         assert_eq!(CanaryWeight::from_percent(0.001), None);
         assert_eq!(CanaryWeight::from_percent(100.01), None);
