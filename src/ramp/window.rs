@@ -71,6 +71,25 @@ pub fn bucket_of(latency: Duration) -> usize {
     EDGES_NS.partition_point(|&e| e < ns)
 }
 
+/// Bucket of a latency given in seconds (same as [`bucket_of`]; computed from
+/// the logarithm, then corrected against the integer boundaries).
+pub fn bucket_of_seconds(secs: f64) -> usize {
+    let ns = (secs * 1e9).ceil().clamp(0.0, 1.8e19) as u64;
+    let guess = ((secs * 1000.0).ln() / 1.1f64.ln()).ceil();
+    let mut i = if guess.is_finite() {
+        guess.clamp(0.0, EDGE_COUNT as f64) as usize
+    } else {
+        0
+    };
+    while i > 0 && EDGES_NS[i - 1] >= ns {
+        i -= 1;
+    }
+    while i < EDGE_COUNT && EDGES_NS[i] < ns {
+        i += 1;
+    }
+    i
+}
+
 /// Log-spaced latency histogram (boundary ratio ≤ 1.1 from 1 ms to 60 s,
 /// bucket 0 holds everything ≤ 1 ms, the last bucket everything > 60 s).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +365,12 @@ mod tests {
         assert_eq!(bucket_of(Duration::from_nanos(1_000_001)), 1);
         assert_eq!(bucket_of(Duration::from_secs(60)), EDGE_COUNT - 1);
         assert_eq!(bucket_of(Duration::from_secs(61)), EDGE_COUNT);
+        for i in 0..5000u64 {
+            let ns = 1 + i * i * i * 997;
+            let d = Duration::from_nanos(ns);
+            assert_eq!(bucket_of_seconds(d.as_secs_f64()), bucket_of(d), "{ns}");
+        }
+        assert_eq!(bucket_of_seconds(0.0), 0);
         assert_eq!(edge_at_or_above(0.001), Some(0));
         assert_eq!(edge_at_or_above(61.0), None);
         let e = edge_at_or_above(0.162).unwrap();

@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use crate::config::types::RampPolicy;
 use crate::ramp::state::{ms, Effect, Phase, RampEvent, RampState};
 
-pub use report::{ScenarioResult, SimReport};
+pub use report::{quantile, ScenarioResult, SimReport};
 pub use traffic::{Incident, Scenario, Traffic};
 
 /// What to simulate.

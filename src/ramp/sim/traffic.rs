@@ -4,15 +4,18 @@
 //! that widens σ, and a shared incident that adds failures and multiplies
 //! latency on both arms.
 //!
-//! Histograms are sampled exactly above stable's pre-incident p95 (≈ 107 ms;
-//! every slow threshold `T` the judge can pick is above it); the requests
-//! below it are lumped into the bucket just under it, which only the body of
-//! the distribution (never used by the judge) would notice.
+//! Histograms are sampled exactly above stable's pre-incident p98 (≈ 137 ms;
+//! every slow threshold `T` the judge can pick, at or above the p99 of
+//! 120,000 baseline requests, is above it); the requests below it are lumped
+//! into the bucket just under it, which only quantiles below p98 (never used
+//! by the judge) would notice.
 
 use rand::Rng;
 use rand_distr::{Binomial, Distribution, Poisson};
 
-use crate::ramp::window::{bucket_of, edge_at_or_above, ArmTick, JudgeHistogram, TickCounts};
+use crate::ramp::window::{
+    bucket_of_seconds, edge_at_or_above, ArmTick, JudgeHistogram, TickCounts,
+};
 
 /// Median latency, seconds.
 pub const LAT_MEDIAN_S: f64 = 0.040;
@@ -20,8 +23,8 @@ pub const LAT_MEDIAN_S: f64 = 0.040;
 pub const LAT_SIGMA: f64 = 0.6;
 /// z of the 99th percentile.
 pub const Z99: f64 = 2.326_347_874_040_840_8;
-/// z of the 95th percentile (the exact-sampling cut-off).
-const Z95: f64 = 1.644_853_626_951_472_2;
+/// z of the 98th percentile (the exact-sampling cut-off).
+const Z98: f64 = 2.053_748_910_631_822_5;
 
 /// A shared incident: both arms fail more and get slower.
 #[derive(Clone, Debug, PartialEq)]
@@ -197,7 +200,7 @@ impl LatencyModel {
             let v: f64 = rng.gen::<f64>() * q;
             let z = -norm_quantile(v.max(1e-300));
             let secs = (self.mu + self.sigma * z).exp().min(1e6);
-            h.add_to_bucket(bucket_of(std::time::Duration::from_secs_f64(secs)), 1);
+            h.add_to_bucket(bucket_of_seconds(secs), 1);
         }
         h
     }
@@ -233,7 +236,7 @@ pub fn gen_tick<R: Rng>(
         mu,
         sigma: LAT_SIGMA + scen.p99_increase.ln_1p() / Z99,
     };
-    let cut_s = (LAT_MEDIAN_S.ln() + Z95 * LAT_SIGMA).exp();
+    let cut_s = (LAT_MEDIAN_S.ln() + Z98 * LAT_SIGMA).exp();
     let canary = ArmTick {
         requests: nc,
         errors: errors(rng, nc, pc, scen.burst),
