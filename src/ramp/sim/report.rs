@@ -135,20 +135,22 @@ impl fmt::Display for SimReport {
             .max(8);
         writeln!(
             f,
-            "{:<w$}  {:>11}  {:>11}  {:>9}  {:>17}  {:>25}",
+            "{:<w$}  {:>11}  {:>11}  {:>9}  {:>17}  {:>17}  {:>29}",
             "scenario",
             "P(rollback)",
             "P(promoted)",
             "undecided",
             "decision med/p95",
+            "to 100% med/p95",
             "canary req. before rb med/p95"
         )?;
         for r in &self.rows {
             let t = r.decision_times();
+            let p = r.promotion_times();
             let e = r.rollback_exposure();
             writeln!(
                 f,
-                "{:<w$}  {:>11}  {:>11}  {:>9}  {:>17}  {:>25}",
+                "{:<w$}  {:>11}  {:>11}  {:>9}  {:>17}  {:>17}  {:>29}",
                 r.scenario.name,
                 pct(r.p_rollback()),
                 pct(r.p_promoted()),
@@ -157,6 +159,11 @@ impl fmt::Display for SimReport {
                     "{} / {}",
                     minutes(quantile(&t, 0.5)),
                     minutes(quantile(&t, 0.95))
+                ),
+                format!(
+                    "{} / {}",
+                    minutes(quantile(&p, 0.5)),
+                    minutes(quantile(&p, 0.95))
                 ),
                 format!(
                     "{} / {}",
