@@ -198,6 +198,8 @@ impl RampState {
             RampEvent::Command(c) => self.on_command(c, now, policy, &mut fx),
             RampEvent::ConfigChanged { new_ramp } => self.on_config(new_ramp, now, policy, &mut fx),
         }
+        // Every change is persisted, once, after the other effects.
+        fx.retain(|e| *e != Effect::Persist);
         if !fx.is_empty() {
             fx.push(Effect::Persist);
         }

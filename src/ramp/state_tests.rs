@@ -121,7 +121,8 @@ fn baseline_then_first_step() {
     let fx = r.tick(2000, 1.0);
     assert_eq!(r.state.phase, Phase::Progressing);
     assert_eq!(weight_set(&fx), Some(1.0));
-    assert!(fx.contains(&Effect::Persist));
+    assert_eq!(fx.iter().filter(|e| **e == Effect::Persist).count(), 1);
+    assert_eq!(fx.last(), Some(&Effect::Persist));
     assert_eq!(r.actions().last(), Some(&Action::RampStarted));
 }
 

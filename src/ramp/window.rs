@@ -289,14 +289,34 @@ impl AtomicArm {
     }
 }
 
+/// Counter shards of a recorder: threads spread over them so concurrent
+/// requests rarely touch the same cache line.
+const SHARDS: usize = 8;
+
+/// One shard: canary and the two stable halves.
+struct Shard {
+    canary: AtomicArm,
+    halves: [AtomicArm; 2],
+}
+
+std::thread_local! {
+    /// This thread's shard, assigned round-robin on first use.
+    static SHARD: usize = next_shard();
+}
+
+fn next_shard() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS as u64) as usize
+}
+
 /// Lock-free per-route recorder of weight-assigned requests.
 ///
 /// Stable requests are kept per A/A half only (stable = the halves' sum), so
 /// every `record` costs three relaxed atomic adds at most plus a 7-step
-/// binary search for the bucket.
+/// binary search for the bucket. Counters are sharded by thread so that
+/// proxy workers on different cores do not contend.
 pub struct WindowRecorder {
-    canary: AtomicArm,
-    halves: [AtomicArm; 2],
+    shards: Box<[Shard]>,
 }
 
 impl Default for WindowRecorder {
@@ -314,18 +334,22 @@ impl std::fmt::Debug for WindowRecorder {
 impl WindowRecorder {
     /// An empty recorder.
     pub fn new() -> WindowRecorder {
-        WindowRecorder {
-            canary: AtomicArm::new(),
-            halves: [AtomicArm::new(), AtomicArm::new()],
-        }
+        let shards = (0..SHARDS)
+            .map(|_| Shard {
+                canary: AtomicArm::new(),
+                halves: [AtomicArm::new(), AtomicArm::new()],
+            })
+            .collect();
+        WindowRecorder { shards }
     }
 
     /// Counts one weight-assigned request. `half` (0 or 1, from the bucket's
     /// parity; only the low bit is used) matters for stable only.
     pub fn record(&self, arm: Arm, half: usize, error: bool, latency: Duration) {
+        let shard = &self.shards[SHARD.with(|s| *s) % SHARDS];
         let a = match arm {
-            Arm::Canary => &self.canary,
-            Arm::Stable => &self.halves[half & 1],
+            Arm::Canary => &shard.canary,
+            Arm::Stable => &shard.halves[half & 1],
         };
         a.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
         if error {
@@ -337,8 +361,15 @@ impl WindowRecorder {
     /// Drains everything recorded since the last `take` (each counter is
     /// swapped to 0; a request racing with `take` lands in one tick or the next).
     pub fn take(&self) -> TickCounts {
-        let halves = [self.halves[0].take(), self.halves[1].take()];
-        TickCounts::from_halves(self.canary.take(), halves)
+        let mut canary = ArmTick::default();
+        let mut halves = [ArmTick::default(), ArmTick::default()];
+        for shard in self.shards.iter() {
+            canary.merge(&shard.canary.take());
+            for (h, a) in halves.iter_mut().zip(&shard.halves) {
+                h.merge(&a.take());
+            }
+        }
+        TickCounts::from_halves(canary, halves)
     }
 }
 
@@ -407,6 +438,30 @@ mod tests {
         assert_eq!(t.canary.requests, 1);
         assert_eq!(t.canary.latency.counts()[EDGE_COUNT], 1);
         assert!(r.take().is_empty());
+    }
+
+    #[test]
+    fn recorder_counts_every_request_across_threads() {
+        let r = WindowRecorder::new();
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let r = &r;
+                s.spawn(move || {
+                    for i in 0..1000usize {
+                        let arm = if i % 10 == 0 {
+                            Arm::Canary
+                        } else {
+                            Arm::Stable
+                        };
+                        r.record(arm, i + t, i % 100 == 0, Duration::from_millis(i as u64));
+                    }
+                });
+            }
+        });
+        let t = r.take();
+        assert_eq!((t.canary.requests, t.stable.requests), (400, 3600));
+        assert_eq!(t.canary.errors + t.stable.errors, 40);
+        assert_eq!(t.stable.latency.total() + t.canary.latency.total(), 4000);
     }
 
     #[test]
