@@ -7,4 +7,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod metrics;
+pub mod proxy;
+pub mod ramp;
 pub mod routing;
