@@ -5,9 +5,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod metrics;
 pub mod proxy;
 pub mod ramp;
+pub mod reload;
 pub mod routing;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,143 @@
+//! The admin API (CONTRACT §5): metrics, status, explain, health.
+
+pub mod status;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::body::ResponseBody;
+use crate::routing;
+use crate::runtime::Runtime;
+
+/// Shared by every admin request.
+pub struct Admin {
+    runtime: Arc<Runtime>,
+    ready: watch::Receiver<bool>,
+}
+
+impl Admin {
+    /// An admin API over the runtime; `ready` turns true once listeners are up.
+    pub fn new(runtime: Arc<Runtime>, ready: watch::Receiver<bool>) -> Arc<Admin> {
+        Arc::new(Admin { runtime, ready })
+    }
+
+    /// Routes one admin request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let path = req.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method(), segments.as_slice()) {
+            (&Method::GET, ["metrics"]) => match self.runtime.metrics.render() {
+                Ok(text) => text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
+                Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            },
+            (&Method::GET, ["status"]) => json(StatusCode::OK, &status::status(&self.runtime)),
+            (&Method::GET, ["healthz"]) => {
+                text_response(StatusCode::OK, "text/plain", "ok\n".into())
+            }
+            (&Method::GET, ["readyz"]) => {
+                if *self.ready.borrow() {
+                    text_response(StatusCode::OK, "text/plain", "ready\n".into())
+                } else {
+                    text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "not ready\n".into(),
+                    )
+                }
+            }
+            (&Method::GET, ["routes", name, "explain"]) => self.explain(name, req.uri().query()),
+            (_, ["metrics" | "status" | "healthz" | "readyz"]) | (_, ["routes", _, "explain"]) => {
+                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    fn explain(&self, name: &str, query: Option<&str>) -> Response<ResponseBody> {
+        let snap = self.runtime.snapshot();
+        let Some(index) = snap
+            .config
+            .routes
+            .iter()
+            .position(|r| r.name.as_str() == name)
+        else {
+            return json_error(StatusCode::NOT_FOUND, &format!("no route named `{name}`"));
+        };
+        let Some((route, rt)) = snap.route(index) else {
+            return json_error(StatusCode::NOT_FOUND, &format!("no route named `{name}`"));
+        };
+        let key = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("key="));
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            return json_error(StatusCode::BAD_REQUEST, "pass the sticky key as ?key=K");
+        };
+        // The key is compared as sent by clients, so percent-decoding the
+        // query here would make `explain` disagree with the proxy.
+        let weight = rt.weight();
+        let e = routing::explain(route, key, weight);
+        let body = serde_json::json!({
+            "route": name,
+            "key": key,
+            "bucket": e.bucket,
+            "arm": e.arm.as_str(),
+            "rule": e.rule,
+            "canary_weight": weight.percent(),
+            "canary_from_percent": e.canary_from_percent,
+        });
+        json(StatusCode::OK, &body)
+    }
+}
+
+/// Serves the admin API until `shutdown`.
+pub async fn serve_admin(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let runtime = admin.runtime.clone();
+    crate::server::serve(
+        listener,
+        shutdown,
+        move || runtime.snapshot().config.server.clone(),
+        move |_peer| {
+            let admin = admin.clone();
+            move |req: Request<Incoming>| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            }
+        },
+    )
+    .await;
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    text_response(status, "application/json", value.to_string())
+}
+
+/// A JSON error answer `{"error": message}`.
+pub fn json_error(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,163 @@
+//! Builds and wires the running proxy: listeners, admin API, reload, the
+//! per-second stats drain. Exposes the bound addresses (port 0 works).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+
+use crate::admin::{self, Admin};
+use crate::config::{self, ConfigDiff};
+use crate::metrics::Metrics;
+use crate::reload;
+use crate::runtime::Runtime;
+use crate::server::{self, shutdown_signalled};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file is invalid (every error, rendered).
+    #[error("{0}")]
+    Config(config::ConfigErrors),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// `proxy` or `admin`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running grayproxy.
+pub struct App {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    /// Live state.
+    pub runtime: Arc<Runtime>,
+    /// Every applied reload, for subscribers (the ramp).
+    pub reloads: broadcast::Sender<Arc<ConfigDiff>>,
+    shutdown: watch::Sender<bool>,
+    ready: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl App {
+    /// Loads the config at `path`, binds the listeners and starts serving.
+    pub async fn start(path: &Path) -> Result<App, StartError> {
+        let loaded = config::load(path).map_err(StartError::Config)?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let proxy_listen = loaded.config.server.listen;
+        let admin_listen = loaded.config.admin.listen;
+        let runtime = Runtime::new(Metrics::new()?, loaded.config);
+        let proxy_listener = bind("proxy", proxy_listen).await?;
+        let admin_listener = bind("admin", admin_listen).await?;
+        let proxy_addr = local_addr("proxy", &proxy_listener, proxy_listen)?;
+        let admin_addr = local_addr("admin", &admin_listener, admin_listen)?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let (reloads, _) = broadcast::channel(16);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(server::serve_proxy(
+            proxy_listener,
+            runtime.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(admin::serve_admin(
+            admin_listener,
+            Admin::new(runtime.clone(), ready_rx),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(reload::watch_config(
+            runtime.clone(),
+            PathBuf::from(path),
+            reloads.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(drain_stats(runtime.clone(), shutdown_rx));
+        let _ = ready_tx.send(true);
+        tracing::info!(proxy = %proxy_addr, admin = %admin_addr, config = %path.display(), "grayproxy listening");
+        Ok(App {
+            proxy_addr,
+            admin_addr,
+            runtime,
+            reloads,
+            shutdown,
+            ready: ready_tx,
+            tasks,
+        })
+    }
+
+    /// Stops accepting; in-flight requests get `shutdown_grace` to finish.
+    pub fn shutdown(&self) {
+        // Not ready any more: load balancers stop sending before we stop accepting.
+        let _ = self.ready.send(false);
+        let _ = self.shutdown.send(true);
+    }
+
+    /// A receiver that turns true at shutdown, for tasks started beside the app.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Runs a task beside the app; it is awaited by [`App::wait`].
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Waits until every task has finished (after [`App::shutdown`]).
+    pub async fn wait(mut self) {
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(e) = result {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "a grayproxy task panicked");
+                }
+            }
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    l: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// Folds each route's judge window into its since-start totals once a
+/// second, so `/status` is fresh even for routes without a ramp.
+async fn drain_stats(runtime: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                for rt in &runtime.snapshot().routes {
+                    rt.drain();
+                }
+            }
+            () = shutdown_signalled(&mut shutdown) => return,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Body types of the request path. Both stream: nothing is buffered whole.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::upstream::PoolSlot;
+
+/// The request body sent upstream: the client's body, counted against
+/// `max_body_bytes` while it streams (so chunked bodies are limited too), or
+/// nothing (a fallback resend of a body-less request).
+pub enum RequestBody {
+    /// The client's body.
+    Client {
+        /// The body as hyper received it.
+        inner: Incoming,
+        /// Bytes still allowed.
+        remaining: u64,
+    },
+    /// No body.
+    Empty,
+}
+
+impl RequestBody {
+    /// Wraps the client's body with the size limit.
+    pub fn limited(inner: Incoming, limit: u64) -> RequestBody {
+        RequestBody::Client {
+            inner,
+            remaining: limit,
+        }
+    }
+}
+
+/// The client's body exceeded `max_body_bytes` while streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTooLarge;
+
+impl fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request body exceeds max_body_bytes")
+    }
+}
+
+impl StdError for BodyTooLarge {}
+
+/// True when `err` (or anything in its source chain) is [`BodyTooLarge`].
+pub fn is_body_too_large(err: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Client { inner, remaining } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        let len = data.len() as u64;
+                        if len > *remaining {
+                            *remaining = 0;
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                        }
+                        *remaining -= len;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Client { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Client { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// The response body sent to the client: an upstream's streamed body (which
+/// gives its connection back to the pool when it ends) or a proxy-made one.
+pub enum ResponseBody {
+    /// Streamed from an upstream.
+    Upstream {
+        /// The upstream body.
+        inner: Incoming,
+        /// The connection, returned to its pool at end of stream.
+        slot: Option<PoolSlot>,
+    },
+    /// A complete body made by the proxy (errors, admin answers).
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    /// A streamed upstream body whose connection goes back to the pool at the end.
+    pub fn upstream(inner: Incoming, slot: PoolSlot) -> ResponseBody {
+        ResponseBody::Upstream {
+            inner,
+            slot: Some(slot),
+        }
+    }
+
+    /// Gives the connection back when the body is complete.
+    fn release_if_done(&mut self) {
+        if let ResponseBody::Upstream { inner, slot } = self {
+            if inner.is_end_stream() {
+                if let Some(slot) = slot.take() {
+                    slot.release();
+                }
+            }
+        }
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(bytes: Bytes) -> Self {
+        ResponseBody::Full(Some(bytes))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match this {
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream { inner, slot } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(slot) = slot.take() {
+                            slot.release();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        // A broken connection is never reused.
+                        slot.take();
+                    }
+                    Poll::Ready(Some(Ok(_))) => this.release_if_done(),
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // HEAD, 204 and 304 answers are complete without ever being polled.
+        self.release_if_done();
+    }
+}

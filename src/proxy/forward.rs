@@ -1,0 +1,261 @@
+//! Pure header rewriting between client and upstream (no I/O).
+//!
+//! RFC 9110 §7.6.1: hop-by-hop headers, and every header the `Connection`
+//! header names, belong to one connection and must not be forwarded.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::domain::Arm;
+
+/// Headers that are always hop-by-hop (RFC 9110 §7.6.1 plus the legacy
+/// `keep-alive` and `proxy-connection`).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// `x-forwarded-for`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-grayproxy-fallback`, set on answers stable gave in place of the canary.
+pub const X_GRAYPROXY_FALLBACK: HeaderName = HeaderName::from_static("x-grayproxy-fallback");
+
+/// What the proxy knows about the client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientInfo {
+    /// Peer IP address.
+    pub ip: IpAddr,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect named headers first: removing while iterating `Connection`
+    // values would borrow the map twice. Usually zero or one name.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(text) = value.to_str() else { continue };
+        for token in text.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client request's headers for the upstream: hop-by-hop removed,
+/// `x-forwarded-for` appended, `x-forwarded-proto`/`-host` and the arm header
+/// set (replacing what the client sent). `host` is the request's host (the
+/// `Host` header or, for HTTP/2, the `:authority`); it is kept as `Host`.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    client: ClientInfo,
+    host: Option<&HeaderValue>,
+    arm: Arm,
+    arm_header: Option<&HeaderName>,
+) {
+    strip_hop_by_hop(headers);
+    append_forwarded_for(headers, client.ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
+    match host {
+        Some(h) => {
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, h.clone());
+            }
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+    set_arm(headers, arm, arm_header);
+}
+
+/// Rewrites an upstream response's headers for the client: hop-by-hop
+/// removed, arm header stamped.
+pub fn rewrite_response(headers: &mut HeaderMap, arm: Arm, arm_header: Option<&HeaderName>) {
+    strip_hop_by_hop(headers);
+    set_arm(headers, arm, arm_header);
+}
+
+/// Sets the arm header (replacing any value) when one is configured.
+pub fn set_arm(headers: &mut HeaderMap, arm: Arm, arm_header: Option<&HeaderName>) {
+    if let Some(name) = arm_header {
+        headers.insert(name.clone(), HeaderValue::from_static(arm.as_str()));
+    }
+}
+
+/// Appends the client IP to `x-forwarded-for`, folding several incoming
+/// `x-forwarded-for` lines into one as RFC 9110 §5.3 allows.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    let mut ip_buf = [0u8; 64];
+    let ip_text = format_ip(ip, &mut ip_buf);
+    let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
+    let combined = match (values.next(), values.next()) {
+        (None, _) => HeaderValue::from_str(ip_text).ok(),
+        (Some(only), None) => {
+            let mut v = Vec::with_capacity(only.len() + 2 + ip_text.len());
+            v.extend_from_slice(only.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip_text.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        (Some(first), Some(second)) => {
+            let mut v = Vec::new();
+            v.extend_from_slice(first.as_bytes());
+            for value in std::iter::once(second).chain(values) {
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(value.as_bytes());
+            }
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip_text.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+    };
+    if let Some(value) = combined {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// Formats an IP into a stack buffer (no allocation on the hot path).
+fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 64 bytes hold any IPv4 or IPv6 text form, so the write cannot fail.
+    let _ = write!(cursor, "{ip}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            ip: "10.0.0.7".parse().unwrap(),
+            proto: "http",
+        }
+    }
+
+    fn arm_header() -> HeaderName {
+        HeaderName::from_static("x-grayproxy-arm")
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, X-Secret, close".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("proxy-authorization", "Basic x".parse().unwrap());
+        h.insert("x-end-to-end", "kept".parse().unwrap());
+        let host = HeaderValue::from_static("shop.example");
+        h.insert("host", host.clone());
+        rewrite_request(
+            &mut h,
+            client(),
+            Some(&host),
+            Arm::Canary,
+            Some(&arm_header()),
+        );
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} must not be forwarded");
+        }
+        assert_eq!(h["x-end-to-end"], "kept");
+        assert_eq!(h["host"], "shop.example");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-grayproxy-arm"], "canary");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_folded() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        rewrite_request(&mut h, client(), None, Arm::Stable, None);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
+
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.append("x-forwarded-for", "2.2.2.2, 3.3.3.3".parse().unwrap());
+        rewrite_request(&mut h, client(), None, Arm::Stable, None);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7");
+    }
+
+    #[test]
+    fn client_cannot_spoof_proxy_set_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-grayproxy-arm", "canary".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        let host = HeaderValue::from_static("shop.example");
+        rewrite_request(
+            &mut h,
+            client(),
+            Some(&host),
+            Arm::Stable,
+            Some(&arm_header()),
+        );
+        assert_eq!(h["x-grayproxy-arm"], "stable");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        // HTTP/2 clients send no Host header: the authority becomes Host.
+        assert_eq!(h["host"], "shop.example");
+    }
+
+    #[test]
+    fn ipv6_client_and_disabled_arm_header() {
+        let mut h = HeaderMap::new();
+        let c = ClientInfo {
+            ip: "2001:db8::1".parse().unwrap(),
+            proto: "https",
+        };
+        rewrite_request(&mut h, c, None, Arm::Canary, None);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert!(!h.contains_key("x-grayproxy-arm"));
+    }
+
+    #[test]
+    fn response_rewrite_stamps_arm_and_strips_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("x-grayproxy-arm", "stable".parse().unwrap());
+        rewrite_response(&mut h, Arm::Canary, Some(&arm_header()));
+        assert!(!h.contains_key("connection"));
+        assert!(!h.contains_key("transfer-encoding"));
+        assert_eq!(h["x-grayproxy-arm"], "canary");
+    }
+}

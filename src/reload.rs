@@ -1,0 +1,143 @@
+//! Hot reload: on file change (debounced) and on SIGHUP, validate the whole
+//! file, then swap one snapshot atomically. A bad file leaves the old config
+//! live and is reported in logs, `/status` and the reload metric.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::config::{self, ConfigDiff};
+use crate::metrics::ReloadResult;
+use crate::runtime::Runtime;
+use crate::server::shutdown_signalled;
+
+/// Editors write a file in several steps; wait this long after the last
+/// event before reading it.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Loads `path`, and swaps it in when it is valid and needs no restart.
+/// Returns what changed, for side effects (new ramps).
+pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
+    let outcome = config::load(path).map_err(|e| e.to_string()).and_then(|loaded| {
+        let snap = runtime.snapshot();
+        let diff = ConfigDiff::between(&snap.config, &loaded.config);
+        if !diff.can_apply() {
+            return Err(format!(
+                "error: {}: {} changed; restart grayproxy to apply it (nothing in this file was applied)",
+                path.display(),
+                diff.restart_required.join(", ")
+            ));
+        }
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        runtime.install(loaded.config);
+        Ok(diff)
+    });
+    let mut last_error = runtime.last_error.lock().unwrap_or_else(|p| p.into_inner());
+    match &outcome {
+        Ok(_) => {
+            runtime.metrics.record_reload(ReloadResult::Ok);
+            *last_error = None;
+            tracing::info!(path = %path.display(), "config reloaded");
+        }
+        Err(message) => {
+            runtime.metrics.record_reload(ReloadResult::Error);
+            *last_error = Some(message.clone());
+            tracing::error!(path = %path.display(), "config rejected, the previous config stays live:\n{message}");
+        }
+    }
+    outcome
+}
+
+/// Watches the config file and SIGHUP until `shutdown`; every applied reload
+/// is announced on `applied`.
+pub async fn watch_config(
+    runtime: Arc<Runtime>,
+    path: PathBuf,
+    applied: broadcast::Sender<Arc<ConfigDiff>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
+    // Watch the directory, not the file: editors and Kubernetes ConfigMaps
+    // replace the file (rename, symlink swap) rather than write into it.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = events_tx.send(());
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP");
+            None
+        }
+    };
+    let mut hangup = hangup_signal();
+    let mut last_seen = std::fs::read(&path).ok();
+    loop {
+        let from_signal = tokio::select! {
+            Some(()) = events.recv() => false,
+            () = recv_hangup(&mut hangup) => true,
+            () = shutdown_signalled(&mut shutdown) => return,
+        };
+        if !from_signal {
+            // Debounce: swallow the burst of events one save produces.
+            loop {
+                tokio::select! {
+                    Some(()) = events.recv() => continue,
+                    () = tokio::time::sleep(DEBOUNCE) => break,
+                }
+            }
+            // Events in the directory that leave the file as it was (other
+            // files, touch) are not reloads.
+            let now = std::fs::read(&path).ok();
+            if now == last_seen {
+                continue;
+            }
+            last_seen = now;
+        } else {
+            tracing::info!("SIGHUP: reloading config");
+            last_seen = std::fs::read(&path).ok();
+        }
+        if let Ok(diff) = reload(&runtime, &path) {
+            let _ = applied.send(Arc::new(diff));
+        }
+    }
+}
+
+#[cfg(unix)]
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Option<()> {
+    None
+}
+
+#[cfg(unix)]
+async fn recv_hangup(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv_hangup(_: &mut Option<()>) {
+    std::future::pending::<()>().await;
+}

@@ -1,0 +1,224 @@
+//! Live state shared by the proxy, the admin API, reload and the ramp: the
+//! current config snapshot (swapped atomically on reload) and per-route state
+//! that outlives reloads (live weight, counters, judge window).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::config::types::{Config, Route};
+use crate::domain::{Arm, CanaryWeight, RouteName};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::proxy::fallback::FallbackBudget;
+use crate::proxy::upstream::{Pools, UpstreamPool};
+use crate::ramp::state::RampStatus;
+use crate::ramp::window::{ArmTick, TickCounts, WindowRecorder};
+
+/// One route's live state. Kept across reloads (looked up by name) so that
+/// counters, the judge window and a ramp-owned weight survive a config edit.
+pub struct RouteRuntime {
+    /// The route's name.
+    pub name: RouteName,
+    weight: AtomicU16,
+    /// Pre-resolved metric handles.
+    pub metrics: RouteMetrics,
+    /// Weight-assigned requests since the judge last drained it.
+    pub window: WindowRecorder,
+    forced: [AtomicU64; 2],
+    /// Caps fallbacks to stable.
+    pub budget: FallbackBudget,
+    /// Weight-assigned totals since start, folded in from `window` by [`RouteRuntime::drain`].
+    totals: Mutex<[ArmTick; 2]>,
+    /// Drained from `window` but not yet taken by the ramp as a tick.
+    pending: Mutex<TickCounts>,
+    /// The ramp as `/status` shows it; `None` for routes without a ramp.
+    pub ramp_status: Mutex<Option<RampStatus>>,
+}
+
+impl RouteRuntime {
+    fn new(name: RouteName, metrics: RouteMetrics) -> RouteRuntime {
+        RouteRuntime {
+            name,
+            weight: AtomicU16::new(0),
+            metrics,
+            window: WindowRecorder::new(),
+            forced: [AtomicU64::new(0), AtomicU64::new(0)],
+            budget: FallbackBudget::default(),
+            totals: Mutex::new([ArmTick::default(), ArmTick::default()]),
+            pending: Mutex::new(TickCounts::default()),
+            ramp_status: Mutex::new(None),
+        }
+    }
+
+    /// The live canary weight.
+    pub fn weight(&self) -> CanaryWeight {
+        CanaryWeight::from_basis_points(self.weight.load(Ordering::Relaxed))
+    }
+
+    /// Sets the live weight (from the file, or from the ramp) and publishes it.
+    pub fn set_weight(&self, weight: CanaryWeight) {
+        self.weight.store(weight.basis_points(), Ordering::Relaxed);
+        self.metrics.set_weight(weight);
+    }
+
+    /// Counts a rule-forced request.
+    pub fn record_forced(&self, arm: Arm) {
+        self.forced[arm.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rule-forced requests per arm since start.
+    pub fn forced(&self, arm: Arm) -> u64 {
+        self.forced[arm.index()].load(Ordering::Relaxed)
+    }
+
+    /// Drains the recorder into the since-start totals (for `/status`) and
+    /// into the pending tick (for the ramp). Called every second, and by the
+    /// ramp right before it cuts a tick.
+    pub fn drain(&self) {
+        let tick = self.window.take();
+        if tick.is_empty() {
+            return;
+        }
+        {
+            let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+            totals[Arm::Stable.index()].merge(&tick.stable);
+            totals[Arm::Canary.index()].merge(&tick.canary);
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.stable.merge(&tick.stable);
+        pending.canary.merge(&tick.canary);
+        pending.stable_halves[0].merge(&tick.stable_halves[0]);
+        pending.stable_halves[1].merge(&tick.stable_halves[1]);
+    }
+
+    /// Everything recorded since the last call: one judge tick.
+    pub fn take_tick(&self) -> TickCounts {
+        self.drain();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *pending)
+    }
+
+    /// Weight-assigned totals of one arm since start (as of the last drain).
+    pub fn totals(&self, arm: Arm) -> ArmTick {
+        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals[arm.index()].clone()
+    }
+}
+
+/// One immutable view of the config, with everything the request path needs
+/// resolved. Requests load it once and finish on it even if a reload swaps
+/// in a newer one.
+pub struct Snapshot {
+    /// The validated config.
+    pub config: Config,
+    /// Live state of each route, in `config.routes` order.
+    pub routes: Vec<Arc<RouteRuntime>>,
+    /// Balancers of each upstream, in `config.upstreams` order.
+    pub upstreams: Vec<UpstreamPool>,
+    /// When this config was loaded.
+    pub loaded_at: SystemTime,
+}
+
+impl Snapshot {
+    /// The live state of route `index`, with its config.
+    pub fn route(&self, index: usize) -> Option<(&Route, &Arc<RouteRuntime>)> {
+        Some((self.config.routes.get(index)?, self.routes.get(index)?))
+    }
+}
+
+/// What survives reloads, and builds snapshots from configs.
+pub struct Runtime {
+    /// All metric families.
+    pub metrics: Metrics,
+    pools: Pools,
+    routes: Mutex<HashMap<RouteName, Arc<RouteRuntime>>>,
+    current: ArcSwap<Snapshot>,
+    /// The last reload error, for `/status`.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Runtime {
+    /// Builds the runtime around a first config.
+    pub fn new(metrics: Metrics, config: Config) -> Arc<Runtime> {
+        let pools = Pools::default();
+        let routes = Mutex::new(HashMap::new());
+        let first = Runtime::build_snapshot(&metrics, &pools, &routes, config);
+        Arc::new(Runtime {
+            metrics,
+            pools,
+            routes,
+            current: ArcSwap::from_pointee(first),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Builds a snapshot for `config` beside the live one and swaps it in.
+    /// Returns the old snapshot.
+    pub fn install(&self, config: Config) -> Arc<Snapshot> {
+        let next = Runtime::build_snapshot(&self.metrics, &self.pools, &self.routes, config);
+        let live: Vec<_> = next
+            .config
+            .upstreams
+            .iter()
+            .flat_map(|u| u.endpoints.iter().cloned())
+            .collect();
+        let old = self.current.swap(Arc::new(next));
+        self.pools.retain(&live);
+        let snapshot = self.snapshot();
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|name, _| {
+            let keep = snapshot.config.route(name.as_str()).is_some();
+            if !keep {
+                self.metrics.forget_route(name.as_str());
+            }
+            keep
+        });
+        old
+    }
+
+    fn build_snapshot(
+        metrics: &Metrics,
+        pools: &Pools,
+        routes: &Mutex<HashMap<RouteName, Arc<RouteRuntime>>>,
+        config: Config,
+    ) -> Snapshot {
+        let mut known = routes.lock().unwrap_or_else(|p| p.into_inner());
+        let route_states = config
+            .routes
+            .iter()
+            .map(|route| {
+                let state = known
+                    .entry(route.name.clone())
+                    .or_insert_with(|| {
+                        let rt = RouteRuntime::new(
+                            route.name.clone(),
+                            metrics.route(route.name.as_str()),
+                        );
+                        rt.metrics.set_ramp_state("idle");
+                        Arc::new(rt)
+                    })
+                    .clone();
+                // Without a ramp the file owns the weight; with one, the ramp does.
+                if route.ramp.is_none() {
+                    state.set_weight(route.canary_weight);
+                }
+                state
+            })
+            .collect();
+        let upstreams = config.upstreams.iter().map(|u| pools.upstream(u)).collect();
+        Snapshot {
+            config,
+            routes: route_states,
+            upstreams,
+            loaded_at: SystemTime::now(),
+        }
+    }
+}

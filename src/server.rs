@@ -1,0 +1,129 @@
+//! Accept loops: client limits, HTTP/1.1 + h2c, graceful drain.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::types::ServerConfig;
+use crate::proxy::body::ResponseBody;
+use crate::proxy::forward::ClientInfo;
+use crate::proxy::Proxy;
+use crate::runtime::Runtime;
+
+/// Resolves when `shutdown` flips to true (or its sender is gone).
+pub async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A connection builder with the client-side limits of `server`.
+fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        // hyper answers 431 when the head outgrows its read buffer (min 8 KiB).
+        .max_buf_size(server.max_header_bytes.max(8192))
+        .max_headers(server.max_headers);
+    let header_list = u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(header_list);
+    builder
+}
+
+/// Serves the proxy on `listener` until `shutdown`, then lets in-flight
+/// requests finish for up to `shutdown_grace` (read from the live config).
+pub async fn serve_proxy(
+    listener: TcpListener,
+    runtime: Arc<Runtime>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let proxy = Proxy::new(runtime.clone());
+    let serve_runtime = runtime.clone();
+    serve(
+        listener,
+        shutdown,
+        move || serve_runtime.snapshot().config.server.clone(),
+        move |peer| {
+            let proxy = proxy.clone();
+            let client = ClientInfo {
+                ip: peer.ip(),
+                proto: "http",
+            };
+            move |req: Request<Incoming>| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+            }
+        },
+    )
+    .await;
+}
+
+/// The generic accept loop behind the proxy and the admin API.
+pub async fn serve<S, H, F>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    settings: impl Fn() -> ServerConfig,
+    make_handler: S,
+) where
+    S: Fn(SocketAddr) -> H,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let server = settings();
+                let service = service_fn(make_handler(peer));
+                let conn = builder(&server).serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                });
+            }
+            () = shutdown_signalled(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let grace = settings().shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "shutdown grace expired with requests still in flight"
+        );
+    }
+}
