@@ -370,3 +370,39 @@ where
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, v)| v).collect()
 }
+
+/// A body streamed in `chunk`-byte frames with no declared length, so
+/// HTTP/1.1 sends it chunked.
+pub fn chunked(bytes: impl Into<Bytes>, chunk: usize) -> Body {
+    Chunks {
+        data: bytes.into(),
+        chunk,
+    }
+    .boxed()
+}
+
+struct Chunks {
+    data: Bytes,
+    chunk: usize,
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.data.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.chunk.min(self.data.len());
+        let frame = self.data.split_to(n);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+}
