@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use http::Request;
 use serde_json::json;
-use support::{
-    chunked, client, config, full, get, send, Fault, Metrics, TestProxy, TestUpstream,
-};
+use support::{chunked, client, config, full, get, send, Fault, Metrics, TestProxy, TestUpstream};
 use tokio::time::Instant;
 
 const TIMEOUT_MS: u64 = 500;
@@ -89,14 +87,20 @@ impl Delta<'_> {
 
     fn failures(&self, arm: &str, kind: &str) -> f64 {
         let labels = [("route", self.route), ("arm", arm), ("kind", kind)];
-        self.after.value("grayproxy_upstream_failures_total", &labels)
-            - self.before.value("grayproxy_upstream_failures_total", &labels)
+        self.after
+            .value("grayproxy_upstream_failures_total", &labels)
+            - self
+                .before
+                .value("grayproxy_upstream_failures_total", &labels)
     }
 
     fn all_failures(&self) -> f64 {
         let labels = [("route", self.route)];
-        self.after.value("grayproxy_upstream_failures_total", &labels)
-            - self.before.value("grayproxy_upstream_failures_total", &labels)
+        self.after
+            .value("grayproxy_upstream_failures_total", &labels)
+            - self
+                .before
+                .value("grayproxy_upstream_failures_total", &labels)
     }
 
     fn all_requests(&self) -> f64 {
@@ -113,9 +117,16 @@ async fn refused_upstream_is_a_502_json_naming_route_and_arm() {
     let a = get(&client(), &s.proxy.url("/refused/x"), &[]).await;
     assert_eq!(a.status, 502);
     assert_eq!(a.header("content-type"), "application/json");
-    assert_eq!(a.json(), json!({"error": "upstream unreachable", "route": "refused", "arm": "canary"}));
+    assert_eq!(
+        a.json(),
+        json!({"error": "upstream unreachable", "route": "refused", "arm": "canary"})
+    );
     assert_eq!(a.arm(), "canary");
-    let d = Delta { before, after: s.proxy.metrics().await, route: "refused" };
+    let d = Delta {
+        before,
+        after: s.proxy.metrics().await,
+        route: "refused",
+    };
     assert_eq!(d.requests("canary", "5xx"), 1.0);
     assert_eq!(d.all_requests(), 1.0);
     assert_eq!(d.failures("canary", "connect"), 1.0);
@@ -129,9 +140,20 @@ async fn reset_before_answering_is_a_502_counted_as_reset() {
     let before = s.proxy.metrics().await;
     let a = get(&client(), &s.proxy.url("/reset"), &[]).await;
     assert_eq!(a.status, 502);
-    assert_eq!(a.json(), json!({"error": "upstream unreachable", "route": "reset", "arm": "canary"}));
-    assert_eq!(s.reset.count(), 1, "the upstream got the request, then hung up");
-    let d = Delta { before, after: s.proxy.metrics().await, route: "reset" };
+    assert_eq!(
+        a.json(),
+        json!({"error": "upstream unreachable", "route": "reset", "arm": "canary"})
+    );
+    assert_eq!(
+        s.reset.count(),
+        1,
+        "the upstream got the request, then hung up"
+    );
+    let d = Delta {
+        before,
+        after: s.proxy.metrics().await,
+        route: "reset",
+    };
     assert_eq!(d.requests("canary", "5xx"), 1.0);
     assert_eq!(d.failures("canary", "reset"), 1.0);
     assert_eq!(d.all_failures(), 1.0);
@@ -143,10 +165,17 @@ async fn an_upstream_5xx_passes_through_and_is_not_a_failure() {
     let before = s.proxy.metrics().await;
     let a = get(&client(), &s.proxy.url("/sick"), &[]).await;
     assert_eq!(a.status, 503);
-    assert_eq!(a.body, "sick", "the upstream's own answer, not a proxy error");
+    assert_eq!(
+        a.body, "sick",
+        "the upstream's own answer, not a proxy error"
+    );
     assert_eq!(a.arm(), "canary");
     assert_eq!(s.sick.count(), 1);
-    let d = Delta { before, after: s.proxy.metrics().await, route: "sick" };
+    let d = Delta {
+        before,
+        after: s.proxy.metrics().await,
+        route: "sick",
+    };
     assert_eq!(d.requests("canary", "5xx"), 1.0);
     assert_eq!(d.all_failures(), 0.0, "a 5xx is a response, not a failure");
 }
@@ -159,12 +188,22 @@ async fn a_slow_upstream_is_a_504_within_request_timeout_plus_1s() {
     let a = get(&client(), &s.proxy.url("/slow"), &[]).await;
     let took = started.elapsed();
     assert_eq!(a.status, 504);
-    assert_eq!(a.json(), json!({"error": "upstream timed out", "route": "slow", "arm": "canary"}));
+    assert_eq!(
+        a.json(),
+        json!({"error": "upstream timed out", "route": "slow", "arm": "canary"})
+    );
     let timeout = Duration::from_millis(TIMEOUT_MS);
-    assert!(took >= timeout, "answered 504 after {took:?}, before the timeout");
+    assert!(
+        took >= timeout,
+        "answered 504 after {took:?}, before the timeout"
+    );
     assert!(took < timeout + Duration::from_secs(1), "504 took {took:?}");
     assert_eq!(s.slow.arrived(), 1);
-    let d = Delta { before, after: s.proxy.metrics().await, route: "slow" };
+    let d = Delta {
+        before,
+        after: s.proxy.metrics().await,
+        route: "slow",
+    };
     assert_eq!(d.requests("canary", "5xx"), 1.0);
     assert_eq!(d.failures("canary", "timeout"), 1.0);
     assert_eq!(d.all_failures(), 1.0);
@@ -176,27 +215,49 @@ async fn bodies_over_max_body_bytes_are_413_with_or_without_content_length() {
     let c = client();
     let url = s.proxy.url("/body/upload");
     // At the limit: fine.
-    let ok = send(&c, Request::post(&url).body(full(vec![b'x'; MAX_BODY])).unwrap())
-        .await
-        .unwrap();
+    let ok = send(
+        &c,
+        Request::post(&url)
+            .body(full(vec![b'x'; MAX_BODY]))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status, 200);
     assert_eq!(ok.body.len(), MAX_BODY);
 
     let before = s.proxy.metrics().await;
     // Declared too large: refused before any upstream sees it.
-    let big = send(&c, Request::post(&url).body(full(vec![b'x'; MAX_BODY + 1])).unwrap())
-        .await
-        .unwrap();
+    let big = send(
+        &c,
+        Request::post(&url)
+            .body(full(vec![b'x'; MAX_BODY + 1]))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(big.status, 413);
     assert_eq!(big.json()["error"], "request body too large");
-    assert_eq!(s.healthy.arrived(), 1, "only the request at the limit reached the upstream");
-    let d = Delta { before, after: s.proxy.metrics().await, route: "body" };
+    assert_eq!(
+        s.healthy.arrived(),
+        1,
+        "only the request at the limit reached the upstream"
+    );
+    let d = Delta {
+        before,
+        after: s.proxy.metrics().await,
+        route: "body",
+    };
     println!(
         "413 with Content-Length: requests_total delta {}, failures delta {}",
         d.all_requests(),
         d.all_failures()
     );
-    assert_eq!(d.all_failures(), 0.0, "the client's fault is not an upstream failure");
+    assert_eq!(
+        d.all_failures(),
+        0.0,
+        "the client's fault is not an upstream failure"
+    );
     // Refused before routing: no arm was chosen, so no arm counts it.
     assert_eq!(d.all_requests(), 0.0);
 
@@ -208,16 +269,36 @@ async fn bodies_over_max_body_bytes_are_413_with_or_without_content_length() {
     let streamed = send(&c, req).await.unwrap();
     assert_eq!(streamed.status, 413);
     assert_eq!(streamed.json()["error"], "request body too large");
-    assert_eq!(s.healthy.count(), 1, "the upstream never got a complete oversized body");
-    let d = Delta { before, after: s.proxy.metrics().await, route: "body" };
+    assert_eq!(
+        s.healthy.count(),
+        1,
+        "the upstream never got a complete oversized body"
+    );
+    let d = Delta {
+        before,
+        after: s.proxy.metrics().await,
+        route: "body",
+    };
     println!(
         "413 chunked: requests_total delta {} (4xx {}), failures delta {}",
         d.all_requests(),
         d.requests("stable", "4xx"),
         d.all_failures()
     );
-    assert_eq!(d.all_failures(), 0.0, "the client's fault is not an upstream failure");
-    assert_eq!(d.requests("stable", "5xx"), 0.0, "not counted against the arm");
-    assert_eq!(d.requests("stable", "4xx"), 1.0, "the arm's answer was the 413");
+    assert_eq!(
+        d.all_failures(),
+        0.0,
+        "the client's fault is not an upstream failure"
+    );
+    assert_eq!(
+        d.requests("stable", "5xx"),
+        0.0,
+        "not counted against the arm"
+    );
+    assert_eq!(
+        d.requests("stable", "4xx"),
+        1.0,
+        "the arm's answer was the 413"
+    );
     assert_eq!(streamed.json()["route"], "body");
 }

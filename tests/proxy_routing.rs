@@ -36,14 +36,22 @@ fn route(name: &str, prefix: &str, extra: &str) -> String {
 async fn arm_of(c: &support::HttpClient, url: &str, headers: &[(&str, &str)]) -> String {
     let a = get(c, url, headers).await;
     assert_eq!(a.status, 200, "{url} {headers:?}: {a:?}");
-    assert_eq!(a.arm(), std::str::from_utf8(&a.body).unwrap(), "arm header names the upstream that answered");
+    assert_eq!(
+        a.arm(),
+        std::str::from_utf8(&a.body).unwrap(),
+        "arm header names the upstream that answered"
+    );
     a.arm().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_split_matches_the_weight_within_4_sigma() {
     let (stable, canary) = arms().await;
-    let text = config("", &ups(&stable, &canary), &route("split", "/", "canary_weight = 10.0"));
+    let text = config(
+        "",
+        &ups(&stable, &canary),
+        &route("split", "/", "canary_weight = 10.0"),
+    );
     let proxy = TestProxy::start(&text).await;
     const N: usize = 5000;
     let c = client();
@@ -62,7 +70,10 @@ async fn random_split_matches_the_weight_within_4_sigma() {
         "split: {on_canary}/{N} on canary = {:.2}% (expected 10%, z = {z:+.2})",
         100.0 * on_canary as f64 / N as f64
     );
-    assert!(z.abs() < 4.0, "canary share {on_canary}/{N} is {z:.1} σ off 10%");
+    assert!(
+        z.abs() < 4.0,
+        "canary share {on_canary}/{N} is {z:.1} σ off 10%"
+    );
     // Upstreams and metrics agree with what clients saw.
     assert_eq!(canary.count(), on_canary);
     assert_eq!(stable.count(), N - on_canary);
@@ -77,8 +88,14 @@ async fn random_split_matches_the_weight_within_4_sigma() {
         10.0
     );
     // The arm header reaches the upstream too.
-    assert!(canary.seen().iter().all(|s| s.header("x-grayproxy-arm") == "canary"));
-    assert!(stable.seen().iter().all(|s| s.header("x-grayproxy-arm") == "stable"));
+    assert!(canary
+        .seen()
+        .iter()
+        .all(|s| s.header("x-grayproxy-arm") == "canary"));
+    assert!(stable
+        .seen()
+        .iter()
+        .all(|s| s.header("x-grayproxy-arm") == "stable"));
 }
 
 /// Each user's arm, by header key, for users `0..n`.
@@ -124,12 +141,17 @@ async fn sticky_arms_follow_the_formula_and_survive_a_weight_raise() {
     // Asking again gives the same answers: the arm is a function of the key.
     assert_eq!(sticky_arms(&proxy, 200).await, before[..200]);
 
-    proxy.reload_to(&config("", &ups, &routes("50.0")), "reco", 50.0).await;
+    proxy
+        .reload_to(&config("", &ups, &routes("50.0")), "reco", 50.0)
+        .await;
     let after = sticky_arms(&proxy, USERS).await;
     for (i, arm) in after.iter().enumerate() {
         assert_eq!(arm, expected(i, 50), "user-{i} at 50%");
         if before[i] == "canary" {
-            assert_eq!(arm, "canary", "user-{i} went back to stable on a weight raise");
+            assert_eq!(
+                arm, "canary",
+                "user-{i} went back to stable on a weight raise"
+            );
         }
     }
     let (b, a) = (
@@ -143,7 +165,10 @@ async fn sticky_arms_follow_the_formula_and_survive_a_weight_raise() {
     assert_eq!(explain["arm"], "canary", "bucket 4851 is below 50%");
     assert_eq!(explain["canary_from_percent"], 48.52);
     let c = client();
-    assert_eq!(arm_of(&c, &proxy.url("/reco"), &[("x-user-id", "user-1")]).await, "canary");
+    assert_eq!(
+        arm_of(&c, &proxy.url("/reco"), &[("x-user-id", "user-1")]).await,
+        "canary"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,15 +176,27 @@ async fn sticky_keys_from_cookie_and_query_are_used_as_sent() {
     let (stable, canary) = arms().await;
     let routes = format!(
         "{}{}",
-        route("by-cookie", "/cookie", "canary_weight = 50.0\nsticky = \"cookie:uid\"\nsalt = \"s\""),
-        route("by-query", "/query", "canary_weight = 50.0\nsticky = \"query:uid\"\nsalt = \"s\""),
+        route(
+            "by-cookie",
+            "/cookie",
+            "canary_weight = 50.0\nsticky = \"cookie:uid\"\nsalt = \"s\""
+        ),
+        route(
+            "by-query",
+            "/query",
+            "canary_weight = 50.0\nsticky = \"query:uid\"\nsalt = \"s\""
+        ),
     );
     let proxy = TestProxy::start(&config("", &ups(&stable, &canary), &routes)).await;
     let c = client();
     for i in 0..150 {
         // Percent-encoded keys are bucketed as sent, not decoded.
         let key = format!("u%20{i}");
-        let want = if bucket("s", key.as_bytes()) < 5000 { "canary" } else { "stable" };
+        let want = if bucket("s", key.as_bytes()) < 5000 {
+            "canary"
+        } else {
+            "stable"
+        };
         let cookie = format!("a=1; uid={key}; b=2");
         let by_cookie = arm_of(&c, &proxy.url("/cookie"), &[("cookie", cookie.as_str())]).await;
         assert_eq!(by_cookie, want, "cookie uid={key}");
@@ -188,8 +225,16 @@ async fn every_rule_kind_sends_where_it_says_and_the_first_match_wins() {
          [[routes.rules]]\nwhen = { header = \"x-canary\", regex = \"^a\" }\nto = \"stable\"\n";
     let routes = format!(
         "{}{}{}",
-        route("to-canary", "/to-canary", &format!("canary_weight = 0.0\n{}", rules("canary"))),
-        route("to-stable", "/to-stable", &format!("canary_weight = 100.0\n{}", rules("stable"))),
+        route(
+            "to-canary",
+            "/to-canary",
+            &format!("canary_weight = 0.0\n{}", rules("canary"))
+        ),
+        route(
+            "to-stable",
+            "/to-stable",
+            &format!("canary_weight = 100.0\n{}", rules("stable"))
+        ),
         route("order", "/order", order),
     );
     let proxy = TestProxy::start(&config("", &ups(&stable, &canary), &routes)).await;
@@ -198,7 +243,11 @@ async fn every_rule_kind_sends_where_it_says_and_the_first_match_wins() {
     let cases: &[(&str, &[(&str, &str)], bool)] = &[
         ("", &[("x-canary", "always")], true),
         ("", &[("x-canary", "Always")], false),
-        ("", &[("user-agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)")], true),
+        (
+            "",
+            &[("user-agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)")],
+            true,
+        ),
         ("", &[("user-agent", "Mozilla/5.0 (Android 14)")], false),
         ("", &[("cookie", "theme=dark; vip=1")], true),
         ("", &[("cookie", "vip=10")], false),
@@ -242,7 +291,10 @@ async fn every_rule_kind_sends_where_it_says_and_the_first_match_wins() {
         assert_eq!(arm_of(&c, &order, &both).await, "canary");
         let later = [("x-canary", "almost"), ("cookie", "vip=1")];
         assert_eq!(arm_of(&c, &order, &later).await, "stable");
-        assert_eq!(arm_of(&c, &order, &[("x-canary", "almost")]).await, "stable");
+        assert_eq!(
+            arm_of(&c, &order, &[("x-canary", "almost")]).await,
+            "stable"
+        );
     }
 }
 
@@ -260,7 +312,11 @@ async fn weight_0_and_100_send_everyone_to_one_arm() {
     for i in 0..300 {
         let user = format!("user-{i}");
         // Every tenth request has no sticky key: random at 0% / 100% is certain too.
-        let headers: Vec<(&str, &str)> = if i % 10 == 0 { vec![] } else { vec![("x-user-id", user.as_str())] };
+        let headers: Vec<(&str, &str)> = if i % 10 == 0 {
+            vec![]
+        } else {
+            vec![("x-user-id", user.as_str())]
+        };
         assert_eq!(arm_of(&c, &proxy.url("/zero"), &headers).await, "stable");
         assert_eq!(arm_of(&c, &proxy.url("/full"), &headers).await, "canary");
     }
@@ -278,16 +334,35 @@ async fn routes_match_in_file_order_and_no_route_is_a_404_json() {
     let proxy = TestProxy::start(&config("", &ups(&stable, &canary), routes)).await;
     let c = client();
     let api = proxy.url("/api/items?id=1");
-    assert_eq!(arm_of(&c, &api, &[("host", "shop.example")]).await, "canary");
-    assert_eq!(arm_of(&c, &api, &[("host", "other.example")]).await, "stable");
+    assert_eq!(
+        arm_of(&c, &api, &[("host", "shop.example")]).await,
+        "canary"
+    );
+    assert_eq!(
+        arm_of(&c, &api, &[("host", "other.example")]).await,
+        "stable"
+    );
     let m = proxy.metrics().await;
-    assert_eq!(m.value("grayproxy_requests_total", &[("route", "shop")]), 1.0);
-    assert_eq!(m.value("grayproxy_requests_total", &[("route", "api")]), 1.0);
+    assert_eq!(
+        m.value("grayproxy_requests_total", &[("route", "shop")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("grayproxy_requests_total", &[("route", "api")]),
+        1.0
+    );
 
     let a = get(&c, &proxy.url("/nothing/here"), &[]).await;
     assert_eq!(a.status, 404);
     assert_eq!(a.header("content-type"), "application/json");
-    assert_eq!(a.json(), serde_json::json!({"error": "no route matches this request"}));
+    assert_eq!(
+        a.json(),
+        serde_json::json!({"error": "no route matches this request"})
+    );
     assert_eq!(a.arm(), "", "no arm for a request no route took");
-    assert_eq!(stable.count() + canary.count(), 2, "the 404 reached no upstream");
+    assert_eq!(
+        stable.count() + canary.count(),
+        2,
+        "the 404 reached no upstream"
+    );
 }

@@ -52,7 +52,11 @@ async fn a_5_mib_post_arrives_byte_identical_and_streams_back_identical() {
         assert_eq!(seen.body_len, 5 * MIB, "{how}: upstream body length");
         assert_eq!(seen.body_sha256, sha, "{how}: upstream body differs");
         assert_eq!(answer.body.len(), 5 * MIB, "{how}: response length");
-        assert_eq!(sha256_hex(&answer.body), sha, "{how}: response body differs");
+        assert_eq!(
+            sha256_hex(&answer.body),
+            sha,
+            "{how}: response body differs"
+        );
         if how == "content-length" {
             assert_eq!(seen.header("content-length"), (5 * MIB).to_string());
         }
@@ -99,7 +103,10 @@ async fn hop_by_hop_headers_never_reach_the_upstream_and_forwarding_headers_are_
 
     let seen = stable.last();
     assert_eq!(seen.method, "POST");
-    assert_eq!(seen.uri, "/t/echo?x=1&y=%20z&x=2", "path and query pass unchanged");
+    assert_eq!(
+        seen.uri, "/t/echo?x=1&y=%20z&x=2",
+        "path and query pass unchanged"
+    );
     assert_eq!(seen.version, Version::HTTP_11);
     for gone in [
         "connection",
@@ -119,10 +126,17 @@ async fn hop_by_hop_headers_never_reach_the_upstream_and_forwarding_headers_are_
         );
     }
     assert_eq!(seen.header("host"), "shop.example", "Host is kept");
-    assert_eq!(seen.header("x-forwarded-for"), "203.0.113.7, 198.51.100.2, 127.0.0.1");
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        "203.0.113.7, 198.51.100.2, 127.0.0.1"
+    );
     assert_eq!(seen.header("x-forwarded-proto"), "http");
     assert_eq!(seen.header("x-forwarded-host"), "shop.example");
-    assert_eq!(seen.header("x-grayproxy-arm"), "stable", "the client cannot pick its arm");
+    assert_eq!(
+        seen.header("x-grayproxy-arm"),
+        "stable",
+        "the client cannot pick its arm"
+    );
     assert_eq!(seen.header("x-end-to-end"), "kept");
     assert_eq!(seen.header("authorization"), "Bearer user-token");
     assert_eq!(seen.header("content-type"), "text/plain");
@@ -133,7 +147,11 @@ async fn hop_by_hop_headers_never_reach_the_upstream_and_forwarding_headers_are_
     // The response side: arm stamped, the upstream's connection-scoped header gone.
     assert_eq!(parts.headers["x-grayproxy-arm"], "stable");
     assert_eq!(parts.headers["x-upstream"], "stable");
-    assert!(!parts.headers.contains_key("x-resp-hop"), "{:?}", parts.headers);
+    assert!(
+        !parts.headers.contains_key("x-resp-hop"),
+        "{:?}",
+        parts.headers
+    );
     assert!(
         parts
             .headers

@@ -132,9 +132,11 @@ impl TestUpstream {
     pub async fn refuse(self) -> TestUpstream {
         let this = self.with(Fault::Refuse);
         let addr = this.addr;
-        super::eventually(Duration::from_secs(5), "upstream port closed", || async move {
-            tokio::net::TcpStream::connect(addr).await.is_err()
-        })
+        super::eventually(
+            Duration::from_secs(5),
+            "upstream port closed",
+            || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+        )
         .await;
         this
     }
