@@ -240,7 +240,8 @@ async fn every_rule_kind_sends_where_it_says_and_the_first_match_wins() {
     let proxy = TestProxy::start(&config("", &ups(&stable, &canary), &routes)).await;
     let c = client();
     // (path suffix, headers, does the rule match?)
-    let cases: &[(&str, &[(&str, &str)], bool)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+    let cases: &[Case] = &[
         ("", &[("x-canary", "always")], true),
         ("", &[("x-canary", "Always")], false),
         (

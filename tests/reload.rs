@@ -95,7 +95,7 @@ async fn no_request_fails_while_the_file_is_rewritten_under_load() {
     for c in clients {
         c.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = failures.lock().unwrap().clone();
     let ok = ok.load(Ordering::Relaxed);
     let reloads = proxy
         .metrics()

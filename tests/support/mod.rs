@@ -294,7 +294,7 @@ impl Metrics {
         self.0
             .lines()
             .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| parse_sample(l))
+            .filter_map(parse_sample)
             .filter(|(n, ls, _)| {
                 n == name
                     && labels
@@ -306,8 +306,11 @@ impl Metrics {
     }
 }
 
+/// One sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// `name{a="x",b="y"} 1.5` → (name, labels, value).
-fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Option<Sample> {
     let (head, value) = line.rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let (name, labels) = match head.split_once('{') {
