@@ -55,12 +55,19 @@ pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
 
 /// Watches the config file and SIGHUP until `shutdown`; every applied reload
 /// is announced on `applied`.
-pub async fn watch_config(
+///
+/// The file watch, the SIGHUP handler and the "last seen" content are set up
+/// *before* this returns (it must be called inside the tokio runtime), not
+/// when the returned task is first polled: otherwise an edit made right after
+/// [`crate::app::App::start`] returns could be missed for good, and a SIGHUP
+/// sent once the "listening" line is logged could still find the default
+/// disposition and kill the process.
+pub fn watch_config(
     runtime: Arc<Runtime>,
     path: PathBuf,
     applied: broadcast::Sender<Arc<ConfigDiff>>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
     // Watch the directory, not the file: editors and Kubernetes ConfigMaps
     // replace the file (rename, symlink swap) rather than write into it.
@@ -84,33 +91,36 @@ pub async fn watch_config(
     };
     let mut hangup = hangup_signal();
     let mut last_seen = std::fs::read(&path).ok();
-    loop {
-        let from_signal = tokio::select! {
-            Some(()) = events.recv() => false,
-            () = recv_hangup(&mut hangup) => true,
-            () = shutdown_signalled(&mut shutdown) => return,
-        };
-        if !from_signal {
-            // Debounce: swallow the burst of events one save produces.
-            loop {
-                tokio::select! {
-                    Some(()) = events.recv() => continue,
-                    () = tokio::time::sleep(DEBOUNCE) => break,
+    async move {
+        let _watcher = _watcher;
+        loop {
+            let from_signal = tokio::select! {
+                Some(()) = events.recv() => false,
+                () = recv_hangup(&mut hangup) => true,
+                () = shutdown_signalled(&mut shutdown) => return,
+            };
+            if !from_signal {
+                // Debounce: swallow the burst of events one save produces.
+                loop {
+                    tokio::select! {
+                        Some(()) = events.recv() => continue,
+                        () = tokio::time::sleep(DEBOUNCE) => break,
+                    }
                 }
+                // Events in the directory that leave the file as it was (other
+                // files, touch) are not reloads.
+                let now = std::fs::read(&path).ok();
+                if now == last_seen {
+                    continue;
+                }
+                last_seen = now;
+            } else {
+                tracing::info!("SIGHUP: reloading config");
+                last_seen = std::fs::read(&path).ok();
             }
-            // Events in the directory that leave the file as it was (other
-            // files, touch) are not reloads.
-            let now = std::fs::read(&path).ok();
-            if now == last_seen {
-                continue;
+            if let Ok(diff) = reload(&runtime, &path) {
+                let _ = applied.send(Arc::new(diff));
             }
-            last_seen = now;
-        } else {
-            tracing::info!("SIGHUP: reloading config");
-            last_seen = std::fs::read(&path).ok();
-        }
-        if let Ok(diff) = reload(&runtime, &path) {
-            let _ = applied.send(Arc::new(diff));
         }
     }
 }
