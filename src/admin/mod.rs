@@ -2,8 +2,10 @@
 
 pub mod status;
 
+mod auth;
+
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -13,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::body::ResponseBody;
+use crate::ramp::driver::{self, CommandError, RampHandle};
 use crate::routing;
 use crate::runtime::Runtime;
 
@@ -20,12 +23,22 @@ use crate::runtime::Runtime;
 pub struct Admin {
     runtime: Arc<Runtime>,
     ready: watch::Receiver<bool>,
+    ramp: Arc<OnceLock<RampHandle>>,
 }
 
 impl Admin {
-    /// An admin API over the runtime; `ready` turns true once listeners are up.
-    pub fn new(runtime: Arc<Runtime>, ready: watch::Receiver<bool>) -> Arc<Admin> {
-        Arc::new(Admin { runtime, ready })
+    /// An admin API over the runtime; `ready` turns true once listeners are
+    /// up; `ramp` holds the ramp driver once it is started.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        ready: watch::Receiver<bool>,
+        ramp: Arc<OnceLock<RampHandle>>,
+    ) -> Arc<Admin> {
+        Arc::new(Admin {
+            runtime,
+            ready,
+            ramp,
+        })
     }
 
     /// Routes one admin request.
@@ -53,10 +66,64 @@ impl Admin {
                 }
             }
             (&Method::GET, ["routes", name, "explain"]) => self.explain(name, req.uri().query()),
-            (_, ["metrics" | "status" | "healthz" | "readyz"]) | (_, ["routes", _, "explain"]) => {
+            (
+                &Method::POST,
+                ["routes", name, action @ ("promote" | "rollback" | "pause" | "resume")],
+            ) => self.command(name, action, &req).await,
+            (_, ["metrics" | "status" | "healthz" | "readyz"])
+            | (_, ["routes", _, "explain" | "promote" | "rollback" | "pause" | "resume"]) => {
                 json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    /// `POST /routes/{name}/{action}`: bearer token first (nothing about
+    /// routes is told to a caller without it), then the ramp driver.
+    async fn command(
+        &self,
+        name: &str,
+        action: &str,
+        req: &Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let token_file = self.runtime.snapshot().config.admin.token_file.clone();
+        if let Err(denied) = auth::check(token_file.as_deref(), req.headers()) {
+            return json_error(denied.status(), &denied.to_string());
+        }
+        let Some(command) = driver::parse_command(action) else {
+            return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
+        };
+        let Some(ramp) = self.ramp.get() else {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the ramp driver is not running",
+            );
+        };
+        match ramp.command(name, command).await {
+            Ok(status) => {
+                tracing::info!(
+                    route = name,
+                    command = action,
+                    state = status.state.as_str(),
+                    weight = status.weight,
+                    "operator command applied"
+                );
+                let body = serde_json::json!({"route": name, "ramp": status});
+                json(StatusCode::OK, &body)
+            }
+            Err(e) => {
+                let code = match &e {
+                    CommandError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+                    CommandError::NoRamp(_) | CommandError::NotApplicable { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                    CommandError::Persist(_) | CommandError::Stopped => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                tracing::warn!(route = name, command = action, error = %e, "operator command refused");
+                json_error(code, &e.to_string())
+            }
         }
     }
 

@@ -108,6 +108,10 @@ pub struct RampStatus {
     pub waiting_for: Option<String>,
     /// Recent audit records, oldest first.
     pub decisions: Vec<AuditRecord>,
+    /// A persistence problem the driver reports (corrupt state file, state
+    /// directory not writable); `None` when all is well.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The whole ramp state of one route (serde: persisted after every change).
@@ -582,6 +586,7 @@ impl RampState {
             weight: self.weight().percent(),
             waiting_for: waiting_for(self, policy),
             decisions: self.decisions.iter().cloned().collect(),
+            error: None,
         }
     }
 }

@@ -1,0 +1,1 @@
+//! Driver tests (paused tokio time).
