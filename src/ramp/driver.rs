@@ -332,6 +332,8 @@ struct RouteDriver {
     clock: Clock,
     /// The last persistence problem, shown in `/status`.
     error: Option<String>,
+    /// A bad state file found at start: shown until an operator acts.
+    load_problem: Option<String>,
     /// The in-memory state is ahead of the state file.
     dirty: bool,
     /// The driver paused the ramp because a raise could not be persisted.
@@ -358,6 +360,7 @@ impl RouteDriver {
             state: RampState::idle(),
             clock: Clock::new(),
             error: None,
+            load_problem: None,
             dirty: false,
             persist_hold: false,
             weight_changed: false,
@@ -414,12 +417,9 @@ impl RouteDriver {
         if let Some(last) = self.state.decisions.back_mut() {
             last.reason.clone_from(&reason);
         }
-        let committed = self.commit(&fx);
+        let _ = self.commit(&fx);
         self.carry_out(fx);
-        self.error = Some(match committed {
-            Ok(()) => problem.to_string(),
-            Err(e) => format!("{problem}; {e}"),
-        });
+        self.load_problem = Some(problem.to_string());
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<RouteMsg>, mut shutdown: watch::Receiver<bool>) {
@@ -467,14 +467,23 @@ impl RouteDriver {
     }
 
     fn command(&mut self, c: Command) -> Result<RampStatus, CommandError> {
-        // The operator takes over from a persistence hold.
-        self.persist_hold = false;
         // Cut the tick so far: those requests ran at the old weight.
         let counts = self.rt.take_tick();
         let _ = self.apply(RampEvent::Tick(counts));
+        if c == Command::Pause && self.persist_hold {
+            // The operator's pause replaces the driver's persistence hold.
+            self.persist_hold = false;
+            self.state.pause_reason = None;
+            let _ = self.save();
+            self.publish();
+            return Ok(self.status());
+        }
         let state = self.state.phase;
         match self.apply(RampEvent::Command(c)) {
             Ok(true) => {
+                // The operator has acted: on the bad file, and on any hold.
+                self.persist_hold = false;
+                self.load_problem = None;
                 self.publish();
                 Ok(self.status())
             }
@@ -534,8 +543,8 @@ impl RouteDriver {
         };
         let fx = self.state.on(event, now, &self.policy);
         if fx.is_empty() {
-            if self.dirty {
-                let _ = self.save();
+            if self.dirty && self.save().is_ok() && self.persist_hold {
+                self.end_persist_hold();
             }
             return Ok(false);
         }
@@ -667,7 +676,10 @@ impl RouteDriver {
 
     fn status(&self) -> RampStatus {
         let mut s = self.state.status(&self.policy);
-        s.error.clone_from(&self.error);
+        s.error = match (&self.load_problem, &self.error) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
         s
     }
 
