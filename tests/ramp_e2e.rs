@@ -398,3 +398,111 @@ async fn unwritable_state_dir_keeps_serving_reports_and_does_not_advance() {
     assert_eq!(setup.read_state()["state"]["phase"], "promoted");
     app.shutdown();
 }
+
+/// `grayproxy_config_reloads_total{result="ok"}`.
+async fn reloads_ok(c: &HttpClient, app: &App) -> u64 {
+    let text = request(
+        c,
+        Method::GET,
+        &format!("http://{}/metrics", app.admin_addr),
+        &[],
+    )
+    .await
+    .1;
+    text.lines()
+        .find(|l| l.starts_with("grayproxy_config_reloads_total{result=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn rewrite(c: &HttpClient, app: &App, setup: &Setup, from: &str, to: &str) {
+    let before = reloads_ok(c, app).await;
+    let text = read(&setup.config);
+    assert!(text.contains(from), "{from} not in config");
+    std::fs::write(&setup.config, text.replace(from, to)).unwrap();
+    eventually(Duration::from_secs(10), "the reload", || async {
+        let st = status(c, app.admin_addr).await;
+        if st["config"]["last_error"].is_string() {
+            panic!("reload rejected: {}", st["config"]["last_error"]);
+        }
+        (reloads_ok(c, app).await > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_new_canary_new_ramp_policy_edit_keeps_state_ramp_removed_file_weight() {
+    let stable = Backend::spawn_slow(0.0, 5.0).await;
+    let canary = Backend::spawn_slow(0.0, 5.0).await;
+    let canary2 = Backend::spawn_slow(0.0, 5.0).await;
+    let setup = Setup::new(
+        "reload",
+        stable.addr,
+        canary.addr,
+        &format!("steps = [50, 100]\nmin_requests = 20\ngate_ratios = [0]\n{FAST}"),
+    );
+    let app = start(&setup).await;
+    let c = client();
+    let traffic = Traffic::start(app.proxy_addr, 200.0);
+    wait_state(&c, &app, "promoted", Duration::from_secs(30)).await;
+
+    // A new canary build (other endpoints): a new ramp from the first step.
+    rewrite(
+        &c,
+        &app,
+        &setup,
+        &canary.addr.to_string(),
+        &canary2.addr.to_string(),
+    )
+    .await;
+    let r = eventually(Duration::from_secs(10), "a new ramp", || async {
+        let r = ramp(&c, app.admin_addr).await;
+        let last = r["decisions"].as_array().unwrap().last().cloned().unwrap();
+        (last["action"] == "new_ramp").then_some(r)
+    })
+    .await;
+    let last = r["decisions"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["trigger"], "config");
+    assert_eq!(last["weight"], 50.0);
+    traffic.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = ramp(&c, app.admin_addr).await;
+
+    // A policy edit that leaves the canary alone keeps the ramp where it is.
+    rewrite(
+        &c,
+        &app,
+        &setup,
+        "max_step_duration = \"1m\"",
+        "max_step_duration = \"2m\"",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = ramp(&c, app.admin_addr).await;
+    assert_eq!(r["state"], held["state"]);
+    assert_eq!(r["step"], held["step"]);
+    assert_eq!(r["decisions"], held["decisions"]);
+
+    // The ramp removed: the file's weight applies again, the ramp is idle.
+    let text = read(&setup.config);
+    let cut = text.find("[routes.ramp]").unwrap();
+    let before = reloads_ok(&c, &app).await;
+    std::fs::write(
+        &setup.config,
+        text[..cut].replace("fallback = false", "fallback = false\ncanary_weight = 7"),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "the file's weight", || async {
+        let st = status(&c, app.admin_addr).await;
+        let route = &st["routes"][0];
+        (reloads_ok(&c, &app).await > before
+            && route["canary_weight"] == 7.0
+            && route["ramp"]["state"] == "idle")
+            .then_some(())
+    })
+    .await;
+    let (code, _) = post(&c, app.admin_addr, "r", "pause", Some(TOKEN)).await;
+    assert_eq!(code, StatusCode::CONFLICT, "no ramp any more");
+    app.shutdown();
+}
