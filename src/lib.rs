@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod metrics;
+pub mod persist;
 pub mod proxy;
 pub mod ramp;
 pub mod reload;
