@@ -202,3 +202,66 @@ async fn h2c_clients_are_proxied_to_http1_upstreams() {
     assert_eq!(canary.last().body_sha256, sha256_hex(&body));
     assert_eq!(sha256_hex(&answer.body), sha256_hex(&body));
 }
+
+/// Reads from `stream` until `needle` shows up (≤ 5 s); returns everything read.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_uploads_work() {
+    use tokio::io::AsyncWriteExt;
+    let (proxy, stable, _canary) = setup("0.0").await;
+    let body = noise(64 * 1024, 3);
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nhost: shop.example\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Like curl: wait for the interim answer before sending the body.
+    let interim = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim:?}");
+    stream.write_all(&body).await.unwrap();
+    let answer = read_until(&mut stream, "x-grayproxy-arm").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+    let seen = stable.last();
+    assert_eq!(seen.body_sha256, sha256_hex(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_chunked_is_never_forwarded_with_both() {
+    use tokio::io::AsyncWriteExt;
+    let (proxy, stable, _canary) = setup("0.0").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    // A smuggling attempt: the length says 40 bytes, the chunked framing says
+    // the body is "hello" and a second request follows.
+    let attack = "POST /first HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+    stream.write_all(attack.as_bytes()).await.unwrap();
+    let answer = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+    for seen in stable.seen() {
+        assert!(
+            seen.header("content-length").is_empty() || seen.header("transfer-encoding").is_empty(),
+            "forwarded with both framings: {seen:?}"
+        );
+        if seen.uri == "/first" {
+            assert_eq!(seen.body_len, 5, "the chunked framing wins");
+            assert!(
+                seen.header("content-length").is_empty() || seen.header("content-length") == "5"
+            );
+        }
+    }
+    assert_eq!(stable.seen()[0].uri, "/first");
+}
