@@ -233,3 +233,99 @@ async fn a_listen_change_is_rejected_as_restart_required_and_nothing_is_applied(
     );
     all_on(&proxy, 10, "stable").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_finish_on_the_config_they_started_with() {
+    let old = TestUpstream::spawn("old")
+        .await
+        .with(support::Fault::Delay(Duration::from_secs(2)));
+    let new = TestUpstream::spawn("new").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let text = |stable: std::net::SocketAddr| {
+        config(
+            "",
+            &[("stable", stable), ("canary", canary.addr)],
+            "[[routes]]\nname = \"live\"\nstable = \"stable\"\ncanary = \"canary\"\ncanary_weight = 0.0\n",
+        )
+    };
+    let proxy = TestProxy::start(&text(old.addr)).await;
+    let c = client();
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, &url, &[]).await }
+    });
+    eventually(
+        Duration::from_secs(5),
+        "request at the old upstream",
+        || {
+            let n = old.arrived();
+            async move { n == 1 }
+        },
+    )
+    .await;
+    // Point `stable` somewhere else while the request waits on the old endpoint.
+    proxy.rewrite(&text(new.addr));
+    let admin = proxy.admin;
+    eventually(Duration::from_secs(5), "reload applied", || async move {
+        support::admin_metrics(admin)
+            .await
+            .value("grayproxy_config_reloads_total", &[("result", "ok")])
+            == 1.0
+    })
+    .await;
+    let fresh = get(&c, &proxy.url("/fast"), &[]).await;
+    assert_eq!(fresh.body, "new", "new requests go to the new endpoint");
+    assert!(
+        !in_flight.is_finished(),
+        "the slow request is still in flight after the swap"
+    );
+    let a = in_flight.await.unwrap();
+    assert_eq!((a.status.as_u16(), &a.body[..]), (200, &b"old"[..]));
+    let m = support::admin_metrics(admin).await;
+    assert_eq!(m.value("grayproxy_upstream_failures_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let text = |weight: &str| {
+        config(
+            "",
+            &[("stable", stable.addr), ("canary", canary.addr)],
+            &format!("[[routes]]\nname = \"live\"\nstable = \"stable\"\ncanary = \"canary\"\ncanary_weight = {weight}\n"),
+        )
+    };
+    // dir/grayproxy.toml -> ..data/grayproxy.toml, ..data -> ..v1 (what a
+    // mounted ConfigMap looks like); an update swaps ..data atomically.
+    let dir = support::TempDir::new();
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/grayproxy.toml"), text("0.0")).unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/grayproxy.toml", dir.join("grayproxy.toml")).unwrap();
+    let app = grayproxy::app::App::start(&dir.join("grayproxy.toml"))
+        .await
+        .unwrap();
+    let admin = app.admin_addr;
+    let weight = || async move {
+        support::route_weight(&support::admin_json(admin, "/status").await, "live")
+    };
+    assert_eq!(weight().await, 0.0);
+
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/grayproxy.toml"), text("100.0")).unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "symlink swap applied",
+        || async move { weight().await == 100.0 },
+    )
+    .await;
+    let a = get(&client(), &format!("http://{}/x", app.proxy_addr), &[]).await;
+    assert_eq!(a.arm(), "canary");
+    app.shutdown();
+}
