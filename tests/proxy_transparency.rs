@@ -265,3 +265,28 @@ async fn content_length_with_chunked_is_never_forwarded_with_both() {
     }
     assert_eq!(stable.seen()[0].uri, "/first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_clients_without_host_still_send_a_host_upstream() {
+    use tokio::io::AsyncWriteExt;
+    let (proxy, stable, _canary) = setup("0.0").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    stream
+        .write_all(b"GET /old-client?q=1 HTTP/1.0\r\nuser-agent: ancient\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until(&mut stream, "stable").await;
+    assert!(answer.starts_with("HTTP/1.0 200 OK"), "{answer:?}");
+    let seen = stable.last();
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.uri, "/old-client?q=1");
+    // HTTP/1.1 requires Host (RFC 9112 §3.2); the proxy, as the client of
+    // that hop, supplies the upstream's authority when the client sent none.
+    assert_eq!(
+        seen.header("host"),
+        stable.addr.to_string(),
+        "{:?}",
+        seen.headers
+    );
+    assert!(!seen.headers.contains_key("x-forwarded-host"));
+}
