@@ -329,3 +329,75 @@ async fn a_kubernetes_style_symlink_swap_is_picked_up() {
     assert_eq!(a.arm(), "canary");
     app.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_the_arm_header_come_and_go_with_the_file() {
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let route = |name: &str, prefix: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"{prefix}\" }}\n\
+             stable = \"stable\"\ncanary = \"canary\"\ncanary_weight = 100.0\n"
+        )
+    };
+    let ups = [("stable", stable.addr), ("canary", canary.addr)];
+    let both = config("", &ups, &(route("a", "/a") + &route("b", "/b")));
+    let proxy = TestProxy::start(&both).await;
+    let c = client();
+    assert_eq!(get(&c, &proxy.url("/b"), &[]).await.arm(), "canary");
+
+    // Drop route b and disable the arm header.
+    let only_a = config("arm_header = \"\"", &ups, &route("a", "/a"));
+    proxy.rewrite(&only_a);
+    let admin = proxy.admin;
+    eventually(Duration::from_secs(5), "route b removed", || async move {
+        support::admin_json(admin, "/status").await["routes"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    assert_eq!(get(&c, &proxy.url("/b"), &[]).await.status, 404);
+    let a = get(&c, &proxy.url("/a"), &[]).await;
+    assert_eq!(
+        (a.status.as_u16(), a.arm(), &a.body[..]),
+        (200, "", &b"canary"[..])
+    );
+    assert!(!canary.last().headers.contains_key("x-grayproxy-arm"));
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.value("grayproxy_requests_total", &[("route", "b")]),
+        0.0,
+        "a removed route's series are gone"
+    );
+    assert_eq!(
+        m.value("grayproxy_canary_weight_percent", &[("route", "a")]),
+        100.0
+    );
+
+    // Bring both back.
+    proxy.rewrite(&both);
+    eventually(Duration::from_secs(5), "route b back", || async move {
+        support::admin_json(admin, "/status").await["routes"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let b = get(&c, &proxy.url("/b"), &[]).await;
+    assert_eq!((b.status.as_u16(), b.arm()), (200, "canary"));
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.value(
+            "grayproxy_requests_total",
+            &[("route", "b"), ("arm", "canary")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value("grayproxy_canary_weight_percent", &[("route", "b")]),
+        100.0
+    );
+}
