@@ -290,3 +290,56 @@ async fn http_1_0_clients_without_host_still_send_a_host_upstream() {
     );
     assert!(!seen.headers.contains_key("x-forwarded-host"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_h2c_streams_on_one_connection() {
+    let (proxy, stable, canary) = setup("50.0").await;
+    let c = h2c_client();
+    let url = std::sync::Arc::new(proxy.url("/h2/many"));
+    let answers = support::fan_out(400, 32, move |i| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let body = format!("stream {i}");
+            let req = Request::post(url.as_str())
+                .body(full(body.clone()))
+                .unwrap();
+            let a = send(&c, req).await.unwrap();
+            (a.status.as_u16(), a.body == body.as_bytes())
+        }
+    })
+    .await;
+    assert!(answers.iter().all(|(s, same)| *s == 200 && *same));
+    assert_eq!(stable.count() + canary.count(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let text = config(
+        "header_read_timeout = \"500ms\"",
+        &[("stable", stable.addr), ("canary", canary.addr)],
+        "[[routes]]\nname = \"r\"\nstable = \"stable\"\ncanary = \"canary\"\n",
+    );
+    let proxy = TestProxy::start(&text).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-slow")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(read.is_ok(), "the connection was still open after 5 s");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    assert_eq!(stable.arrived() + canary.arrived(), 0);
+}
