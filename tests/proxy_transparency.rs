@@ -166,6 +166,10 @@ async fn hop_by_hop_headers_never_reach_the_upstream_and_forwarding_headers_are_
         .header("host", "shop.example")
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
+    sender
+        .ready()
+        .await
+        .expect("the proxy kept the connection open");
     let response = sender.send_request(again).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(stable.last().header("x-forwarded-for"), "127.0.0.1");
