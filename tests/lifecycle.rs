@@ -220,3 +220,46 @@ async fn sigterm_lets_20_slow_requests_finish_and_refuses_new_connections() {
     assert_eq!(status.code(), Some(0), "logs:\n{}", proxy.logs().join("\n"));
     assert!(proxy.logs().iter().any(|l| l.contains("stopped")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_cleanly_and_shutdown_grace_caps_the_drain() {
+    let slow = TestUpstream::spawn("stable")
+        .await
+        .with(Fault::Delay(Duration::from_secs(30)));
+    let canary = TestUpstream::spawn("canary").await;
+    let dir = TempDir::new();
+    let path = dir.join("grayproxy.toml");
+    let text = config(
+        "shutdown_grace = \"1s\"\nrequest_timeout = \"60s\"",
+        &[("stable", slow.addr), ("canary", canary.addr)],
+        &route("0.0"),
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut proxy = Binary::start(&path);
+    let url = format!("http://{}/stuck", proxy.proxy);
+    let c = client();
+    let stuck = tokio::spawn(async move {
+        support::send(&c, http::Request::get(url).body(support::empty()).unwrap()).await
+    });
+    eventually(Duration::from_secs(10), "request at the upstream", || {
+        let n = slow.arrived();
+        async move { n == 1 }
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    proxy.signal("INT");
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "logs:\n{}", proxy.logs().join("\n"));
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, before the grace"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} for a 1 s grace"
+    );
+    assert!(proxy.logs().iter().any(|l| l.contains("grace expired")));
+    // The stuck request was cut off, not answered.
+    assert!(stuck.await.unwrap().is_err());
+}

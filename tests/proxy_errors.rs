@@ -302,3 +302,37 @@ async fn bodies_over_max_body_bytes_are_413_with_or_without_content_length() {
     );
     assert_eq!(streamed.json()["route"], "body");
 }
+
+/// Sends raw bytes on a fresh connection and returns the status line.
+async fn raw_status_line(proxy: &TestProxy, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    // The proxy may answer and close before reading all of an oversized head.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.lines().next().unwrap_or("").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_are_431_and_malformed_requests_400() {
+    let s = setup().await;
+    let mut too_big = b"GET /body HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    too_big.extend_from_slice(&vec![b'a'; 70 * 1024]);
+    too_big.extend_from_slice(b"\r\n\r\n");
+    let line = raw_status_line(&s.proxy, &too_big).await;
+    assert_eq!(line, "HTTP/1.1 431 Request Header Fields Too Large");
+
+    let mut many = b"GET /body HTTP/1.1\r\nhost: x\r\n".to_vec();
+    for i in 0..120 {
+        many.extend_from_slice(format!("x-h{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let line = raw_status_line(&s.proxy, &many).await;
+    assert_eq!(line, "HTTP/1.1 431 Request Header Fields Too Large");
+
+    let line = raw_status_line(&s.proxy, b"GET /body HTTP/1.1\r\nhost x\r\n\r\n").await;
+    assert_eq!(line, "HTTP/1.1 400 Bad Request");
+    assert_eq!(s.healthy.arrived(), 0, "none of them reached an upstream");
+}

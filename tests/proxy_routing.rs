@@ -87,6 +87,20 @@ async fn random_split_matches_the_weight_within_4_sigma() {
         m.value("grayproxy_canary_weight_percent", &[("route", "split")]),
         10.0
     );
+    assert_eq!(
+        m.value(
+            "grayproxy_request_duration_seconds_count",
+            &[("route", "split"), ("arm", "canary")]
+        ),
+        on_canary as f64
+    );
+    // /status counts the same weight-assigned requests.
+    let status = proxy.status().await;
+    let arms = &status["routes"][0]["arms"];
+    assert_eq!(arms["canary"]["requests"], on_canary);
+    assert_eq!(arms["stable"]["requests"], N - on_canary);
+    assert_eq!(arms["canary"]["errors"], 0);
+    assert_eq!(status["routes"][0]["forced"]["canary"]["requests"], 0);
     // The arm header reaches the upstream too.
     assert!(canary
         .seen()

@@ -166,6 +166,10 @@ async fn hop_by_hop_headers_never_reach_the_upstream_and_forwarding_headers_are_
         .header("host", "shop.example")
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
+    sender
+        .ready()
+        .await
+        .expect("the proxy kept the connection open");
     let response = sender.send_request(again).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(stable.last().header("x-forwarded-for"), "127.0.0.1");
@@ -201,4 +205,145 @@ async fn h2c_clients_are_proxied_to_http1_upstreams() {
     assert_eq!(answer.status, 200);
     assert_eq!(canary.last().body_sha256, sha256_hex(&body));
     assert_eq!(sha256_hex(&answer.body), sha256_hex(&body));
+}
+
+/// Reads from `stream` until `needle` shows up (≤ 5 s); returns everything read.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_uploads_work() {
+    use tokio::io::AsyncWriteExt;
+    let (proxy, stable, _canary) = setup("0.0").await;
+    let body = noise(64 * 1024, 3);
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nhost: shop.example\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Like curl: wait for the interim answer before sending the body.
+    let interim = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim:?}");
+    stream.write_all(&body).await.unwrap();
+    let answer = read_until(&mut stream, "x-grayproxy-arm").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+    let seen = stable.last();
+    assert_eq!(seen.body_sha256, sha256_hex(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_chunked_is_never_forwarded_with_both() {
+    use tokio::io::AsyncWriteExt;
+    let (proxy, stable, _canary) = setup("0.0").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    // A smuggling attempt: the length says 40 bytes, the chunked framing says
+    // the body is "hello" and a second request follows.
+    let attack = "POST /first HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+    stream.write_all(attack.as_bytes()).await.unwrap();
+    let answer = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+    for seen in stable.seen() {
+        assert!(
+            seen.header("content-length").is_empty() || seen.header("transfer-encoding").is_empty(),
+            "forwarded with both framings: {seen:?}"
+        );
+        if seen.uri == "/first" {
+            assert_eq!(seen.body_len, 5, "the chunked framing wins");
+            assert!(
+                seen.header("content-length").is_empty() || seen.header("content-length") == "5"
+            );
+        }
+    }
+    assert_eq!(stable.seen()[0].uri, "/first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_clients_without_host_still_send_a_host_upstream() {
+    use tokio::io::AsyncWriteExt;
+    let (proxy, stable, _canary) = setup("0.0").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    stream
+        .write_all(b"GET /old-client?q=1 HTTP/1.0\r\nuser-agent: ancient\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until(&mut stream, "stable").await;
+    assert!(answer.starts_with("HTTP/1.0 200 OK"), "{answer:?}");
+    let seen = stable.last();
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.uri, "/old-client?q=1");
+    // HTTP/1.1 requires Host (RFC 9112 §3.2); the proxy, as the client of
+    // that hop, supplies the upstream's authority when the client sent none.
+    assert_eq!(
+        seen.header("host"),
+        stable.addr.to_string(),
+        "{:?}",
+        seen.headers
+    );
+    assert!(!seen.headers.contains_key("x-forwarded-host"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_h2c_streams_on_one_connection() {
+    let (proxy, stable, canary) = setup("50.0").await;
+    let c = h2c_client();
+    let url = std::sync::Arc::new(proxy.url("/h2/many"));
+    let answers = support::fan_out(400, 32, move |i| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let body = format!("stream {i}");
+            let req = Request::post(url.as_str())
+                .body(full(body.clone()))
+                .unwrap();
+            let a = send(&c, req).await.unwrap();
+            (a.status.as_u16(), a.body == body.as_bytes())
+        }
+    })
+    .await;
+    assert!(answers.iter().all(|(s, same)| *s == 200 && *same));
+    assert_eq!(stable.count() + canary.count(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let text = config(
+        "header_read_timeout = \"500ms\"",
+        &[("stable", stable.addr), ("canary", canary.addr)],
+        "[[routes]]\nname = \"r\"\nstable = \"stable\"\ncanary = \"canary\"\n",
+    );
+    let proxy = TestProxy::start(&text).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-slow")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(read.is_ok(), "the connection was still open after 5 s");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    assert_eq!(stable.arrived() + canary.arrived(), 0);
 }

@@ -233,3 +233,171 @@ async fn a_listen_change_is_rejected_as_restart_required_and_nothing_is_applied(
     );
     all_on(&proxy, 10, "stable").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_finish_on_the_config_they_started_with() {
+    let old = TestUpstream::spawn("old")
+        .await
+        .with(support::Fault::Delay(Duration::from_secs(2)));
+    let new = TestUpstream::spawn("new").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let text = |stable: std::net::SocketAddr| {
+        config(
+            "",
+            &[("stable", stable), ("canary", canary.addr)],
+            "[[routes]]\nname = \"live\"\nstable = \"stable\"\ncanary = \"canary\"\ncanary_weight = 0.0\n",
+        )
+    };
+    let proxy = TestProxy::start(&text(old.addr)).await;
+    let c = client();
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, &url, &[]).await }
+    });
+    eventually(
+        Duration::from_secs(5),
+        "request at the old upstream",
+        || {
+            let n = old.arrived();
+            async move { n == 1 }
+        },
+    )
+    .await;
+    // Point `stable` somewhere else while the request waits on the old endpoint.
+    proxy.rewrite(&text(new.addr));
+    let admin = proxy.admin;
+    eventually(Duration::from_secs(5), "reload applied", || async move {
+        support::admin_metrics(admin)
+            .await
+            .value("grayproxy_config_reloads_total", &[("result", "ok")])
+            == 1.0
+    })
+    .await;
+    let fresh = get(&c, &proxy.url("/fast"), &[]).await;
+    assert_eq!(fresh.body, "new", "new requests go to the new endpoint");
+    assert!(
+        !in_flight.is_finished(),
+        "the slow request is still in flight after the swap"
+    );
+    let a = in_flight.await.unwrap();
+    assert_eq!((a.status.as_u16(), &a.body[..]), (200, &b"old"[..]));
+    let m = support::admin_metrics(admin).await;
+    assert_eq!(m.value("grayproxy_upstream_failures_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let text = |weight: &str| {
+        config(
+            "",
+            &[("stable", stable.addr), ("canary", canary.addr)],
+            &format!("[[routes]]\nname = \"live\"\nstable = \"stable\"\ncanary = \"canary\"\ncanary_weight = {weight}\n"),
+        )
+    };
+    // dir/grayproxy.toml -> ..data/grayproxy.toml, ..data -> ..v1 (what a
+    // mounted ConfigMap looks like); an update swaps ..data atomically.
+    let dir = support::TempDir::new();
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/grayproxy.toml"), text("0.0")).unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/grayproxy.toml", dir.join("grayproxy.toml")).unwrap();
+    let app = grayproxy::app::App::start(&dir.join("grayproxy.toml"))
+        .await
+        .unwrap();
+    let admin = app.admin_addr;
+    let weight = || async move {
+        support::route_weight(&support::admin_json(admin, "/status").await, "live")
+    };
+    assert_eq!(weight().await, 0.0);
+
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/grayproxy.toml"), text("100.0")).unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "symlink swap applied",
+        || async move { weight().await == 100.0 },
+    )
+    .await;
+    let a = get(&client(), &format!("http://{}/x", app.proxy_addr), &[]).await;
+    assert_eq!(a.arm(), "canary");
+    app.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_the_arm_header_come_and_go_with_the_file() {
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let route = |name: &str, prefix: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"{prefix}\" }}\n\
+             stable = \"stable\"\ncanary = \"canary\"\ncanary_weight = 100.0\n"
+        )
+    };
+    let ups = [("stable", stable.addr), ("canary", canary.addr)];
+    let both = config("", &ups, &(route("a", "/a") + &route("b", "/b")));
+    let proxy = TestProxy::start(&both).await;
+    let c = client();
+    assert_eq!(get(&c, &proxy.url("/b"), &[]).await.arm(), "canary");
+
+    // Drop route b and disable the arm header.
+    let only_a = config("arm_header = \"\"", &ups, &route("a", "/a"));
+    proxy.rewrite(&only_a);
+    let admin = proxy.admin;
+    eventually(Duration::from_secs(5), "route b removed", || async move {
+        support::admin_json(admin, "/status").await["routes"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    assert_eq!(get(&c, &proxy.url("/b"), &[]).await.status, 404);
+    let a = get(&c, &proxy.url("/a"), &[]).await;
+    assert_eq!(
+        (a.status.as_u16(), a.arm(), &a.body[..]),
+        (200, "", &b"canary"[..])
+    );
+    assert!(!canary.last().headers.contains_key("x-grayproxy-arm"));
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.value("grayproxy_requests_total", &[("route", "b")]),
+        0.0,
+        "a removed route's series are gone"
+    );
+    assert_eq!(
+        m.value("grayproxy_canary_weight_percent", &[("route", "a")]),
+        100.0
+    );
+
+    // Bring both back.
+    proxy.rewrite(&both);
+    eventually(Duration::from_secs(5), "route b back", || async move {
+        support::admin_json(admin, "/status").await["routes"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let b = get(&c, &proxy.url("/b"), &[]).await;
+    assert_eq!((b.status.as_u16(), b.arm()), (200, "canary"));
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.value(
+            "grayproxy_requests_total",
+            &[("route", "b"), ("arm", "canary")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value("grayproxy_canary_weight_percent", &[("route", "b")]),
+        100.0
+    );
+}

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::HOST;
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -199,6 +200,8 @@ struct IdleConn {
 pub struct EndpointPool {
     endpoint: Endpoint,
     authority: String,
+    /// `authority` as a `Host` value, for requests that came without one.
+    host: Option<HeaderValue>,
     idle: Mutex<Vec<IdleConn>>,
 }
 
@@ -219,6 +222,7 @@ impl EndpointPool {
     fn new(endpoint: Endpoint) -> EndpointPool {
         EndpointPool {
             authority: endpoint.authority(),
+            host: HeaderValue::from_str(&endpoint.authority()).ok(),
             endpoint,
             idle: Mutex::new(Vec::new()),
         }
@@ -280,6 +284,22 @@ impl EndpointPool {
         timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
         let deadline = Instant::now() + timeout;
+        // HTTP/1.1 requires Host (RFC 9112 §3.2): a client that sent none
+        // (HTTP/1.0) gets this endpoint's authority, as nginx does. Taken off
+        // again when the request comes back unsent, so that the endpoint it
+        // goes to next (fallback to stable) can put its own.
+        let added_host = !request.headers().contains_key(HOST);
+        if added_host {
+            if let Some(host) = &self.host {
+                request.headers_mut().insert(HOST, host.clone());
+            }
+        }
+        let hand_back = |mut request: Request<RequestBody>| {
+            if added_host {
+                request.headers_mut().remove(HOST);
+            }
+            request
+        };
         // A pooled connection may have been closed by the upstream while
         // idle; hyper then hands the request back unsent and we try a fresh
         // connection. A fresh connection gets one try.
@@ -295,7 +315,7 @@ impl EndpointPool {
                     Err(failure) => {
                         return Err(SendFailure {
                             failure,
-                            request: Some(request),
+                            request: Some(hand_back(request)),
                         })
                     }
                 },
@@ -326,7 +346,7 @@ impl EndpointPool {
                             } else {
                                 UpstreamFailure::classify(err.error())
                             },
-                            request: unsent,
+                            request: unsent.map(hand_back),
                         })
                     }
                 },
@@ -340,7 +360,7 @@ impl EndpointPool {
         }
         Err(SendFailure {
             failure: UpstreamFailure::Connect,
-            request: Some(request),
+            request: Some(hand_back(request)),
         })
     }
 }

@@ -29,6 +29,8 @@ pub enum Fault {
     Reset,
     /// Stop listening: connections are refused (see [`TestUpstream::refuse`]).
     Refuse,
+    /// Answer with `Connection: close` (no keep-alive), like HTTP/1.0-era backends.
+    Close,
 }
 
 /// One request as the upstream received it.
@@ -208,12 +210,14 @@ async fn handle(
     });
     let faults = state.faults.lock().unwrap().clone();
     let mut status = StatusCode::OK;
+    let mut close = false;
     for fault in faults {
         match fault {
             Fault::Delay(d) => tokio::time::sleep(d).await,
             Fault::Status(s) => status = StatusCode::from_u16(s).unwrap(),
             Fault::Reset => return Err(ResetConnection),
             Fault::Refuse => {}
+            Fault::Close => close = true,
         }
     }
     let answer = if body.is_empty() {
@@ -225,6 +229,9 @@ async fn handle(
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert("x-upstream", HeaderValue::from_str(&name).unwrap());
+    if close {
+        h.insert("connection", HeaderValue::from_static("close"));
+    }
     if parts.headers.contains_key("x-want-resp-hop") {
         h.insert("connection", HeaderValue::from_static("x-resp-hop"));
         h.insert("x-resp-hop", HeaderValue::from_static("1"));
