@@ -6,6 +6,8 @@ pub mod body;
 pub mod error;
 pub mod fallback;
 pub mod forward;
+pub mod health;
+pub mod outlier;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -21,15 +21,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{is_body_too_large, RequestBody};
-use crate::config::types::{Endpoint, Upstream};
+use super::health;
+use super::outlier::{self, EndpointHealth, Verdict};
+use crate::config::types::{Endpoint, OutlierPolicy, Upstream};
 use crate::metrics::FailureKind;
 
 /// How long an idle upstream connection is kept (nginx's `keepalive_timeout` is 60 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
-/// Connect timeout, capped by `request_timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why an exchange with an upstream produced no usable response. Classified
 /// once, here; the rest of the proxy matches on it.
@@ -134,8 +134,10 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// The balancer for an upstream, reusing existing endpoint pools.
-    pub fn upstream(&self, upstream: &Upstream) -> UpstreamPool {
+    /// The balancer for an upstream, reusing existing endpoint pools (and
+    /// their health); starts, replaces or stops their health checkers.
+    /// `connect_timeout` is `[server] connect_timeout`.
+    pub fn upstream(&self, upstream: &Upstream, connect_timeout: Duration) -> UpstreamPool {
         let mut map = self
             .by_endpoint
             .lock()
@@ -144,14 +146,19 @@ impl Pools {
             .endpoints
             .iter()
             .map(|e| {
-                map.entry(e.clone())
+                let pool = map
+                    .entry(e.clone())
                     .or_insert_with(|| Arc::new(EndpointPool::new(e.clone())))
-                    .clone()
+                    .clone();
+                pool.set_health_check(upstream.health_check.as_ref());
+                pool
             })
             .collect();
         UpstreamPool {
             endpoints,
             next: AtomicUsize::new(0),
+            policy: upstream.outlier,
+            connect_timeout,
         }
     }
 
@@ -165,10 +172,13 @@ impl Pools {
     }
 }
 
-/// One upstream: its endpoints, balanced round-robin.
+/// One upstream: its endpoints, balanced round-robin over those not
+/// ejected by outlier detection or failing their health check.
 pub struct UpstreamPool {
     endpoints: Vec<Arc<EndpointPool>>,
     next: AtomicUsize,
+    policy: OutlierPolicy,
+    connect_timeout: Duration,
 }
 
 impl UpstreamPool {
@@ -179,14 +189,32 @@ impl UpstreamPool {
         request: Request<RequestBody>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len().max(1);
-        match self.endpoints.get(i) {
-            Some(endpoint) => endpoint.clone().send(request, timeout).await,
-            None => Err(SendFailure {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let health: Vec<&EndpointHealth> = self.endpoints.iter().map(|e| &*e.health).collect();
+        let i = outlier::pick(&health, start, Instant::now());
+        let Some(endpoint) = self.endpoints.get(i) else {
+            return Err(SendFailure {
                 failure: UpstreamFailure::Connect,
                 request: Some(request),
-            }),
-        }
+            });
+        };
+        let result = endpoint
+            .clone()
+            .send(request, timeout, self.connect_timeout)
+            .await;
+        let verdict = match &result {
+            Ok((response, _)) if response.status().is_server_error() => Verdict::Failure,
+            Ok(_) => Verdict::Success,
+            Err(f) if f.failure.metric_kind().is_some() => Verdict::Failure,
+            Err(_) => Verdict::Neutral,
+        };
+        outlier::observe(&health, i, verdict, &self.policy, Instant::now());
+        result
+    }
+
+    /// Health of each endpoint, in config order (for tests and status).
+    pub fn health(&self) -> Vec<Arc<EndpointHealth>> {
+        self.endpoints.iter().map(|e| e.health.clone()).collect()
     }
 }
 
@@ -200,6 +228,8 @@ pub struct EndpointPool {
     endpoint: Endpoint,
     authority: String,
     idle: Mutex<Vec<IdleConn>>,
+    health: Arc<EndpointHealth>,
+    checker: Mutex<Option<health::Checker>>,
 }
 
 /// A connection lent to one exchange; [`PoolSlot::release`] gives it back.
@@ -221,6 +251,21 @@ impl EndpointPool {
             authority: endpoint.authority(),
             endpoint,
             idle: Mutex::new(Vec::new()),
+            health: Arc::new(EndpointHealth::default()),
+            checker: Mutex::new(None),
+        }
+    }
+
+    /// Starts, replaces or stops the active health check.
+    fn set_health_check(&self, check: Option<&crate::config::types::HealthCheck>) {
+        let mut checker = self.checker.lock().unwrap_or_else(|p| p.into_inner());
+        if checker.as_ref().map(|c| &c.check) == check {
+            return;
+        }
+        *checker =
+            check.and_then(|c| health::spawn(self.endpoint.clone(), c.clone(), &self.health));
+        if checker.is_none() {
+            self.health.set_check_ok(true);
         }
     }
 
@@ -252,7 +297,7 @@ impl EndpointPool {
         timeout: Duration,
     ) -> Result<http1::SendRequest<RequestBody>, UpstreamFailure> {
         let connect = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port));
-        let stream = match tokio::time::timeout(timeout.min(CONNECT_TIMEOUT), connect).await {
+        let stream = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 tracing::debug!(endpoint = %self.authority, error = %e, "upstream connect failed");
@@ -278,6 +323,7 @@ impl EndpointPool {
         self: Arc<Self>,
         mut request: Request<RequestBody>,
         timeout: Duration,
+        connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
         let deadline = Instant::now() + timeout;
         // A pooled connection may have been closed by the upstream while
@@ -288,7 +334,11 @@ impl EndpointPool {
                 Some(sender) => sender,
                 None if reused => continue,
                 None => match self
-                    .connect(deadline.saturating_duration_since(Instant::now()))
+                    .connect(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .min(connect_timeout),
+                    )
                     .await
                 {
                     Ok(sender) => sender,

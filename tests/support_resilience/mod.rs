@@ -51,6 +51,9 @@ struct State {
     fault: Mutex<Fault>,
     requests: AtomicU64,
     seen: Mutex<Vec<Seen>>,
+    /// Status answered on `/healthz` (not counted as a request).
+    health: std::sync::atomic::AtomicU16,
+    health_checks: AtomicU64,
 }
 
 /// A scriptable HTTP/1.1 upstream on 127.0.0.1:0.
@@ -70,6 +73,8 @@ impl TestUpstream {
             fault: Mutex::new(Fault::None),
             requests: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
+            health: std::sync::atomic::AtomicU16::new(200),
+            health_checks: AtomicU64::new(0),
         });
         let (kill, killed) = watch::channel(false);
         let st = state.clone();
@@ -101,6 +106,16 @@ impl TestUpstream {
         *self.state.fault.lock().unwrap() = fault;
     }
 
+    /// Sets the status `/healthz` answers.
+    pub fn set_health(&self, status: u16) {
+        self.state.health.store(status, Ordering::SeqCst);
+    }
+
+    /// Health checks received so far.
+    pub fn health_checks(&self) -> u64 {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
     /// Requests received so far (including those answered with a fault).
     pub fn count(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
@@ -121,6 +136,12 @@ async fn handle(
     st: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if req.uri().path() == "/healthz" {
+        st.health_checks.fetch_add(1, Ordering::SeqCst);
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::from_u16(st.health.load(Ordering::SeqCst)).unwrap();
+        return Ok(resp);
+    }
     st.requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let body = body
@@ -302,4 +323,13 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Never returns an error; handy for `service_fn`.
 pub fn infallible<T>(t: T) -> Result<T, Infallible> {
     Ok(t)
+}
+
+/// Adds `lines` to `[upstreams.stable]` of a [`config`] text.
+pub fn with_stable_keys(toml: &str, lines: &str) -> String {
+    toml.replacen(
+        "[upstreams.canary]",
+        &format!("{lines}\n[upstreams.canary]"),
+        1,
+    )
 }
