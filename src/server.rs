@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::types::ServerConfig;
 use crate::proxy::body::ResponseBody;
@@ -78,6 +78,10 @@ pub async fn serve_proxy(
 }
 
 /// The generic accept loop behind the proxy and the admin API.
+///
+/// At most `max_connections` (read at start) are served at once: past that
+/// the loop stops accepting until one ends, and new clients wait in the
+/// kernel's listen backlog (backpressure instead of an unbounded task pile).
 pub async fn serve<S, H, F>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
@@ -89,7 +93,15 @@ pub async fn serve<S, H, F>(
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(settings().max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown_signalled(&mut shutdown) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -110,6 +122,7 @@ pub async fn serve<S, H, F>(
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             () = shutdown_signalled(&mut shutdown) => break,
