@@ -220,7 +220,11 @@ pub struct Proxy {
 impl Proxy {
     /// Writes `toml` to a temp dir and starts the proxy on it.
     pub async fn start(toml: &str) -> Proxy {
-        let dir = temp_dir("proxy");
+        Proxy::start_in(temp_dir("proxy"), toml).await
+    }
+
+    /// Writes `toml` to `dir` (which may hold files it refers to) and starts the proxy.
+    pub async fn start_in(dir: PathBuf, toml: &str) -> Proxy {
         let path = dir.join("grayproxy.toml");
         let toml = format!("{toml}\n[state]\ndir = \"state\"\n");
         std::fs::write(&path, toml).unwrap();
