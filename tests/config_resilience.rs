@@ -32,9 +32,15 @@ fn values_are_read() {
     .replace(
         "[upstreams.b]",
         "outlier = { consecutive_failures = 3, base_ejection = \"10s\", max_ejection = \"1m\" }\n\
-         health_check = { path = \"/healthz\", interval = \"5s\" }\n[upstreams.b]",
+         health_check = { path = \"/healthz\", interval = \"5s\" }\n\
+         tls_ca = \"certs/ca.pem\"\n[upstreams.b]",
     );
     let c = ok(&text);
+    assert_eq!(
+        c.upstreams[0].tls_ca.as_deref(),
+        Some(std::path::Path::new("/etc/gp/certs/ca.pem"))
+    );
+    assert_eq!(c.upstreams[1].tls_ca, None);
     assert_eq!(c.server.connect_timeout, Duration::from_millis(250));
     assert_eq!(c.server.max_connections, 64);
     let a = &c.upstreams[0];

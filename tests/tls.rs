@@ -173,3 +173,52 @@ async fn a_broken_certificate_file_keeps_the_old_one() {
     let s = connect(p.app.proxy_addr, &[&old.2], b"http/1.1").await;
     assert_eq!(served_cert(&s), old.2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_verified_against_a_configured_ca() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let files = grayproxy::config::types::TlsFiles {
+        cert: temp_dir("upstream-cert").join("cert.pem"),
+        key: temp_dir("upstream-key").join("key.pem"),
+    };
+    std::fs::write(&files.cert, ck.cert.pem()).unwrap();
+    std::fs::write(&files.key, ck.key_pair.serialize_pem()).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(grayproxy::tls::server_config(&files).unwrap());
+    let canary = TestUpstream::spawn_with("canary", Some(acceptor)).await;
+    let stable = TestUpstream::spawn("stable").await;
+    let dir = temp_dir("https-upstream");
+    std::fs::copy(&files.cert, dir.join("ca.pem")).unwrap();
+    let toml = config(&[stable.addr], &[canary.addr], "", "canary_weight = 100.0").replace(
+        &format!("endpoints = [\"{}\"]", canary.addr),
+        &format!(
+            "endpoints = [\"https://{}\"]\ntls_ca = \"ca.pem\"",
+            canary.addr
+        ),
+    );
+    let p = Proxy::start_in(dir, &toml).await;
+    let c = support_resilience::client();
+    let a = support_resilience::send(&c, http::Method::GET, &p.url("/"), None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("x-served-by"),
+        Some("canary"),
+        "served over TLS by the canary"
+    );
+    assert_eq!(a.header("x-grayproxy-fallback"), None);
+
+    // The same upstream, verified against the system roots instead, fails the
+    // handshake: the canary never received it, so stable answers.
+    let untrusted = std::fs::read_to_string(p.dir.join("grayproxy.toml"))
+        .unwrap()
+        .replace("tls_ca = \"ca.pem\"\n", "");
+    let dir = temp_dir("https-untrusted");
+    let p = Proxy::start_in(dir, untrusted.split("\n[state]").next().unwrap()).await;
+    let a = support_resilience::send(&c, http::Method::POST, &p.url("/"), Some("x"))
+        .await
+        .unwrap();
+    assert_eq!(a.header("x-served-by"), Some("stable"));
+    assert_eq!(a.header("x-grayproxy-fallback"), Some("canary"));
+    assert_eq!(canary.count(), 1);
+}

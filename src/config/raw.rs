@@ -39,7 +39,7 @@ pub(crate) const SERVER_KEYS: &[&str] = &[
 pub(crate) const TLS_KEYS: &[&str] = &["cert", "key"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
 pub(crate) const STATE_KEYS: &[&str] = &["dir"];
-pub(crate) const UPSTREAM_KEYS: &[&str] = &["endpoints", "outlier", "health_check"];
+pub(crate) const UPSTREAM_KEYS: &[&str] = &["endpoints", "outlier", "health_check", "tls_ca"];
 pub(crate) const OUTLIER_KEYS: &[&str] = &["consecutive_failures", "base_ejection", "max_ejection"];
 pub(crate) const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout"];
 pub(crate) const ROUTE_KEYS: &[&str] = &[
@@ -134,6 +134,7 @@ pub(crate) struct RawUpstream {
     pub endpoints: List<String>,
     pub outlier: Option<RawOutlier>,
     pub health_check: Option<RawHealthCheck>,
+    pub tls_ca: Opt<String>,
 }
 
 /// `outlier = { .. }` of an upstream.

@@ -113,6 +113,9 @@ pub struct Upstream {
     pub outlier: OutlierPolicy,
     /// Active health checking, when configured.
     pub health_check: Option<HealthCheck>,
+    /// PEM CA bundle that `https://` endpoints are verified against instead
+    /// of the system roots (absolute path).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `outlier = { consecutive_failures, base_ejection, max_ejection }`:

@@ -278,6 +278,7 @@ fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream]) -> Vec<Upstream> {
                 endpoints,
                 outlier: outlier(c, u),
                 health_check: health_check(c, u),
+                tls_ca: u.tls_ca.as_ref().map(|p| c.path(p, "tls_ca")),
             }
         })
         .collect();

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +20,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::body::{is_body_too_large, RequestBody};
 use super::health;
@@ -117,6 +120,27 @@ fn is_client_body_error(err: &hyper::Error) -> bool {
     }
 }
 
+/// HTTP/1.1 over a connected (plain or TLS) stream; the connection task
+/// runs beside it until the sender is dropped or the upstream closes.
+async fn handshake<I>(
+    io: I,
+    authority: String,
+) -> Result<http1::SendRequest<RequestBody>, UpstreamFailure>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|_| UpstreamFailure::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %authority, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
 /// A failed send. `request` is `Some` when the upstream provably never
 /// received it, so it can be sent elsewhere unchanged.
 pub struct SendFailure {
@@ -151,6 +175,9 @@ impl Pools {
                     .or_insert_with(|| Arc::new(EndpointPool::new(e.clone())))
                     .clone();
                 pool.set_health_check(upstream.health_check.as_ref());
+                if e.tls {
+                    pool.set_tls_ca(upstream.tls_ca.as_deref());
+                }
                 pool
             })
             .collect();
@@ -230,6 +257,9 @@ pub struct EndpointPool {
     idle: Mutex<Vec<IdleConn>>,
     health: Arc<EndpointHealth>,
     checker: Mutex<Option<health::Checker>>,
+    /// For `https://` endpoints: the CA it was built for and the connector
+    /// (`None` when the CA file could not be loaded; connects then fail).
+    tls: Mutex<Option<(Option<PathBuf>, Option<TlsConnector>)>>,
 }
 
 /// A connection lent to one exchange; [`PoolSlot::release`] gives it back.
@@ -253,7 +283,23 @@ impl EndpointPool {
             idle: Mutex::new(Vec::new()),
             health: Arc::new(EndpointHealth::default()),
             checker: Mutex::new(None),
+            tls: Mutex::new(None),
         }
+    }
+
+    /// Builds the TLS connector (system roots, or `ca`) unless it is current.
+    fn set_tls_ca(&self, ca: Option<&Path>) {
+        let mut tls = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if tls
+            .as_ref()
+            .is_some_and(|(built_for, _)| built_for.as_deref() == ca)
+        {
+            return;
+        }
+        let connector = crate::tls::connector(ca)
+            .map_err(|e| tracing::error!(endpoint = %self.authority, error = %e, "upstream TLS setup failed"))
+            .ok();
+        *tls = Some((ca.map(Path::to_path_buf), connector));
     }
 
     /// Starts, replaces or stops the active health check.
@@ -306,17 +352,27 @@ impl EndpointPool {
             Err(_) => return Err(UpstreamFailure::Connect),
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
+        if !self.endpoint.tls {
+            return handshake(TokioIo::new(stream), self.authority.clone()).await;
+        }
+        let connector = self
+            .tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|(_, c)| c.clone())
+            .ok_or(UpstreamFailure::Connect)?;
+        let name = ServerName::try_from(self.endpoint.host.clone())
             .map_err(|_| UpstreamFailure::Connect)?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(endpoint = %authority, error = %e, "upstream connection ended");
+        let tls = match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(endpoint = %self.authority, error = %e, "upstream TLS handshake failed");
+                return Err(UpstreamFailure::Connect);
             }
-        });
-        Ok(sender)
+            Err(_) => return Err(UpstreamFailure::Connect),
+        };
+        handshake(TokioIo::new(tls), self.authority.clone()).await
     }
 
     async fn send(

@@ -66,6 +66,14 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// Starts an upstream that answers `200 <name>` with `x-served-by: <name>`.
     pub async fn spawn(name: &'static str) -> TestUpstream {
+        TestUpstream::spawn_with(name, None).await
+    }
+
+    /// Like [`TestUpstream::spawn`], speaking TLS with this acceptor.
+    pub async fn spawn_with(
+        name: &'static str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -87,12 +95,27 @@ impl TestUpstream {
                 };
                 let st = st.clone();
                 let mut killed_conn = killed.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(st.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    let serve = async move {
+                        match tls {
+                            None => {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                            Some(acceptor) => {
+                                if let Ok(s) = acceptor.accept(stream).await {
+                                    let _ =
+                                        builder.serve_connection(TokioIo::new(s), service).await;
+                                }
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = conn => {}
+                        _ = serve => {}
                         _ = killed_conn.changed() => {} // drops the socket mid-exchange
                     }
                 });

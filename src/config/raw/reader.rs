@@ -333,6 +333,7 @@ impl Reader<'_> {
                 endpoints: self.list(&u, "endpoints", "strings", str_value),
                 outlier,
                 health_check,
+                tls_ca: self.string(&u, "tls_ca"),
             });
         }
         out
