@@ -34,6 +34,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Metrics could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -64,6 +67,10 @@ impl App {
             tracing::warn!("{warning}");
         }
         let proxy_listen = loaded.config.server.listen;
+        let tls = match &loaded.config.server.tls {
+            Some(files) => Some(Arc::new(crate::tls::ServerTls::new(files)?)),
+            None => None,
+        };
         let admin_listen = loaded.config.admin.listen;
         let runtime = Runtime::new(Metrics::new()?, loaded.config);
         let proxy_listener = bind("proxy", proxy_listen).await?;
@@ -80,6 +87,7 @@ impl App {
             proxy_listener,
             runtime.clone(),
             shutdown_rx.clone(),
+            tls,
         ));
         tasks.spawn(admin::serve_admin(
             admin_listener,

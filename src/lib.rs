@@ -18,3 +18,4 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod tls;
