@@ -164,7 +164,10 @@ async fn operator_commands_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
+    let (stable, canary) = (
+        Backend::spawn_slow(0.0, 5.0).await,
+        Backend::spawn_slow(0.0, 5.0).await,
+    );
     let setup = Setup::new(
         "kill9",
         stable.addr,

@@ -275,12 +275,15 @@ impl Supervisor {
                 }
                 None => {
                     let (tx, rx) = mpsc::channel(16);
+                    // A route added by a reload starts a new ramp even when a
+                    // state file of an earlier route of that name is left.
+                    let added = diff.is_some_and(|d| d.added_routes.contains(&route.name));
                     let driver = RouteDriver::open(
                         name,
                         rt.clone(),
                         self.store.clone(),
-                        policy.clone(),
-                        canary,
+                        (policy.clone(), canary),
+                        added,
                     );
                     let join = tokio::spawn(driver.run(rx, self.shutdown.clone()));
                     self.tasks.insert(
@@ -348,8 +351,8 @@ impl RouteDriver {
         name: &str,
         rt: Arc<RouteRuntime>,
         store: Arc<Store>,
-        policy: RampPolicy,
-        canary: String,
+        (policy, canary): (RampPolicy, String),
+        force_new: bool,
     ) -> RouteDriver {
         let mut d = RouteDriver {
             name: name.to_string(),
@@ -376,7 +379,7 @@ impl RouteDriver {
                     "ramp resumed from its state file"
                 );
                 d.state = file.state;
-                let new_ramp = file.canary != d.canary;
+                let new_ramp = force_new || file.canary != d.canary;
                 if new_ramp {
                     tracing::info!(route = name, was = %file.canary, now = %d.canary, "the canary changed while grayproxy was down: new ramp");
                 }
