@@ -32,11 +32,18 @@ fn actions(audit: &[Value]) -> Vec<String> {
 }
 
 async fn wait_state(c: &HttpClient, app: &App, state: &str, limit: Duration) -> Value {
-    eventually(limit, &format!("ramp state {state}"), || async {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
         let r = ramp(c, app.admin_addr).await;
-        (r["state"] == state).then_some(r)
-    })
-    .await
+        if r["state"] == state {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for ramp state {state}; last status:\n{r:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +56,12 @@ async fn healthy_canary_is_promoted_to_100() {
         "healthy",
         stable.addr,
         canary.addr,
-        &format!("steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{FAST}"),
+        // A 4 s baseline: the incident hold compares stable with it, and
+        // a p99 from a second of traffic is too rough a yardstick.
+        &format!(
+            "steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{}",
+            FAST.replace("baseline = \"1s\"", "baseline = \"4s\"")
+        ),
     );
     let app = start(&setup).await;
     let c = client();
@@ -331,7 +343,10 @@ async fn unwritable_state_dir_keeps_serving_reports_and_does_not_advance() {
         "unwritable",
         stable.addr,
         canary.addr,
-        &format!("steps = [10, 50, 100]\nmin_requests = 40\ngate_ratios = [0, 0]\n{FAST}"),
+        &format!(
+            "steps = [10, 50, 100]\nmin_requests = 40\ngate_ratios = [0, 0]\n{}",
+            FAST.replace("baseline = \"1s\"", "baseline = \"3s\"")
+        ),
     );
     let app = start(&setup).await;
     let c = client();
@@ -440,7 +455,10 @@ async fn reloads_new_canary_new_ramp_policy_edit_keeps_state_ramp_removed_file_w
         "reload",
         stable.addr,
         canary.addr,
-        &format!("steps = [50, 100]\nmin_requests = 20\ngate_ratios = [0]\n{FAST}"),
+        &format!(
+            "steps = [50, 100]\nmin_requests = 20\ngate_ratios = [0]\n{}",
+            FAST.replace("baseline = \"1s\"", "baseline = \"3s\"")
+        ),
     );
     let app = start(&setup).await;
     let c = client();

@@ -172,7 +172,7 @@ async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
         "kill9",
         stable.addr,
         canary.addr,
-        "steps = [10, 20, 30, 40, 50, 100]\ngate_ratios = [0, 0, 0, 0, 0]\ntick = \"100ms\"\ninterval = \"1s\"\nbaseline = \"500ms\"\nmin_requests = 20",
+        "steps = [10, 20, 30, 40, 50, 100]\ngate_ratios = [0, 0, 0, 0, 0]\ntick = \"100ms\"\ninterval = \"1s\"\nbaseline = \"3s\"\nmin_requests = 20",
     );
     let p = Proxy::start(&setup);
     let c = client();
