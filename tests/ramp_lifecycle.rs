@@ -220,14 +220,33 @@ async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
         "resumed at step {} ({}%) after kill -9",
         after["step"], after["weight"]
     );
-    // And it carries on from there.
+    // And it carries on from there: judging (and persisting) every tick.
     let _traffic = Traffic::start(p.proxy, 200.0);
-    eventually(
-        Duration::from_secs(30),
-        "promotion after restart",
-        || async { (ramp(&c, p.admin).await["state"] == "promoted").then_some(()) },
-    )
+    let last_tick = resumed["state"]["last_tick"].as_u64().unwrap();
+    eventually(Duration::from_secs(10), "new ticks on disk", || async {
+        let now = setup.read_state();
+        let judged = now["state"]["step_canary"]["requests"]
+            .as_u64()
+            .unwrap_or(0);
+        (now["state"]["last_tick"].as_u64().unwrap() > last_tick && judged > 0).then_some(())
+    })
     .await;
+    let live = ramp(&c, p.admin).await;
+    // SIGTERM: drain, persist, exit 0.
+    let mut p = p;
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let code = p.child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    let file = setup.read_state();
+    assert!(
+        file["state"]["step"].as_u64() >= live["step"].as_u64(),
+        "{file:#}"
+    );
 }
 
 #[tokio::test]

@@ -180,16 +180,17 @@ impl Supervisor {
     ) {
         self.sync(None).await;
         let mut shutdown = self.shutdown.clone();
+        let mut reloads_open = true;
         loop {
             tokio::select! {
                 Some(msg) = commands.recv() => self.on_command(msg).await,
-                diff = reloads.recv() => match diff {
+                diff = reloads.recv(), if reloads_open => match diff {
                     Ok(diff) => self.sync(Some(&diff)).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "ramp driver missed reloads; resyncing with the live config");
                         self.sync(None).await;
                     }
-                    Err(broadcast::error::RecvError::Closed) => {}
+                    Err(broadcast::error::RecvError::Closed) => reloads_open = false,
                 },
                 () = shutdown_signalled(&mut shutdown) => break,
             }
