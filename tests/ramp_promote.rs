@@ -76,13 +76,22 @@ async fn healthy_canary_is_promoted_to_100() {
     assert_eq!(st["routes"][0]["canary_weight"], 100.0);
     assert_eq!(traffic.non_2xx_or_503.load(Ordering::Relaxed), 0);
     // Every decision is in the audit log, with the route and evidence.
+    // (A busy test machine may add hold / hold_ended pairs: latency noise
+    // on both arms is what the incident hold is for.)
     let audit = setup.audit();
+    let steps: Vec<String> = actions(&audit)
+        .into_iter()
+        .filter(|a| a != "hold" && a != "hold_ended")
+        .collect();
     assert_eq!(
-        actions(&audit),
+        steps,
         ["baseline_started", "ramp_started", "advance", "promote"]
     );
     assert!(audit.iter().all(|r| r["route"] == "r"));
-    assert!(audit[3]["evidence"]["stable"].is_object() || audit[3]["evidence"].is_object());
+    let promote = audit.last().unwrap();
+    assert_eq!(promote["action"], "promote");
+    assert!(promote["evidence"]["gate"].is_object(), "{promote:#}");
+    assert!(promote["evidence"]["canary"]["requests"].as_u64().unwrap() >= 30);
     // The state file holds the same.
     assert_eq!(setup.read_state()["state"]["phase"], "promoted");
     let metrics = request(
