@@ -155,10 +155,11 @@ async fn one_request_per_2s_never_advances_nor_rolls_back_and_says_why() {
     let why = r["waiting_for"].as_str().unwrap();
     assert!(why.contains("more requests"), "{why}");
     assert!(why.contains("canary needs"), "{why}");
-    assert_eq!(
-        actions(&setup.audit()),
-        ["baseline_started", "ramp_started"]
-    );
+    let decided: Vec<String> = actions(&setup.audit())
+        .into_iter()
+        .filter(|a| a != "hold" && a != "hold_ended")
+        .collect();
+    assert_eq!(decided, ["baseline_started", "ramp_started"]);
     eprintln!("low traffic: waiting_for = {why:?}");
     app.shutdown();
 }
