@@ -388,3 +388,209 @@ fn kubernetes_config_is_valid_and_fits_the_deployment() {
     let pdb = read(&deploy("kubernetes/pdb.yaml"));
     assert!(pdb.contains("kind: PodDisruptionBudget") && pdb.contains("minAvailable: 1"));
 }
+
+/// The unit's `KEY=` line (the first one).
+fn unit_line<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("unit has no {key}"))
+}
+
+/// Runs the unit's commands as systemd would (minus the sandbox, which needs
+/// systemd as PID 1): ExecStartPre, ExecStart with the unit's arguments,
+/// ExecReload with $MAINPID, then KillSignal; grayproxy must reload on the
+/// signal and exit 0 within TimeoutStopSec.
+#[test]
+fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
+    use std::io::BufRead;
+    let unit = read(&deploy("systemd/grayproxy.service"));
+    let tmp = TempDir::new("systemd-exec");
+    let bin = env!("CARGO_BIN_EXE_grayproxy");
+    let config = tmp.path().join("grayproxy.toml");
+    // The shipped config, pointed at this sandbox: loopback port 0, a temp
+    // state dir and token.
+    let mut text = read(&deploy("systemd/grayproxy.toml"));
+    for (from, to) in [
+        ("\"0.0.0.0:8080\"", "\"127.0.0.1:0\"".to_owned()),
+        ("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"".to_owned()),
+        (
+            "\"/var/lib/grayproxy\"",
+            format!("{:?}", tmp.path().join("state")),
+        ),
+        (
+            "\"/run/credentials/grayproxy.service/admin.token\"",
+            format!("{:?}", tmp.path().join("admin.token")),
+        ),
+    ] {
+        assert!(text.contains(from), "grayproxy.toml no longer has {from}");
+        text = text.replace(from, &to);
+    }
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(tmp.path().join("admin.token"), "t0ken\n").unwrap();
+    let args = |line: &str| -> Vec<String> {
+        line.replace("/usr/local/bin/grayproxy", bin)
+            .replace("/etc/grayproxy/grayproxy.toml", config.to_str().unwrap())
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let pre = args(unit_line(&unit, "ExecStartPre="));
+    run_ok(Command::new(&pre[0]).args(&pre[1..]));
+
+    let start = args(unit_line(&unit, "ExecStart="));
+    let mut child = Command::new(&start[0])
+        .args(&start[1..])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // `--log-format json`: one JSON object per line; find the admin address.
+    let next_json = |what: &str| -> serde_json::Value {
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line for {what}"));
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            if v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(what))
+            {
+                return v;
+            }
+        }
+    };
+    let listening = next_json("grayproxy listening");
+    let admin = listening["fields"]["admin"].as_str().unwrap().to_owned();
+
+    let reload: Vec<String> = unit_line(&unit, "ExecReload=")
+        .replace("$MAINPID", &pid)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    run_ok(Command::new(&reload[0]).args(&reload[1..]));
+    next_json("config reloaded");
+    let metrics = http_get(&admin, "/metrics");
+    assert!(
+        metrics.contains("grayproxy_config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+
+    assert_eq!(unit_line(&unit, "KillSignal="), "SIGTERM");
+    run_ok(Command::new("/bin/kill").args(["-TERM", &pid]));
+    let stop: u64 = unit_line(&unit, "TimeoutStopSec=")
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(stop);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not stopped within TimeoutStopSec"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+/// A blocking HTTP/1.0 GET, enough for the admin API.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+// ------------------------------------------------------------------ Grafana
+
+#[test]
+fn grafana_dashboard_is_well_formed() {
+    let text = read(&deploy("grafana/grayproxy.json"));
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dash["uid"], "grayproxy");
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "job", "route"]);
+    let panels = dash["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut boxes: Vec<(u64, u64, u64, u64, String)> = Vec::new();
+    for p in panels {
+        let title = p["title"].as_str().unwrap().to_owned();
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate id in {title}"
+        );
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_u64().unwrap(),
+            g["y"].as_u64().unwrap(),
+            g["w"].as_u64().unwrap(),
+            g["h"].as_u64().unwrap(),
+        );
+        assert!(x + w <= 24, "{title} is wider than the grid");
+        for (bx, by, bw, bh, other) in &boxes {
+            let overlap = x < bx + bw && *bx < x + w && y < by + bh && *by < y + h;
+            assert!(!overlap, "{title} overlaps {other}");
+        }
+        boxes.push((x, y, w, h, title.clone()));
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            for var in expr.match_indices('$').map(|(i, _)| &expr[i + 1..]) {
+                let name: String = var
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    vars.contains(&name.as_str()) || name == "__rate_interval",
+                    "{title} uses unknown variable ${name}"
+                );
+            }
+        }
+    }
+    // What the issue asks the dashboard to show.
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Requests/s by arm",
+        "Error ratio by arm",
+        "p99 latency by arm",
+        "Canary weight",
+        "Ramp state",
+        "Fallbacks/s",
+        "Config reloads",
+    ] {
+        assert!(titles.contains(&want), "no panel {want:?} in {titles:?}");
+    }
+}
