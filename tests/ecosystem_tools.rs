@@ -496,13 +496,13 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
         .trim_end_matches('s')
         .parse()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(stop);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(stop);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "not stopped within TimeoutStopSec"
         );
         std::thread::sleep(Duration::from_millis(50));
