@@ -55,11 +55,32 @@ pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
 
 /// Watches the config file and SIGHUP until `shutdown`; every applied reload
 /// is announced on `applied`.
-pub async fn watch_config(
+///
+/// The SIGHUP handler is installed when this is called, not when the task is
+/// first polled: SIGHUP's default action kills the process, so a reload sent
+/// right after startup (`systemctl reload` once "listening" is logged) must
+/// already find the handler in place.
+pub fn watch_config(
+    runtime: Arc<Runtime>,
+    path: PathBuf,
+    applied: broadcast::Sender<Arc<ConfigDiff>>,
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let hangup = hangup_signal();
+    watch_config_with(runtime, path, applied, shutdown, hangup)
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+async fn watch_config_with(
     runtime: Arc<Runtime>,
     path: PathBuf,
     applied: broadcast::Sender<Arc<ConfigDiff>>,
     mut shutdown: watch::Receiver<bool>,
+    mut hangup: Hangup,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
     // Watch the directory, not the file: editors and Kubernetes ConfigMaps
@@ -82,7 +103,6 @@ pub async fn watch_config(
             None
         }
     };
-    let mut hangup = hangup_signal();
     let mut last_seen = std::fs::read(&path).ok();
     loop {
         let from_signal = tokio::select! {
