@@ -410,7 +410,10 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
     // The shipped config, pointed at this sandbox: loopback port 0, a temp
     // state dir and token.
     let mut text = read(&deploy("systemd/grayproxy.toml"));
+    let upstream = tiny_upstream();
     for (from, to) in [
+        ("\"127.0.0.1:18081\"", format!("\"{upstream}\"")),
+        ("\"127.0.0.1:18082\"", format!("\"{upstream}\"")),
         ("\"0.0.0.0:8080\"", "\"127.0.0.1:0\"".to_owned()),
         ("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"".to_owned()),
         (
@@ -439,15 +442,27 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
     run_ok(Command::new(&pre[0]).args(&pre[1..]));
 
     let start = args(unit_line(&unit, "ExecStart="));
-    let mut child = Command::new(&start[0])
-        .args(&start[1..])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
+    let mut cmd = Command::new(&start[0]);
+    for env in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+        let (k, v) = env.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    assert_eq!(
+        unit_line(&unit, "Environment=GRAYPROXY_ACCESS_LOG="),
+        "0.01"
+    );
+    // Every request, so the one request below is logged.
+    cmd.env("GRAYPROXY_ACCESS_LOG", "1");
+    let mut child = KillOnDrop(
+        cmd.args(&start[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id().to_string();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
@@ -459,6 +474,7 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
         }
     });
     // `--log-format json`: one JSON object per line; find the admin address.
+    // `what` is matched against the message, or `target:NAME`.
     let next_json = |what: &str| -> serde_json::Value {
         loop {
             let line = rx
@@ -466,16 +482,37 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
                 .unwrap_or_else(|_| panic!("no log line for {what}"));
             let v: serde_json::Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-            if v["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains(what))
-            {
+            let hit = match what.strip_prefix("target:") {
+                Some(target) => v["target"] == target,
+                None => v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(what)),
+            };
+            if hit {
                 return v;
             }
         }
     };
     let listening = next_json("grayproxy listening");
     let admin = listening["fields"]["admin"].as_str().unwrap().to_owned();
+    let proxy = listening["fields"]["proxy"].as_str().unwrap().to_owned();
+
+    // The access log: one JSON line for the request, with the documented
+    // fields.
+    let answer = http_get(&proxy, "/api/recommend/items");
+    assert!(
+        answer.lines().next().is_some_and(|l| l.contains(" 200 ")),
+        "{answer}"
+    );
+    let access = next_json("target:access");
+    let f = &access["fields"];
+    assert_eq!(f["route"], "recommend", "{access}");
+    assert_eq!(f["arm"], "stable", "{access}");
+    assert_eq!(f["reason"], "no_sticky_key", "{access}");
+    assert_eq!(f["status"], 200, "{access}");
+    assert_eq!(f["upstream"], "reco-v1", "{access}");
+    assert_eq!(f["fallback"], false, "{access}");
+    assert!(f["duration_ms"].as_f64().is_some(), "{access}");
 
     let reload: Vec<String> = unit_line(&unit, "ExecReload=")
         .replace("$MAINPID", &pid)
@@ -498,7 +535,7 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(stop);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -508,6 +545,45 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status}");
+}
+
+/// Kills the process if the test fails midway.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An upstream on 127.0.0.1:0 answering every request with 200 "ok".
+fn tiny_upstream() -> std::net::SocketAddr {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        line.clear();
+                    }
+                    if line != "\r\n" {
+                        return;
+                    }
+                    let out = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if reader.get_mut().write_all(out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
 
 /// A blocking HTTP/1.0 GET, enough for the admin API.
