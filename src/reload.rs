@@ -18,6 +18,9 @@ use crate::server::shutdown_signalled;
 /// event before reading it.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// Longest wait for a quiet moment after a change.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Loads `path`, and swaps it in when it is valid and needs no restart.
 /// Returns what changed, for side effects (new ramps).
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
@@ -56,32 +59,18 @@ pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
 /// Watches the config file and SIGHUP until `shutdown`; every applied reload
 /// is announced on `applied`.
 ///
-/// The SIGHUP handler is installed when this is called, not when the task is
-/// first polled: SIGHUP's default action kills the process, so a reload sent
-/// right after startup (`systemctl reload` once "listening" is logged) must
-/// already find the handler in place.
+/// The file watch, the SIGHUP handler and the "last seen" content are set up
+/// *before* this returns (it must be called inside the tokio runtime), not
+/// when the returned task is first polled: otherwise an edit made right after
+/// [`crate::app::App::start`] returns could be missed for good, and a SIGHUP
+/// sent once the "listening" line is logged could still find the default
+/// disposition and kill the process.
 pub fn watch_config(
     runtime: Arc<Runtime>,
     path: PathBuf,
     applied: broadcast::Sender<Arc<ConfigDiff>>,
-    shutdown: watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let hangup = hangup_signal();
-    watch_config_with(runtime, path, applied, shutdown, hangup)
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = Option<()>;
-
-async fn watch_config_with(
-    runtime: Arc<Runtime>,
-    path: PathBuf,
-    applied: broadcast::Sender<Arc<ConfigDiff>>,
     mut shutdown: watch::Receiver<bool>,
-    mut hangup: Hangup,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
     // Watch the directory, not the file: editors and Kubernetes ConfigMaps
     // replace the file (rename, symlink swap) rather than write into it.
@@ -91,7 +80,9 @@ async fn watch_config_with(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Opening or reading something in the directory changes nothing (the
+        // ramp fsyncs its state directory, a child of this one, every tick).
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = events_tx.send(());
         }
     })
@@ -103,34 +94,42 @@ async fn watch_config_with(
             None
         }
     };
+    let mut hangup = hangup_signal();
     let mut last_seen = std::fs::read(&path).ok();
-    loop {
-        let from_signal = tokio::select! {
-            Some(()) = events.recv() => false,
-            () = recv_hangup(&mut hangup) => true,
-            () = shutdown_signalled(&mut shutdown) => return,
-        };
-        if !from_signal {
-            // Debounce: swallow the burst of events one save produces.
-            loop {
-                tokio::select! {
-                    Some(()) = events.recv() => continue,
-                    () = tokio::time::sleep(DEBOUNCE) => break,
+    async move {
+        let _watcher = _watcher;
+        loop {
+            let from_signal = tokio::select! {
+                Some(()) = events.recv() => false,
+                () = recv_hangup(&mut hangup) => true,
+                () = shutdown_signalled(&mut shutdown) => return,
+            };
+            if !from_signal {
+                // Debounce: swallow the burst of events one save produces, but
+                // never for longer than MAX_DEBOUNCE (a busy directory must not
+                // starve reloads).
+                let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                loop {
+                    tokio::select! {
+                        Some(()) = events.recv() => continue,
+                        () = tokio::time::sleep(DEBOUNCE) => break,
+                        () = tokio::time::sleep_until(give_up) => break,
+                    }
                 }
+                // Events in the directory that leave the file as it was (other
+                // files, touch) are not reloads.
+                let now = std::fs::read(&path).ok();
+                if now == last_seen {
+                    continue;
+                }
+                last_seen = now;
+            } else {
+                tracing::info!("SIGHUP: reloading config");
+                last_seen = std::fs::read(&path).ok();
             }
-            // Events in the directory that leave the file as it was (other
-            // files, touch) are not reloads.
-            let now = std::fs::read(&path).ok();
-            if now == last_seen {
-                continue;
+            if let Ok(diff) = reload(&runtime, &path) {
+                let _ = applied.send(Arc::new(diff));
             }
-            last_seen = now;
-        } else {
-            tracing::info!("SIGHUP: reloading config");
-            last_seen = std::fs::read(&path).ok();
-        }
-        if let Ok(diff) = reload(&runtime, &path) {
-            let _ = applied.send(Arc::new(diff));
         }
     }
 }
