@@ -131,6 +131,7 @@ fn closing(mut response: Response<ResponseBody>, version: Version) -> Response<R
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
 
 /// Fraction of requests that get an access-log line, from
 /// `GRAYPROXY_ACCESS_LOG` (`1` = every request, `0.01` = one in a hundred;
