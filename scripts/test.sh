@@ -11,4 +11,4 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
 echo "== cargo test"
-cargo test --all-targets
+cargo test --no-fail-fast
