@@ -164,12 +164,15 @@ async fn operator_commands_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
+    let (stable, canary) = (
+        Backend::spawn_slow(0.0, 5.0).await,
+        Backend::spawn_slow(0.0, 5.0).await,
+    );
     let setup = Setup::new(
         "kill9",
         stable.addr,
         canary.addr,
-        "steps = [10, 20, 30, 40, 50, 100]\ngate_ratios = [0, 0, 0, 0, 0]\ntick = \"100ms\"\ninterval = \"1s\"\nbaseline = \"500ms\"\nmin_requests = 20",
+        "steps = [10, 20, 30, 40, 50, 100]\ngate_ratios = [0, 0, 0, 0, 0]\ntick = \"100ms\"\ninterval = \"1s\"\nbaseline = \"3s\"\nmin_requests = 20",
     );
     let p = Proxy::start(&setup);
     let c = client();
@@ -217,14 +220,33 @@ async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
         "resumed at step {} ({}%) after kill -9",
         after["step"], after["weight"]
     );
-    // And it carries on from there.
+    // And it carries on from there: judging (and persisting) every tick.
     let _traffic = Traffic::start(p.proxy, 200.0);
-    eventually(
-        Duration::from_secs(30),
-        "promotion after restart",
-        || async { (ramp(&c, p.admin).await["state"] == "promoted").then_some(()) },
-    )
+    let last_tick = resumed["state"]["last_tick"].as_u64().unwrap();
+    eventually(Duration::from_secs(10), "new ticks on disk", || async {
+        let now = setup.read_state();
+        let judged = now["state"]["step_canary"]["requests"]
+            .as_u64()
+            .unwrap_or(0);
+        (now["state"]["last_tick"].as_u64().unwrap() > last_tick && judged > 0).then_some(())
+    })
     .await;
+    let live = ramp(&c, p.admin).await;
+    // SIGTERM: drain, persist, exit 0.
+    let mut p = p;
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let code = p.child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    let file = setup.read_state();
+    assert!(
+        file["state"]["step"].as_u64() >= live["step"].as_u64(),
+        "{file:#}"
+    );
 }
 
 #[tokio::test]

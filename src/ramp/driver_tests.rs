@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::domain::Arm;
 use crate::metrics::Metrics;
+use crate::runtime::Runtime;
 
 const CONFIG: &str = r#"
 [server]
@@ -50,8 +51,8 @@ fn driver(state_dir: &Path) -> RouteDriver {
         "r",
         rt,
         Arc::new(Store::new(state_dir)),
-        route.ramp.unwrap(),
-        canary,
+        (route.ramp.unwrap(), canary),
+        false,
     )
 }
 

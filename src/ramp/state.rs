@@ -596,8 +596,8 @@ impl RampState {
 
 fn baseline_reason(policy: &RampPolicy) -> String {
     format!(
-        "collecting {} s of stable-only history before the first step",
-        policy.baseline.as_secs()
+        "collecting {} of stable-only history before the first step",
+        crate::ramp::status::human_seconds(policy.baseline.as_secs_f64())
     )
 }
 

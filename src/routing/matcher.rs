@@ -201,8 +201,10 @@ impl<'a> Iterator for Cookies<'a> {
 /// `name` is skipped without looking for its `=` or trimming it.
 pub fn cookie_values<'a, 'n>(headers: &'a HeaderMap, name: &'n str) -> CookieValues<'a, 'n> {
     CookieValues {
-        // A name with `=` can never be a cookie name: the split is at the first `=`.
-        pairs: (!name.as_bytes().contains(&b'=')).then(|| cookies(headers)),
+        // A name with `=` can never be a cookie name (the split is at the
+        // first `=`), nor can one with surrounding whitespace (names are trimmed).
+        pairs: (!name.as_bytes().contains(&b'=') && trim_ows(name.as_bytes()) == name.as_bytes())
+            .then(|| cookies(headers)),
         name: name.as_bytes(),
     }
 }
