@@ -93,6 +93,18 @@ fallback_budget = 1.0
   [[routes.rules]]
   when = {{ header = "x-canary", equals = "always" }}
   to = "canary"
+
+# No traffic; its ramp sits in `baseline` for the whole test, so the ramp
+# panels see a state other than idle.
+[[routes]]
+name = "ramped"
+match = {{ path_prefix = "/api/ramped" }}
+stable = "reco-v1"
+canary = "reco-v2"
+
+  [routes.ramp]
+  steps = [5, 100]
+  baseline = "1h"
 "#
     )
 }
@@ -213,7 +225,9 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     let dir = TempDir::new("eco-live");
     let config = dir.path().join("grayproxy.toml");
     std::fs::write(&config, route_config(stable, canary, "30.0")).unwrap();
-    let app = App::start(&config).await.expect("grayproxy starts");
+    let mut app = App::start(&config).await.expect("grayproxy starts");
+    // As `grayproxy run` does: the ramp driver owns ramped routes' weights.
+    grayproxy::ramp::driver::start(&mut app);
     let admin = app.admin_addr;
 
     let rules = repo().join("deploy/prometheus/rules");
@@ -399,10 +413,26 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     .await;
 
     // Every dashboard panel's PromQL returns series, and the values agree.
-    let weight = route["canary_weight"].as_f64().unwrap();
-    let ramp_state = route["ramp"]["state"].as_str().unwrap().to_owned();
+    // Per route: (canary weight, ramp state code as the panel encodes it).
     let states = grayproxy::metrics::RAMP_STATES;
-    let state_code = states.iter().position(|s| *s == ramp_state).unwrap() as f64;
+    let per_route: std::collections::HashMap<String, (f64, f64)> = status["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let state = r["ramp"]["state"].as_str().unwrap();
+            let code = states.iter().position(|s| *s == state).unwrap() as f64;
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                (r["canary_weight"].as_f64().unwrap(), code),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_route["ramped"].1, 1.0,
+        "the ramped route is in baseline: {status}"
+    );
+    let per_route = &per_route;
     let queries = dashboard_queries();
     let queries = &queries;
     eventually(
@@ -410,11 +440,35 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
         Duration::from_secs(15),
         || async {
             for (title, expr) in queries {
-                let r = p.query(cl, expr).await;
-                if r.is_empty() {
+                let all = p.query(cl, expr).await;
+                if all.is_empty() {
                     return Err(format!("panel {title:?} has no series: {expr}"));
                 }
+                // The route with traffic (and the route-less panels).
+                let r: Vec<Value> = all
+                    .iter()
+                    .filter(|s| matches!(label(s, "route"), "recommend" | ""))
+                    .cloned()
+                    .collect();
                 let one = || sample_value(&r[0]);
+                // Each route's series against its /status entry.
+                let each_route = |pick: fn(&(f64, f64)) -> f64| -> Result<(), String> {
+                    for s in &all {
+                        let want = per_route
+                            .get(label(s, "route"))
+                            .ok_or_else(|| format!("{title}: unknown route in {s}"))?;
+                        close(sample_value(s), pick(want), 1e-9)?;
+                    }
+                    if all.len() == per_route.len() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{title}: {} series for {} routes",
+                            all.len(),
+                            per_route.len()
+                        ))
+                    }
+                };
                 match title.as_str() {
                     "Requests/s by arm" => {
                         let (s, cn) = by_arm(&r);
@@ -431,8 +485,8 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
                             return Err(format!("p99 stable {s}, canary {cn}"));
                         }
                     }
-                    "Canary weight" => close(one(), weight, 1e-9)?,
-                    "Ramp state" => close(one(), state_code, 0.0)?,
+                    "Canary weight" => each_route(|w| w.0)?,
+                    "Ramp state" => each_route(|w| w.1)?,
                     "Fallbacks/s" => {
                         let total = p
                             .scalar(
