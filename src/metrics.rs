@@ -131,6 +131,7 @@ pub struct Metrics {
     ramp_state: IntGaugeVec,
     reload_ok: IntCounter,
     reload_error: IntCounter,
+    reload_last_ok: IntGauge,
 }
 
 impl Metrics {
@@ -194,7 +195,17 @@ impl Metrics {
         registry.register(Box::new(canary_weight.clone()))?;
         registry.register(Box::new(ramp_state.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        // Like Prometheus' own prometheus_config_last_reload_successful: a
+        // counter alone cannot tell "the file is still broken" from "it
+        // broke once, an hour ago", so the reload alert reads this gauge.
+        let reload_last_ok = IntGauge::new(
+            "grayproxy_config_last_reload_successful",
+            "1 when the last config reload (or the start) succeeded, 0 while the file on disk is rejected.",
+        )?;
+        reload_last_ok.set(1);
+        registry.register(Box::new(reload_last_ok.clone()))?;
         Ok(Metrics {
+            reload_last_ok,
             reload_ok: reloads.with_label_values(&["ok"]),
             reload_error: reloads.with_label_values(&["error"]),
             registry,
@@ -256,6 +267,8 @@ impl Metrics {
             ReloadResult::Ok => self.reload_ok.inc(),
             ReloadResult::Error => self.reload_error.inc(),
         }
+        self.reload_last_ok
+            .set(i64::from(result == ReloadResult::Ok));
     }
 
     /// The registry, for tests and custom collectors.
@@ -351,6 +364,7 @@ mod tests {
             r#"grayproxy_ramp_state{route="recommend",state="progressing"} 1"#,
             r#"grayproxy_ramp_state{route="recommend",state="idle"} 0"#,
             r#"grayproxy_config_reloads_total{result="error"} 1"#,
+            "grayproxy_config_last_reload_successful 0",
             r#"grayproxy_request_duration_seconds_count{arm="stable",route="recommend"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

@@ -103,6 +103,7 @@ impl Proxy {
                     // Stable's answer to a fallback is counted in metrics but is
                     // not a weight-assigned stable request: the judge never sees it.
                     record(rt, Arm::Stable, retry_started, retry_outcome);
+                    access_log(&snap, decision, Arm::Stable, &response, started, true);
                     return response;
                 }
                 Fallback::Keep(unchanged) => exchange = unchanged,
@@ -110,6 +111,7 @@ impl Proxy {
         }
         let response = respond(&snap, route.name.as_str(), decision.arm, exchange, false);
         finish(rt, decision, decision.arm, started, outcome);
+        access_log(&snap, decision, decision.arm, &response, started, false);
         match outcome.failure {
             // The client's body is unread or broken: the connection cannot carry another request.
             Some(UpstreamFailure::ClientBodyTooLarge | UpstreamFailure::ClientAborted) => {
@@ -129,6 +131,63 @@ fn closing(mut response: Response<ResponseBody>, version: Version) -> Response<R
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Fraction of requests that get an access-log line, from
+/// `GRAYPROXY_ACCESS_LOG` (`1` = every request, `0.01` = one in a hundred;
+/// unset, `0` or unparsable = off). Read once.
+fn access_log_sample_rate() -> f64 {
+    static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *RATE.get_or_init(|| {
+        std::env::var("GRAYPROXY_ACCESS_LOG")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| r.is_finite())
+            .map_or(0.0, |r| r.clamp(0.0, 1.0))
+    })
+}
+
+/// Step: one `access` event per proxied request (sampled), with the arm that
+/// answered the client. Fields are documented in docs/operating.md.
+fn access_log(
+    snap: &Snapshot,
+    decision: Decision,
+    arm: Arm,
+    response: &Response<ResponseBody>,
+    started: Instant,
+    fallback: bool,
+) {
+    let rate = access_log_sample_rate();
+    if rate <= 0.0 || !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return;
+    }
+    if rate < 1.0 && !rand::thread_rng().gen_bool(rate) {
+        return;
+    }
+    let Some(route) = snap.config.routes.get(decision.route) else {
+        return;
+    };
+    let id = match arm {
+        Arm::Stable => route.stable,
+        Arm::Canary => route.canary,
+    };
+    let upstream = snap
+        .config
+        .upstreams
+        .get(id.0)
+        .map_or("", |u| u.name.as_str());
+    tracing::info!(
+        target: "access",
+        route = route.name.as_str(),
+        arm = arm.as_str(),
+        reason = decision.reason.as_str(),
+        bucket = decision.bucket,
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        upstream,
+        fallback,
+        "request"
+    );
 }
 
 /// Step: route and pick an arm.
