@@ -10,5 +10,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+echo "== tools the tests drive (prometheus, promtool, systemd-analyze, kubernetes-validate)"
+bash scripts/ecosystem-tools.sh
+
 echo "== cargo test"
 cargo test --no-fail-fast
