@@ -300,10 +300,15 @@ impl EndpointPool {
                     }
                 },
             };
-            if !matches!(
-                tokio::time::timeout_at(deadline, sender.ready()).await,
-                Ok(Ok(()))
-            ) {
+            // An idle connection is ready; only a fresh one may still be
+            // finishing its handshake. Skipping the timeout when it is not
+            // needed saves a timer entry per request.
+            if !sender.is_ready()
+                && !matches!(
+                    tokio::time::timeout_at(deadline, sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
                 continue;
             }
             let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request)).await;
