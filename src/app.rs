@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, Admin};
 use crate::config::{self, ConfigDiff};
 use crate::metrics::Metrics;
+use crate::ramp::driver::RampHandle;
 use crate::reload;
 use crate::runtime::Runtime;
 use crate::server::{self, shutdown_signalled};
@@ -33,6 +34,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Metrics could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -51,6 +55,8 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     ready: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The ramp driver, once started (the admin API's mutating endpoints use it).
+    ramp: Arc<OnceLock<RampHandle>>,
 }
 
 impl App {
@@ -61,6 +67,10 @@ impl App {
             tracing::warn!("{warning}");
         }
         let proxy_listen = loaded.config.server.listen;
+        let tls = match &loaded.config.server.tls {
+            Some(files) => Some(Arc::new(crate::tls::ServerTls::new(files)?)),
+            None => None,
+        };
         let admin_listen = loaded.config.admin.listen;
         let runtime = Runtime::new(Metrics::new()?, loaded.config);
         let proxy_listener = bind("proxy", proxy_listen).await?;
@@ -72,14 +82,16 @@ impl App {
         let (ready_tx, ready_rx) = watch::channel(false);
         let (reloads, _) = broadcast::channel(16);
         let mut tasks = JoinSet::new();
+        let ramp = Arc::new(OnceLock::new());
         tasks.spawn(server::serve_proxy(
             proxy_listener,
             runtime.clone(),
             shutdown_rx.clone(),
+            tls,
         ));
         tasks.spawn(admin::serve_admin(
             admin_listener,
-            Admin::new(runtime.clone(), ready_rx),
+            Admin::new(runtime.clone(), ready_rx, ramp.clone()),
             shutdown_rx.clone(),
         ));
         tasks.spawn(reload::watch_config(
@@ -99,6 +111,7 @@ impl App {
             shutdown,
             ready: ready_tx,
             tasks,
+            ramp,
         })
     }
 
@@ -117,6 +130,16 @@ impl App {
     /// Runs a task beside the app; it is awaited by [`App::wait`].
     pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.tasks.spawn(task);
+    }
+
+    /// Hands the running ramp driver to the admin API (see [`crate::ramp::driver::start`]).
+    pub fn set_ramp_handle(&self, handle: RampHandle) {
+        let _ = self.ramp.set(handle);
+    }
+
+    /// The ramp driver, when started.
+    pub fn ramp_handle(&self) -> Option<&RampHandle> {
+        self.ramp.get()
     }
 
     /// Waits until every task has finished (after [`App::shutdown`]).

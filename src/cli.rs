@@ -1,5 +1,7 @@
 //! The command line (CONTRACT §1).
 
+pub mod client;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +46,52 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Jump a route's canary to 100 % (admin API).
+    Promote(OperatorArgs),
+    /// Send all of a route's weight-assigned traffic to stable (admin API).
+    Rollback(OperatorArgs),
+    /// Freeze a route's ramp at its current weight (admin API).
+    Pause(OperatorArgs),
+    /// Continue a paused ramp, or start a new one after a rollback (admin API).
+    Resume(OperatorArgs),
+    /// What-if: run a route's ramp against seeded simulated traffic.
+    Simulate(SimulateArgs),
+}
+
+/// Arguments of `promote|rollback|pause|resume`.
+#[derive(Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// The route.
+    pub route: String,
+    /// The admin API.
+    #[arg(long, default_value = client::DEFAULT_ADMIN)]
+    pub admin: String,
+    /// File holding the admin token (default: the GRAYPROXY_ADMIN_TOKEN variable).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Arguments of `simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Config file.
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// The route whose `[routes.ramp]` is simulated.
+    #[arg(long)]
+    pub route: String,
+    /// Weight-assigned requests per second on the route.
+    #[arg(long, default_value_t = 200.0)]
+    pub rps: f64,
+    /// Stable's error rate (0.005 = 0.5 %).
+    #[arg(long, default_value_t = 0.005)]
+    pub stable_error_rate: f64,
+    /// Rollouts per scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub runs: usize,
+    /// Seed (the same seed gives the same table).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Sets up logging: level from `RUST_LOG` (default `info`).
@@ -65,6 +113,11 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run_proxy(&config),
+        Command::Promote(a) => operator(&a, "promote"),
+        Command::Rollback(a) => operator(&a, "rollback"),
+        Command::Pause(a) => operator(&a, "pause"),
+        Command::Resume(a) => operator(&a, "resume"),
+        Command::Simulate(a) => simulate(&a),
     }
 }
 
@@ -113,13 +166,14 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let app = match App::start(path).await {
+        let mut app = match App::start(path).await {
             Ok(app) => app,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
         };
+        crate::ramp::driver::start(&mut app);
         wait_for_termination().await;
         tracing::info!("shutting down: draining in-flight requests");
         app.shutdown();
@@ -127,6 +181,104 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// A current-thread runtime for the admin-API client verbs.
+fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+/// `promote|rollback|pause|resume ROUTE`.
+fn operator(args: &OperatorArgs, action: &str) -> ExitCode {
+    let token = match client::resolve_token(args.token_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match client_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(client::post_command(
+        &args.admin,
+        &args.route,
+        action,
+        &token,
+    )) {
+        Ok(answer) => {
+            let ramp = answer.get("ramp").cloned().unwrap_or_default();
+            println!("{}", client::describe_ramp(&args.route, &ramp));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {action} {}: {e}", args.route);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `simulate -c PATH --route NAME`.
+fn simulate(args: &SimulateArgs) -> ExitCode {
+    let loaded = match config::load(&args.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(route) = loaded.config.route(&args.route) else {
+        let names: Vec<&str> = loaded
+            .config
+            .routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        eprintln!(
+            "error: {}: no route named `{}` (routes: {})",
+            args.config.display(),
+            args.route,
+            names.join(", ")
+        );
+        return ExitCode::from(1);
+    };
+    let Some(policy) = &route.ramp else {
+        eprintln!(
+            "error: {}: route `{}` has no ramp; add a [routes.ramp] table to simulate one",
+            args.config.display(),
+            args.route
+        );
+        return ExitCode::from(1);
+    };
+    let valid = args.rps > 0.0
+        && args.rps.is_finite()
+        && (0.0..1.0).contains(&args.stable_error_rate)
+        && args.runs > 0;
+    if !valid {
+        eprintln!("error: need --rps > 0, --stable-error-rate in [0, 1) and --runs ≥ 1");
+        return ExitCode::from(1);
+    }
+    let opts = crate::ramp::sim::SimOptions {
+        rps: args.rps,
+        stable_error_rate: args.stable_error_rate,
+        runs: args.runs,
+        seed: args.seed,
+        ..crate::ramp::sim::SimOptions::default()
+    };
+    println!(
+        "route `{}`, ramp policy from {}",
+        args.route,
+        args.config.display()
+    );
+    print!("{}", crate::ramp::sim::run(policy, &opts));
+    ExitCode::SUCCESS
 }
 
 /// Resolves on SIGTERM or SIGINT.

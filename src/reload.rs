@@ -18,6 +18,9 @@ use crate::server::shutdown_signalled;
 /// event before reading it.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// Longest wait for a quiet moment after a change.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Loads `path`, and swaps it in when it is valid and needs no restart.
 /// Returns what changed, for side effects (new ramps).
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
@@ -55,12 +58,19 @@ pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
 
 /// Watches the config file and SIGHUP until `shutdown`; every applied reload
 /// is announced on `applied`.
-pub async fn watch_config(
+///
+/// The file watch, the SIGHUP handler and the "last seen" content are set up
+/// *before* this returns (it must be called inside the tokio runtime), not
+/// when the returned task is first polled: otherwise an edit made right after
+/// [`crate::app::App::start`] returns could be missed for good, and a SIGHUP
+/// sent once the "listening" line is logged could still find the default
+/// disposition and kill the process.
+pub fn watch_config(
     runtime: Arc<Runtime>,
     path: PathBuf,
     applied: broadcast::Sender<Arc<ConfigDiff>>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
     // Watch the directory, not the file: editors and Kubernetes ConfigMaps
     // replace the file (rename, symlink swap) rather than write into it.
@@ -70,7 +80,9 @@ pub async fn watch_config(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Opening or reading something in the directory changes nothing (the
+        // ramp fsyncs its state directory, a child of this one, every tick).
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = events_tx.send(());
         }
     })
@@ -84,33 +96,40 @@ pub async fn watch_config(
     };
     let mut hangup = hangup_signal();
     let mut last_seen = std::fs::read(&path).ok();
-    loop {
-        let from_signal = tokio::select! {
-            Some(()) = events.recv() => false,
-            () = recv_hangup(&mut hangup) => true,
-            () = shutdown_signalled(&mut shutdown) => return,
-        };
-        if !from_signal {
-            // Debounce: swallow the burst of events one save produces.
-            loop {
-                tokio::select! {
-                    Some(()) = events.recv() => continue,
-                    () = tokio::time::sleep(DEBOUNCE) => break,
+    async move {
+        let _watcher = _watcher;
+        loop {
+            let from_signal = tokio::select! {
+                Some(()) = events.recv() => false,
+                () = recv_hangup(&mut hangup) => true,
+                () = shutdown_signalled(&mut shutdown) => return,
+            };
+            if !from_signal {
+                // Debounce: swallow the burst of events one save produces, but
+                // never for longer than MAX_DEBOUNCE (a busy directory must not
+                // starve reloads).
+                let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                loop {
+                    tokio::select! {
+                        Some(()) = events.recv() => continue,
+                        () = tokio::time::sleep(DEBOUNCE) => break,
+                        () = tokio::time::sleep_until(give_up) => break,
+                    }
                 }
+                // Events in the directory that leave the file as it was (other
+                // files, touch) are not reloads.
+                let now = std::fs::read(&path).ok();
+                if now == last_seen {
+                    continue;
+                }
+                last_seen = now;
+            } else {
+                tracing::info!("SIGHUP: reloading config");
+                last_seen = std::fs::read(&path).ok();
             }
-            // Events in the directory that leave the file as it was (other
-            // files, touch) are not reloads.
-            let now = std::fs::read(&path).ok();
-            if now == last_seen {
-                continue;
+            if let Ok(diff) = reload(&runtime, &path) {
+                let _ = applied.send(Arc::new(diff));
             }
-            last_seen = now;
-        } else {
-            tracing::info!("SIGHUP: reloading config");
-            last_seen = std::fs::read(&path).ok();
-        }
-        if let Ok(diff) = reload(&runtime, &path) {
-            let _ = applied.send(Arc::new(diff));
         }
     }
 }

@@ -213,7 +213,12 @@ impl Runtime {
                 state
             })
             .collect();
-        let upstreams = config.upstreams.iter().map(|u| pools.upstream(u)).collect();
+        let connect_timeout = config.server.connect_timeout;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| pools.upstream(u, connect_timeout))
+            .collect();
         Snapshot {
             config,
             routes: route_states,

@@ -13,13 +13,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::types::ServerConfig;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::forward::ClientInfo;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
+use crate::tls::ServerTls;
 
 /// Resolves when `shutdown` flips to true (or its sender is gone).
 pub async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
@@ -60,14 +61,17 @@ fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// Serves the proxy on `listener` until `shutdown`, then lets in-flight
 /// requests finish for up to `shutdown_grace` (read from the live config).
+/// With `tls`, every connection is TLS (ALPN picks h2 or http/1.1).
 pub async fn serve_proxy(
     listener: TcpListener,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<ServerTls>>,
 ) {
     let proxy = Proxy::new(runtime.clone());
     let serve_runtime = runtime.clone();
-    serve(
+    let proto = if tls.is_some() { "https" } else { "http" };
+    serve_with(
         listener,
         shutdown,
         move || serve_runtime.snapshot().config.server.clone(),
@@ -75,21 +79,26 @@ pub async fn serve_proxy(
             let proxy = proxy.clone();
             let client = ClientInfo {
                 ip: peer.ip(),
-                proto: "http",
+                proto,
             };
             move |req: Request<Incoming>| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
             }
         },
+        tls,
     )
     .await;
 }
 
 /// The generic accept loop behind the proxy and the admin API.
+///
+/// At most `max_connections` (read at start) are served at once: past that
+/// the loop stops accepting until one ends, and new clients wait in the
+/// kernel's listen backlog (backpressure instead of an unbounded task pile).
 pub async fn serve<S, H, F>(
     listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     settings: impl Fn() -> ServerConfig,
     make_handler: S,
 ) where
@@ -97,8 +106,32 @@ pub async fn serve<S, H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
+    serve_with(listener, shutdown, settings, make_handler, None).await;
+}
+
+/// [`serve`], optionally terminating TLS: the handshake runs in the
+/// connection's own task, bounded by `header_read_timeout`.
+pub async fn serve_with<S, H, F>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    settings: impl Fn() -> ServerConfig,
+    make_handler: S,
+    tls: Option<Arc<ServerTls>>,
+) where
+    S: Fn(SocketAddr) -> H,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(settings().max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown_signalled(&mut shutdown) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -113,12 +146,34 @@ pub async fn serve<S, H, F>(
                 let _ = stream.set_nodelay(true);
                 let server = settings();
                 let service = service_fn(make_handler(peer));
+                if let Some(tls) = &tls {
+                    let acceptor = tls.acceptor(server.tls.as_ref());
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let handshake = tokio::time::timeout(server.header_read_timeout, acceptor.accept(stream));
+                        let stream = match handshake.await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let conn = builder(&server).serve_connection(TokioIo::new(stream), service).into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                        }
+                        drop(permit);
+                    });
+                    continue;
+                }
                 let conn = builder(&server).serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             () = shutdown_signalled(&mut shutdown) => break,

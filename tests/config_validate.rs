@@ -436,7 +436,7 @@ fn every_unknown_key_and_type_error_at_once() {
     assert_eq!(
         e,
         [
-            "2:1: unknown key `listn` in [server] (did you mean `listen`?); expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers",
+            "2:1: unknown key `listn` in [server] (did you mean `listen`?); expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections",
             "3:11: `workers` in [server] must be an integer, found string",
             "5:1: unknown key `directory` in [state]; expected one of: dir",
             "6:2: unknown key `metrics` in the top level; expected one of: server, admin, state, upstreams, routes",

@@ -2,8 +2,10 @@
 
 pub mod status;
 
+mod auth;
+
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -13,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::body::ResponseBody;
+use crate::ramp::driver::{self, CommandError, RampHandle};
 use crate::routing;
 use crate::runtime::Runtime;
 
@@ -20,12 +23,22 @@ use crate::runtime::Runtime;
 pub struct Admin {
     runtime: Arc<Runtime>,
     ready: watch::Receiver<bool>,
+    ramp: Arc<OnceLock<RampHandle>>,
 }
 
 impl Admin {
-    /// An admin API over the runtime; `ready` turns true once listeners are up.
-    pub fn new(runtime: Arc<Runtime>, ready: watch::Receiver<bool>) -> Arc<Admin> {
-        Arc::new(Admin { runtime, ready })
+    /// An admin API over the runtime; `ready` turns true once listeners are
+    /// up; `ramp` holds the ramp driver once it is started.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        ready: watch::Receiver<bool>,
+        ramp: Arc<OnceLock<RampHandle>>,
+    ) -> Arc<Admin> {
+        Arc::new(Admin {
+            runtime,
+            ready,
+            ramp,
+        })
     }
 
     /// Routes one admin request.
@@ -53,10 +66,67 @@ impl Admin {
                 }
             }
             (&Method::GET, ["routes", name, "explain"]) => self.explain(name, req.uri().query()),
-            (_, ["metrics" | "status" | "healthz" | "readyz"]) | (_, ["routes", _, "explain"]) => {
+            (
+                &Method::POST,
+                ["routes", name, action @ ("promote" | "rollback" | "pause" | "resume")],
+            ) => self.command(name, action, &req).await,
+            (_, ["metrics" | "status" | "healthz" | "readyz"])
+            | (_, ["routes", _, "explain" | "promote" | "rollback" | "pause" | "resume"]) => {
                 json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    /// `POST /routes/{name}/{action}`: bearer token first (nothing about
+    /// routes is told to a caller without it), then the ramp driver.
+    async fn command(
+        &self,
+        name: &str,
+        action: &str,
+        req: &Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let token_file = self.runtime.snapshot().config.admin.token_file.clone();
+        if let Err(denied) = auth::check(token_file.as_deref(), req.headers()) {
+            return json_error(denied.status(), &denied.to_string());
+        }
+        // Route names are free text; clients (the CLI) percent-encode them.
+        let decoded = percent_decode(name);
+        let name = decoded.as_deref().unwrap_or(name);
+        let Some(command) = driver::parse_command(action) else {
+            return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
+        };
+        let Some(ramp) = self.ramp.get() else {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the ramp driver is not running",
+            );
+        };
+        match ramp.command(name, command).await {
+            Ok(status) => {
+                tracing::info!(
+                    route = name,
+                    command = action,
+                    state = status.state.as_str(),
+                    weight = status.weight,
+                    "operator command applied"
+                );
+                let body = serde_json::json!({"route": name, "ramp": status});
+                json(StatusCode::OK, &body)
+            }
+            Err(e) => {
+                let code = match &e {
+                    CommandError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+                    CommandError::NoRamp(_) | CommandError::NotApplicable { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                    CommandError::Persist(_) | CommandError::Stopped => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                tracing::warn!(route = name, command = action, error = %e, "operator command refused");
+                json_error(code, &e.to_string())
+            }
         }
     }
 
@@ -95,6 +165,33 @@ impl Admin {
         });
         json(StatusCode::OK, &body)
     }
+}
+
+/// `%XX`-decodes a path segment; `None` when it is not valid UTF-8 or has no escapes.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Serves the admin API until `shutdown`.
@@ -140,4 +237,17 @@ fn text_response(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn route_names_are_percent_decoded() {
+        assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
+        assert_eq!(percent_decode("plain"), None);
+        assert_eq!(percent_decode("50%").as_deref(), Some("50%"));
+        assert_eq!(percent_decode("%ff"), None);
+    }
 }

@@ -33,11 +33,15 @@ pub(crate) const SERVER_KEYS: &[&str] = &[
     "max_body_bytes",
     "max_header_bytes",
     "max_headers",
+    "connect_timeout",
+    "max_connections",
 ];
 pub(crate) const TLS_KEYS: &[&str] = &["cert", "key"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
 pub(crate) const STATE_KEYS: &[&str] = &["dir"];
-pub(crate) const UPSTREAM_KEYS: &[&str] = &["endpoints"];
+pub(crate) const UPSTREAM_KEYS: &[&str] = &["endpoints", "outlier", "health_check", "tls_ca"];
+pub(crate) const OUTLIER_KEYS: &[&str] = &["consecutive_failures", "base_ejection", "max_ejection"];
+pub(crate) const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout"];
 pub(crate) const ROUTE_KEYS: &[&str] = &[
     "name",
     "match",
@@ -97,6 +101,8 @@ pub(crate) struct RawServer {
     pub max_body_bytes: Opt<i64>,
     pub max_header_bytes: Opt<i64>,
     pub max_headers: Opt<i64>,
+    pub connect_timeout: Opt<String>,
+    pub max_connections: Opt<i64>,
 }
 
 /// `server.tls`.
@@ -126,6 +132,26 @@ pub(crate) struct RawUpstream {
     /// The table name, located at its key.
     pub name: Sp<String>,
     pub endpoints: List<String>,
+    pub outlier: Option<RawOutlier>,
+    pub health_check: Option<RawHealthCheck>,
+    pub tls_ca: Opt<String>,
+}
+
+/// `outlier = { .. }` of an upstream.
+#[derive(Debug)]
+pub(crate) struct RawOutlier {
+    pub consecutive_failures: Opt<i64>,
+    pub base_ejection: Opt<String>,
+    pub max_ejection: Opt<String>,
+}
+
+/// `health_check = { .. }` of an upstream.
+#[derive(Debug)]
+pub(crate) struct RawHealthCheck {
+    pub at: usize,
+    pub path: Opt<String>,
+    pub interval: Opt<String>,
+    pub timeout: Opt<String>,
 }
 
 /// `[[routes]]`.

@@ -65,6 +65,12 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Most request headers (default 100).
     pub max_headers: usize,
+    /// Time to establish an upstream TCP connection, capped by
+    /// `request_timeout` (default 3 s).
+    pub connect_timeout: Duration,
+    /// Most client connections served at once; further clients wait in the
+    /// listen backlog (default 10000).
+    pub max_connections: usize,
 }
 
 /// Certificate and key files for TLS termination (absolute paths).
@@ -103,6 +109,50 @@ pub struct Upstream {
     pub name: String,
     /// At least one endpoint, in file order.
     pub endpoints: Vec<Endpoint>,
+    /// Passive outlier detection of the endpoints.
+    pub outlier: OutlierPolicy,
+    /// Active health checking, when configured.
+    pub health_check: Option<HealthCheck>,
+    /// PEM CA bundle that `https://` endpoints are verified against instead
+    /// of the system roots (absolute path).
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// `outlier = { consecutive_failures, base_ejection, max_ejection }`:
+/// an endpoint that fails this many exchanges in a row (no answer, or a 5xx)
+/// is ejected for `base_ejection × 2^(n-1)` (n = its ejection count), at
+/// most `max_ejection`. The last healthy endpoint is never ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierPolicy {
+    /// Consecutive failures that eject (default 5, Envoy's `consecutive_5xx`).
+    pub consecutive_failures: u32,
+    /// First ejection time (default 30 s, Envoy's `base_ejection_time`).
+    pub base_ejection: Duration,
+    /// Longest ejection (default 300 s, Envoy's `max_ejection_time`).
+    pub max_ejection: Duration,
+}
+
+impl Default for OutlierPolicy {
+    fn default() -> Self {
+        OutlierPolicy {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `health_check = { path = "/healthz", interval = "5s" }`: each endpoint is
+/// sent `GET path` every `interval`; a non-2xx answer or no answer within
+/// `timeout` marks it unhealthy until a check passes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Request path, starting with `/`.
+    pub path: String,
+    /// Time between checks (default 5 s).
+    pub interval: Duration,
+    /// Time a check may take (default: the smaller of `interval` and 2 s).
+    pub timeout: Duration,
 }
 
 /// One upstream address: `host:port`, `http://host:port` or `https://host:port`.

@@ -19,7 +19,8 @@ use super::duration::parse_duration;
 use super::error::{Issue, LineIndex};
 use super::raw::{Opt, RawConfig, RawServer, RawUpstream, Sp};
 use super::types::{
-    AdminConfig, Config, Endpoint, Route, ServerConfig, StateConfig, TlsFiles, Upstream,
+    AdminConfig, Config, Endpoint, HealthCheck, OutlierPolicy, Route, ServerConfig, StateConfig,
+    TlsFiles, Upstream,
 };
 use crate::domain::CanaryWeight;
 
@@ -211,6 +212,8 @@ fn server(c: &mut Checker<'_>, s: &RawServer) -> ServerConfig {
         max_body_bytes: c.positive(&s.max_body_bytes, "max_body_bytes", 10_485_760),
         max_header_bytes: c.positive(&s.max_header_bytes, "max_header_bytes", 65_536),
         max_headers: c.positive(&s.max_headers, "max_headers", 100),
+        connect_timeout: c.duration(&s.connect_timeout, "connect_timeout", secs(3)),
+        max_connections: c.positive(&s.max_connections, "max_connections", 10_000),
     }
     .checked_timeouts(c, s)
 }
@@ -225,6 +228,7 @@ impl ServerConfig {
                 &s.header_read_timeout,
                 "header_read_timeout",
             ),
+            (self.connect_timeout, &s.connect_timeout, "connect_timeout"),
         ] {
             if let (true, Some(raw)) = (d.is_zero(), raw) {
                 c.error(raw.at, format!("{key} must be above 0, e.g. \"10s\""));
@@ -272,11 +276,82 @@ fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream]) -> Vec<Upstream> {
             Upstream {
                 name: name.clone(),
                 endpoints,
+                outlier: outlier(c, u),
+                health_check: health_check(c, u),
+                tls_ca: u.tls_ca.as_ref().map(|p| c.path(p, "tls_ca")),
             }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// An upstream's outlier policy, defaults filled in.
+fn outlier(c: &mut Checker<'_>, u: &RawUpstream) -> OutlierPolicy {
+    let d = OutlierPolicy::default();
+    let Some(o) = &u.outlier else { return d };
+    let policy = OutlierPolicy {
+        consecutive_failures: c.positive(
+            &o.consecutive_failures,
+            "consecutive_failures",
+            d.consecutive_failures,
+        ),
+        base_ejection: c.duration(&o.base_ejection, "base_ejection", d.base_ejection),
+        max_ejection: c.duration(&o.max_ejection, "max_ejection", d.max_ejection),
+    };
+    if let Some(raw) = &o.base_ejection {
+        if policy.base_ejection.is_zero() {
+            c.error(raw.at, "base_ejection must be above 0, e.g. \"30s\"");
+        }
+    }
+    if let (Some(raw), true) = (&o.max_ejection, policy.max_ejection < policy.base_ejection) {
+        let msg = "max_ejection is below base_ejection; make it at least as long";
+        c.error(raw.at, msg);
+    }
+    policy
+}
+
+/// An upstream's active health check, when configured.
+fn health_check(c: &mut Checker<'_>, u: &RawUpstream) -> Option<HealthCheck> {
+    let h = u.health_check.as_ref()?;
+    let path = match &h.path {
+        Some(p) if p.value.starts_with('/') && !p.value.chars().any(char::is_whitespace) => {
+            p.value.clone()
+        }
+        Some(p) => {
+            let msg = format!(
+                "health_check path {:?} must start with '/' and have no spaces, e.g. \"/healthz\"",
+                p.value
+            );
+            c.error(p.at, msg);
+            return None;
+        }
+        None => {
+            c.error(
+                h.at,
+                "health_check needs a `path`, e.g. path = \"/healthz\"",
+            );
+            return None;
+        }
+    };
+    let interval = c.duration(&h.interval, "interval", secs(5));
+    let timeout = c.duration(&h.timeout, "timeout", interval.min(secs(2)));
+    for (d, raw, key) in [
+        (interval, &h.interval, "interval"),
+        (timeout, &h.timeout, "timeout"),
+    ] {
+        if let (true, Some(raw)) = (d.is_zero(), raw) {
+            c.error(
+                raw.at,
+                format!("health_check {key} must be above 0, e.g. \"5s\""),
+            );
+        }
+    }
+    Some(HealthCheck {
+        path,
+        interval,
+        timeout,
+    })
 }
 
 /// Parses `host:port`, `http://host:port` or `https://host:port` (a bare

@@ -6,6 +6,9 @@ pub mod body;
 pub mod error;
 pub mod fallback;
 pub mod forward;
+pub mod framing;
+pub mod health;
+pub mod outlier;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -52,10 +55,15 @@ impl Proxy {
         client: ClientInfo,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
+        let version = req.version();
+        if let Err(why) = framing::check(version, req.headers()) {
+            tracing::debug!(reason = why.as_str(), "request framing refused");
+            return closing(ProxyError::BadRequest.response(None, None), version);
+        }
         let snap = self.runtime.snapshot();
         let limit = snap.config.server.max_body_bytes;
         if declared_length(&req).is_some_and(|len| len > limit) {
-            return ProxyError::BodyTooLarge.response(None, None);
+            return closing(ProxyError::BodyTooLarge.response(None, None), version);
         }
         let Some(decision) = decide(&snap, &req) else {
             return ProxyError::NoRoute.response(None, None);
@@ -102,8 +110,25 @@ impl Proxy {
         }
         let response = respond(&snap, route.name.as_str(), decision.arm, exchange, false);
         finish(rt, decision, decision.arm, started, outcome);
-        response
+        match outcome.failure {
+            // The client's body is unread or broken: the connection cannot carry another request.
+            Some(UpstreamFailure::ClientBodyTooLarge | UpstreamFailure::ClientAborted) => {
+                closing(response, version)
+            }
+            _ => response,
+        }
     }
+}
+
+/// Marks an HTTP/1 answer as the connection's last (`Connection: close`);
+/// HTTP/2 has no such header, and the stream ends on its own.
+fn closing(mut response: Response<ResponseBody>, version: Version) -> Response<ResponseBody> {
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Step: route and pick an arm.

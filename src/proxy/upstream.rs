@@ -9,27 +9,31 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::HOST;
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::body::{is_body_too_large, RequestBody};
-use crate::config::types::{Endpoint, Upstream};
+use super::health;
+use super::outlier::{self, EndpointHealth, Verdict};
+use crate::config::types::{Endpoint, OutlierPolicy, Upstream};
 use crate::metrics::FailureKind;
 
 /// How long an idle upstream connection is kept (nginx's `keepalive_timeout` is 60 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
-/// Connect timeout, capped by `request_timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why an exchange with an upstream produced no usable response. Classified
 /// once, here; the rest of the proxy matches on it.
@@ -117,6 +121,27 @@ fn is_client_body_error(err: &hyper::Error) -> bool {
     }
 }
 
+/// HTTP/1.1 over a connected (plain or TLS) stream; the connection task
+/// runs beside it until the sender is dropped or the upstream closes.
+async fn handshake<I>(
+    io: I,
+    authority: String,
+) -> Result<http1::SendRequest<RequestBody>, UpstreamFailure>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|_| UpstreamFailure::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %authority, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
 /// A failed send. `request` is `Some` when the upstream provably never
 /// received it, so it can be sent elsewhere unchanged.
 pub struct SendFailure {
@@ -134,8 +159,10 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// The balancer for an upstream, reusing existing endpoint pools.
-    pub fn upstream(&self, upstream: &Upstream) -> UpstreamPool {
+    /// The balancer for an upstream, reusing existing endpoint pools (and
+    /// their health); starts, replaces or stops their health checkers.
+    /// `connect_timeout` is `[server] connect_timeout`.
+    pub fn upstream(&self, upstream: &Upstream, connect_timeout: Duration) -> UpstreamPool {
         let mut map = self
             .by_endpoint
             .lock()
@@ -144,14 +171,22 @@ impl Pools {
             .endpoints
             .iter()
             .map(|e| {
-                map.entry(e.clone())
+                let pool = map
+                    .entry(e.clone())
                     .or_insert_with(|| Arc::new(EndpointPool::new(e.clone())))
-                    .clone()
+                    .clone();
+                pool.set_health_check(upstream.health_check.as_ref());
+                if e.tls {
+                    pool.set_tls_ca(upstream.tls_ca.as_deref());
+                }
+                pool
             })
             .collect();
         UpstreamPool {
             endpoints,
             next: AtomicUsize::new(0),
+            policy: upstream.outlier,
+            connect_timeout,
         }
     }
 
@@ -165,10 +200,13 @@ impl Pools {
     }
 }
 
-/// One upstream: its endpoints, balanced round-robin.
+/// One upstream: its endpoints, balanced round-robin over those not
+/// ejected by outlier detection or failing their health check.
 pub struct UpstreamPool {
     endpoints: Vec<Arc<EndpointPool>>,
     next: AtomicUsize,
+    policy: OutlierPolicy,
+    connect_timeout: Duration,
 }
 
 impl UpstreamPool {
@@ -179,14 +217,32 @@ impl UpstreamPool {
         request: Request<RequestBody>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len().max(1);
-        match self.endpoints.get(i) {
-            Some(endpoint) => endpoint.clone().send(request, timeout).await,
-            None => Err(SendFailure {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let health: Vec<&EndpointHealth> = self.endpoints.iter().map(|e| &*e.health).collect();
+        let i = outlier::pick(&health, start, Instant::now());
+        let Some(endpoint) = self.endpoints.get(i) else {
+            return Err(SendFailure {
                 failure: UpstreamFailure::Connect,
                 request: Some(request),
-            }),
-        }
+            });
+        };
+        let result = endpoint
+            .clone()
+            .send(request, timeout, self.connect_timeout)
+            .await;
+        let verdict = match &result {
+            Ok((response, _)) if response.status().is_server_error() => Verdict::Failure,
+            Ok(_) => Verdict::Success,
+            Err(f) if f.failure.metric_kind().is_some() => Verdict::Failure,
+            Err(_) => Verdict::Neutral,
+        };
+        outlier::observe(&health, i, verdict, &self.policy, Instant::now());
+        result
+    }
+
+    /// Health of each endpoint, in config order (for tests and status).
+    pub fn health(&self) -> Vec<Arc<EndpointHealth>> {
+        self.endpoints.iter().map(|e| e.health.clone()).collect()
     }
 }
 
@@ -199,7 +255,14 @@ struct IdleConn {
 pub struct EndpointPool {
     endpoint: Endpoint,
     authority: String,
+    /// `authority` as a `Host` value, for requests that came without one.
+    host: Option<HeaderValue>,
     idle: Mutex<Vec<IdleConn>>,
+    health: Arc<EndpointHealth>,
+    checker: Mutex<Option<health::Checker>>,
+    /// For `https://` endpoints: the CA it was built for and the connector
+    /// (`None` when the CA file could not be loaded; connects then fail).
+    tls: Mutex<Option<(Option<PathBuf>, Option<TlsConnector>)>>,
 }
 
 /// A connection lent to one exchange; [`PoolSlot::release`] gives it back.
@@ -219,8 +282,40 @@ impl EndpointPool {
     fn new(endpoint: Endpoint) -> EndpointPool {
         EndpointPool {
             authority: endpoint.authority(),
+            host: HeaderValue::from_str(&endpoint.authority()).ok(),
             endpoint,
             idle: Mutex::new(Vec::new()),
+            health: Arc::new(EndpointHealth::default()),
+            checker: Mutex::new(None),
+            tls: Mutex::new(None),
+        }
+    }
+
+    /// Builds the TLS connector (system roots, or `ca`) unless it is current.
+    fn set_tls_ca(&self, ca: Option<&Path>) {
+        let mut tls = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if tls
+            .as_ref()
+            .is_some_and(|(built_for, _)| built_for.as_deref() == ca)
+        {
+            return;
+        }
+        let connector = crate::tls::connector(ca)
+            .map_err(|e| tracing::error!(endpoint = %self.authority, error = %e, "upstream TLS setup failed"))
+            .ok();
+        *tls = Some((ca.map(Path::to_path_buf), connector));
+    }
+
+    /// Starts, replaces or stops the active health check.
+    fn set_health_check(&self, check: Option<&crate::config::types::HealthCheck>) {
+        let mut checker = self.checker.lock().unwrap_or_else(|p| p.into_inner());
+        if checker.as_ref().map(|c| &c.check) == check {
+            return;
+        }
+        *checker =
+            check.and_then(|c| health::spawn(self.endpoint.clone(), c.clone(), &self.health));
+        if checker.is_none() {
+            self.health.set_check_ok(true);
         }
     }
 
@@ -252,7 +347,7 @@ impl EndpointPool {
         timeout: Duration,
     ) -> Result<http1::SendRequest<RequestBody>, UpstreamFailure> {
         let connect = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port));
-        let stream = match tokio::time::timeout(timeout.min(CONNECT_TIMEOUT), connect).await {
+        let stream = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 tracing::debug!(endpoint = %self.authority, error = %e, "upstream connect failed");
@@ -261,25 +356,52 @@ impl EndpointPool {
             Err(_) => return Err(UpstreamFailure::Connect),
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
+        if !self.endpoint.tls {
+            return handshake(TokioIo::new(stream), self.authority.clone()).await;
+        }
+        let connector = self
+            .tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|(_, c)| c.clone())
+            .ok_or(UpstreamFailure::Connect)?;
+        let name = ServerName::try_from(self.endpoint.host.clone())
             .map_err(|_| UpstreamFailure::Connect)?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(endpoint = %authority, error = %e, "upstream connection ended");
+        let tls = match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(endpoint = %self.authority, error = %e, "upstream TLS handshake failed");
+                return Err(UpstreamFailure::Connect);
             }
-        });
-        Ok(sender)
+            Err(_) => return Err(UpstreamFailure::Connect),
+        };
+        handshake(TokioIo::new(tls), self.authority.clone()).await
     }
 
     async fn send(
         self: Arc<Self>,
         mut request: Request<RequestBody>,
         timeout: Duration,
+        connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
         let deadline = Instant::now() + timeout;
+        // HTTP/1.1 requires Host (RFC 9112 §3.2): a client that sent none
+        // (HTTP/1.0) gets this endpoint's authority, as nginx does. Taken off
+        // again when the request comes back unsent, so that the endpoint it
+        // goes to next (fallback to stable) can put its own.
+        let added_host = !request.headers().contains_key(HOST);
+        if added_host {
+            if let Some(host) = &self.host {
+                request.headers_mut().insert(HOST, host.clone());
+            }
+        }
+        let hand_back = |mut request: Request<RequestBody>| {
+            if added_host {
+                request.headers_mut().remove(HOST);
+            }
+            request
+        };
         // A pooled connection may have been closed by the upstream while
         // idle; hyper then hands the request back unsent and we try a fresh
         // connection. A fresh connection gets one try.
@@ -288,14 +410,18 @@ impl EndpointPool {
                 Some(sender) => sender,
                 None if reused => continue,
                 None => match self
-                    .connect(deadline.saturating_duration_since(Instant::now()))
+                    .connect(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .min(connect_timeout),
+                    )
                     .await
                 {
                     Ok(sender) => sender,
                     Err(failure) => {
                         return Err(SendFailure {
                             failure,
-                            request: Some(request),
+                            request: Some(hand_back(request)),
                         })
                     }
                 },
@@ -331,7 +457,7 @@ impl EndpointPool {
                             } else {
                                 UpstreamFailure::classify(err.error())
                             },
-                            request: unsent,
+                            request: unsent.map(hand_back),
                         })
                     }
                 },
@@ -345,7 +471,7 @@ impl EndpointPool {
         }
         Err(SendFailure {
             failure: UpstreamFailure::Connect,
-            request: Some(request),
+            request: Some(hand_back(request)),
         })
     }
 }

@@ -3,13 +3,15 @@
 //! * [`window`]: per-tick counts of weight-assigned requests (the hot path's recorder).
 //! * [`judge`]: the statistics (`JUDGE.md`): rollback e-process, gates, guards.
 //! * [`state`]: the state machine (contract §4): events in, effects out.
+//! * [`driver`]: the thin async driver (timers, files, operator commands).
 //! * [`sim`]: the `simulate` engine: the real state machine and judge on
 //!   seeded simulated traffic.
 //!
-//! None of these modules does I/O or reads a clock: time is passed in as
+//! None of these modules but `driver` does I/O or reads a clock: time is passed in as
 //! [`Timestamp`] (unix ms).
 
 pub mod audit;
+pub mod driver;
 pub mod judge;
 pub mod sim;
 pub mod state;

@@ -108,6 +108,10 @@ pub struct RampStatus {
     pub waiting_for: Option<String>,
     /// Recent audit records, oldest first.
     pub decisions: Vec<AuditRecord>,
+    /// A persistence problem the driver reports (corrupt state file, state
+    /// directory not writable); `None` when all is well.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The whole ramp state of one route (serde: persisted after every change).
@@ -198,9 +202,12 @@ impl RampState {
             RampEvent::Command(c) => self.on_command(c, now, policy, &mut fx),
             RampEvent::ConfigChanged { new_ramp } => self.on_config(new_ramp, now, policy, &mut fx),
         }
-        // Every change is persisted, once, after the other effects.
+        // Every change is persisted, once, after the other effects. A tick
+        // that only moved the judge's evidence asked for `Persist` itself:
+        // that state must reach the disk too (kill -9 resumes exactly).
+        let asked = fx.contains(&Effect::Persist);
         fx.retain(|e| *e != Effect::Persist);
-        if !fx.is_empty() {
+        if asked || !fx.is_empty() {
             fx.push(Effect::Persist);
         }
         fx
@@ -582,6 +589,7 @@ impl RampState {
             weight: self.weight().percent(),
             waiting_for: waiting_for(self, policy),
             decisions: self.decisions.iter().cloned().collect(),
+            error: None,
         }
     }
 }

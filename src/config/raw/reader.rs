@@ -280,6 +280,8 @@ impl Reader<'_> {
             max_body_bytes: self.integer(t, "max_body_bytes"),
             max_header_bytes: self.integer(t, "max_header_bytes"),
             max_headers: self.integer(t, "max_headers"),
+            connect_timeout: self.string(t, "connect_timeout"),
+            max_connections: self.integer(t, "max_connections"),
         }
     }
 
@@ -298,12 +300,40 @@ impl Reader<'_> {
             ) else {
                 continue;
             };
+            let outlier = self
+                .sub_table(
+                    &u,
+                    "outlier",
+                    &format!("{table_name}.outlier"),
+                    OUTLIER_KEYS,
+                )
+                .map(|o| RawOutlier {
+                    consecutive_failures: self.integer(&o, "consecutive_failures"),
+                    base_ejection: self.string(&o, "base_ejection"),
+                    max_ejection: self.string(&o, "max_ejection"),
+                });
+            let health_check = self
+                .sub_table(
+                    &u,
+                    "health_check",
+                    &format!("{table_name}.health_check"),
+                    HEALTH_KEYS,
+                )
+                .map(|h| RawHealthCheck {
+                    at: h.at,
+                    path: self.string(&h, "path"),
+                    interval: self.string(&h, "interval"),
+                    timeout: self.string(&h, "timeout"),
+                });
             out.push(RawUpstream {
                 name: Sp {
                     value: name.to_owned(),
                     at: key_at,
                 },
                 endpoints: self.list(&u, "endpoints", "strings", str_value),
+                outlier,
+                health_check,
+                tls_ca: self.string(&u, "tls_ca"),
             });
         }
         out
