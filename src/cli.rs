@@ -146,10 +146,18 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
+    // One worker: a current-thread runtime. Every task (client connection,
+    // upstream connection, timers) then runs on the thread that polls the
+    // I/O driver, with no work-stealing queues and no cross-thread wake-ups.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut multi = tokio::runtime::Builder::new_multi_thread();
+        if workers > 0 {
+            multi.worker_threads(workers);
+        }
+        multi
+    };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

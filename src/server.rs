@@ -31,6 +31,9 @@ pub async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// hyper's default HTTP/1 header count limit (`DEFAULT_MAX_HEADERS`).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// A connection builder with the client-side limits of `server`.
 fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -39,8 +42,14 @@ fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         // hyper answers 431 when the head outgrows its read buffer (min 8 KiB).
-        .max_buf_size(server.max_header_bytes.max(8192))
-        .max_headers(server.max_headers);
+        .max_buf_size(server.max_header_bytes.max(8192));
+    // hyper's own limit is 100 on a stack array; setting the same limit
+    // explicitly makes it build and copy a 100-slot heap vector twice per
+    // request (about 6% of the proxy's instructions), so only set it when
+    // it differs.
+    if server.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(server.max_headers);
+    }
     let header_list = u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX);
     builder
         .http2()

@@ -218,8 +218,9 @@ impl UpstreamPool {
         timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let health: Vec<&EndpointHealth> = self.endpoints.iter().map(|e| &*e.health).collect();
-        let i = outlier::pick(&health, start, Instant::now());
+        let health = HealthView::of(&self.endpoints);
+        let health = health.as_slice();
+        let i = outlier::pick(health, start, Instant::now());
         let Some(endpoint) = self.endpoints.get(i) else {
             return Err(SendFailure {
                 failure: UpstreamFailure::Connect,
@@ -236,13 +237,45 @@ impl UpstreamPool {
             Err(f) if f.failure.metric_kind().is_some() => Verdict::Failure,
             Err(_) => Verdict::Neutral,
         };
-        outlier::observe(&health, i, verdict, &self.policy, Instant::now());
+        outlier::observe(health, i, verdict, &self.policy, Instant::now());
         result
     }
 
     /// Health of each endpoint, in config order (for tests and status).
     pub fn health(&self) -> Vec<Arc<EndpointHealth>> {
         self.endpoints.iter().map(|e| e.health.clone()).collect()
+    }
+}
+
+/// Upstreams with at most this many endpoints list their health on the stack.
+const INLINE_ENDPOINTS: usize = 4;
+
+/// The endpoints' health as `outlier` takes it (a slice of references),
+/// without a heap allocation per request for the usual few endpoints.
+enum HealthView<'a> {
+    Inline([&'a EndpointHealth; INLINE_ENDPOINTS], usize),
+    Heap(Vec<&'a EndpointHealth>),
+}
+
+impl<'a> HealthView<'a> {
+    fn of(endpoints: &'a [Arc<EndpointPool>]) -> HealthView<'a> {
+        match endpoints.first() {
+            Some(first) if endpoints.len() <= INLINE_ENDPOINTS => {
+                let mut inline = [&*first.health; INLINE_ENDPOINTS];
+                for (slot, e) in inline.iter_mut().zip(endpoints) {
+                    *slot = &*e.health;
+                }
+                HealthView::Inline(inline, endpoints.len())
+            }
+            _ => HealthView::Heap(endpoints.iter().map(|e| &*e.health).collect()),
+        }
+    }
+
+    fn as_slice(&self) -> &[&'a EndpointHealth] {
+        match self {
+            HealthView::Inline(inline, n) => inline.get(..*n).unwrap_or(&[]),
+            HealthView::Heap(v) => v,
+        }
     }
 }
 
@@ -426,10 +459,15 @@ impl EndpointPool {
                     }
                 },
             };
-            if !matches!(
-                tokio::time::timeout_at(deadline, sender.ready()).await,
-                Ok(Ok(()))
-            ) {
+            // An idle connection is ready; only a fresh one may still be
+            // finishing its handshake. Skipping the timeout when it is not
+            // needed saves a timer entry per request.
+            if !sender.is_ready()
+                && !matches!(
+                    tokio::time::timeout_at(deadline, sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
                 continue;
             }
             let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request)).await;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: a noise-free
+# before/after for optimisations on a busy machine (wall-clock is not).
+#
+#   benches/e2e/callgrind.sh [BINARY]     # default target/release/grayproxy
+#
+# Starts the run.sh backends and grayproxy (same config) under
+# valgrind --tool=callgrind, warms up, zeroes the counters, sends a fixed
+# load with wrk for $SECONDS_LOAD seconds, dumps, and prints
+# instructions / request and the top functions (inclusive).
+# Needs nginx, wrk, valgrind (apt-get install -y valgrind).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${1:-$ROOT/target/release/grayproxy}
+SECONDS_LOAD=${SECONDS_LOAD:-10}
+CONNS=${CONNS:-8}
+PORT_BASE=${PORT_BASE:-28280}
+WORK=$(mktemp -d /tmp/grayproxy-callgrind.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [[ -n "${KEEP:-}" ]] && echo "kept $WORK" >&2 || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PORT_STABLE=$PORT_BASE PORT_CANARY=$((PORT_BASE + 1)) PORT_GRAY=$((PORT_BASE + 3)) PORT_ADMIN=$((PORT_BASE + 4))
+BODY='{"ok":true}'
+mkdir -p "$WORK/tmp" "$WORK/state"
+for f in backends.conf grayproxy.toml; do
+    sed -e "s#@DIR@#$WORK#g" -e "s#@PORT_STABLE@#$PORT_STABLE#g" -e "s#@PORT_CANARY@#$PORT_CANARY#g" \
+        -e "s#@PORT_GRAY@#$PORT_GRAY#g" -e "s#@PORT_ADMIN@#$PORT_ADMIN#g" \
+        -e "s#@BODY_STABLE@#$BODY#g" -e "s#@BODY_CANARY@#$BODY#g" "$HERE/$f.in" >"$WORK/$f"
+done
+nginx -c "$WORK/backends.conf" -p "$WORK" -e "$WORK/backends-error.log" &
+PIDS+=($!)
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
+    "$BIN" run --config "$WORK/grayproxy.toml" 2>"$WORK/valgrind.log" &
+VG=$!
+PIDS+=("$VG")
+for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT_GRAY/api/recommend" 2>/dev/null && break
+    sleep 0.1
+done
+wrk -t1 -c"$CONNS" -d3s -s "$HERE/users.lua" "http://127.0.0.1:$PORT_GRAY/api/recommend" >/dev/null
+callgrind_control -z "$VG" >/dev/null
+out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_LOAD}s" -s "$HERE/users.lua" "http://127.0.0.1:$PORT_GRAY/api/recommend")
+callgrind_control -d "$VG" >/dev/null
+requests=$(awk '/requests in/ {print $1}' <<<"$out")
+sleep 1
+dump=$(ls -t "$WORK"/cg.out* | grep -v '^'"$WORK/cg.out"'$' | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "requests: $requests  instructions: $total  per request: $((total / requests))"
+if [[ -n "${TOP:-}" ]]; then
+    callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | head -n "$((TOP + 25))"
+    callgrind_annotate "$dump" 2>/dev/null | head -n "$((TOP + 25))"
+fi
