@@ -134,8 +134,14 @@ fn a_canary_failing_30_percent_is_rolled_back() {
         .lines()
         .find(|l| l.contains(" rollback "))
         .expect("a rollback line");
-    assert!(rollback.contains("(judge) canary shown worse"), "{rollback}");
-    assert!(rollback.contains("E ") && rollback.contains("canary "), "{rollback}");
+    assert!(
+        rollback.contains("(judge) canary shown worse"),
+        "{rollback}"
+    );
+    assert!(
+        rollback.contains("E ") && rollback.contains("canary "),
+        "{rollback}"
+    );
     assert!(!audit.contains(" promote "), "{audit}");
     // The final view: weight 0, rolled back.
     assert!(out.contains("state  rolled_back"), "{out}");
@@ -146,7 +152,10 @@ fn a_canary_failing_30_percent_is_rolled_back() {
 fn a_healthy_canary_is_promoted_and_status_shows_the_ramp() {
     let mut demo = Running::spawn(&["demo", "--duration", "4m"]);
     let admin = admin_url(&demo.line_with("admin   http://", Duration::from_secs(60)));
-    assert!(demo.seen.iter().any(|l| l.contains("proxy   http://127.0.0.1:")));
+    assert!(demo
+        .seen
+        .iter()
+        .any(|l| l.contains("proxy   http://127.0.0.1:")));
 
     // `status` once, against the running proxy.
     let (code, out, err) = status_once(&admin);
@@ -174,7 +183,10 @@ fn a_healthy_canary_is_promoted_and_status_shows_the_ramp() {
     let mut frames = Vec::new();
     let deadline = std::time::SystemTime::now() + Duration::from_secs(20);
     while String::from_utf8_lossy(&frames).matches("\x1b[2J").count() < 2 {
-        assert!(std::time::SystemTime::now() < deadline, "no 2 frames in 20 s");
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "no 2 frames in 20 s"
+        );
         if let Ok(b) = rx.recv_timeout(Duration::from_secs(1)) {
             frames.extend(b);
         }
@@ -188,7 +200,10 @@ fn a_healthy_canary_is_promoted_and_status_shows_the_ramp() {
     assert!(out.contains("result: PROMOTED"), "{out}");
     let audit = out.split("audit log (").nth(1).expect("an audit summary");
     let advances = audit.lines().filter(|l| l.contains(" advance ")).count();
-    assert_eq!(advances, 4, "1 → 5 → 10 → 25 → 50 %, then promote:\n{audit}");
+    assert_eq!(
+        advances, 4,
+        "1 → 5 → 10 → 25 → 50 %, then promote:\n{audit}"
+    );
     assert!(audit.contains(" promote "), "{audit}");
     assert!(!audit.contains(" rollback "), "{audit}");
     assert!(out.contains("100.00%"), "{out}");
@@ -214,6 +229,9 @@ fn demo_rejects_bad_flags() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--canary-error-rate 1.5 is outside 0..=1"), "{err}");
+    assert!(
+        err.contains("--canary-error-rate 1.5 is outside 0..=1"),
+        "{err}"
+    );
     assert!(err.contains("--rps 0 must be in"), "{err}");
 }
