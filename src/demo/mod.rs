@@ -247,12 +247,16 @@ async fn run_in(
         stop_rx,
     ));
     let started = Instant::now();
-    let ending = watch_ramp(&app, opts, &stats, started).await;
+    let live = std::io::stdout().is_terminal();
+    let ending = watch_ramp(&app, opts, &stats, started, live).await;
     traffic.abort();
 
     let status = crate::admin::status::status(&app.runtime);
-    println!("\n{}", view::render(&status));
-    println!("traffic: {}", stats.summary());
+    if !live {
+        // A terminal shows the last frame already.
+        println!("\n{}", view::render(&status));
+        println!("traffic: {}", stats.summary());
+    }
     print_audit(&dir.join("state").join(AUDIT_FILE));
     let took = started.elapsed().as_secs_f64();
     match ending {
@@ -331,8 +335,8 @@ async fn watch_ramp(
     opts: &DemoOptions,
     stats: &TrafficStats,
     started: Instant,
+    live: bool,
 ) -> Ending {
-    let live = std::io::stdout().is_terminal();
     let deadline = started + opts.duration;
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let stop = crate::cli::wait_for_termination();
