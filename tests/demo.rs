@@ -235,3 +235,15 @@ fn demo_rejects_bad_flags() {
     );
     assert!(err.contains("--rps 0 must be in"), "{err}");
 }
+
+#[test]
+fn demo_ends_at_its_duration_with_exit_0() {
+    let mut demo = Running::spawn(&["demo", "--duration", "3s"]);
+    let (code, out) = demo.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("result: no decision within --duration"),
+        "{out}"
+    );
+    assert!(out.contains("the ramp was baseline"), "{out}");
+}

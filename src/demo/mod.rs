@@ -425,3 +425,65 @@ fn print_audit(path: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::ramp::sim::{self, Scenario, SimOptions};
+
+    /// The demo's ramp policy, read back through the real config loader.
+    fn demo_policy() -> crate::config::types::RampPolicy {
+        let dir = temp_dir().unwrap();
+        let fake = |port| DemoBackend {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            requests: Arc::default(),
+        };
+        std::fs::write(dir.join("admin.token"), "t\n").unwrap();
+        let path = dir.join("grayproxy.toml");
+        std::fs::write(&path, config_text(&fake(18081), &fake(18082))).unwrap();
+        let loaded = crate::config::load(&path).expect("the demo config must be valid");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        loaded.config.routes[0].ramp.clone().expect("a ramp")
+    }
+
+    /// The simulate engine (the real judge and state machine) on the demo's
+    /// policy and default traffic: a healthy canary promotes and a 5 % 503
+    /// canary rolls back, both well within two minutes.
+    #[test]
+    fn the_demo_policy_decides_within_two_minutes() {
+        let policy = demo_policy();
+        let d = DemoOptions::default();
+        let stable = d.stable_error_rate;
+        let scenarios = vec![
+            Scenario {
+                error_multiplier: 0.0,
+                ..Scenario::healthy("healthy (no errors)")
+            },
+            Scenario {
+                error_multiplier: 0.05 / stable,
+                bad: true,
+                ..Scenario::healthy("5 % errors")
+            },
+        ];
+        let report = sim::run(
+            &policy,
+            &SimOptions {
+                rps: d.rps,
+                stable_error_rate: stable,
+                runs: 100,
+                seed: 7,
+                horizon: Some(Duration::from_secs(600)),
+                scenarios,
+                threads: 2,
+            },
+        );
+        let (healthy, bad) = (&report.rows[0], &report.rows[1]);
+        assert!(healthy.p_promoted() >= 0.97, "{report}");
+        assert!(bad.p_rollback() >= 0.99, "{report}");
+        let median = |r: &sim::ScenarioResult| sim::quantile(&r.decision_times(), 0.5).unwrap();
+        assert!(median(healthy) < 100.0, "{report}");
+        assert!(median(bad) < 60.0, "{report}");
+    }
+}
