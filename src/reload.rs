@@ -18,6 +18,9 @@ use crate::server::shutdown_signalled;
 /// event before reading it.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// Longest wait for a quiet moment after a change.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Loads `path`, and swaps it in when it is valid and needs no restart.
 /// Returns what changed, for side effects (new ramps).
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
@@ -70,7 +73,9 @@ pub async fn watch_config(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Opening or reading something in the directory changes nothing (the
+        // ramp fsyncs its state directory, a child of this one, every tick).
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = events_tx.send(());
         }
     })
@@ -91,11 +96,15 @@ pub async fn watch_config(
             () = shutdown_signalled(&mut shutdown) => return,
         };
         if !from_signal {
-            // Debounce: swallow the burst of events one save produces.
+            // Debounce: swallow the burst of events one save produces, but
+            // never for longer than MAX_DEBOUNCE (a busy directory must not
+            // starve reloads).
+            let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
             loop {
                 tokio::select! {
                     Some(()) = events.recv() => continue,
                     () = tokio::time::sleep(DEBOUNCE) => break,
+                    () = tokio::time::sleep_until(give_up) => break,
                 }
             }
             // Events in the directory that leave the file as it was (other

@@ -32,21 +32,36 @@ fn actions(audit: &[Value]) -> Vec<String> {
 }
 
 async fn wait_state(c: &HttpClient, app: &App, state: &str, limit: Duration) -> Value {
-    eventually(limit, &format!("ramp state {state}"), || async {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
         let r = ramp(c, app.admin_addr).await;
-        (r["state"] == state).then_some(r)
-    })
-    .await
+        if r["state"] == state {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for ramp state {state}; last status:\n{r:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_promoted_to_100() {
-    let (stable, canary) = (Backend::spawn(0.02).await, Backend::spawn(0.02).await);
+    let (stable, canary) = (
+        Backend::spawn_slow(0.02, 10.0).await,
+        Backend::spawn_slow(0.02, 10.0).await,
+    );
     let setup = Setup::new(
         "healthy",
         stable.addr,
         canary.addr,
-        &format!("steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{FAST}"),
+        // A 4 s baseline: the incident hold compares stable with it, and
+        // a p99 from a second of traffic is too rough a yardstick.
+        &format!(
+            "steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{}",
+            FAST.replace("baseline = \"1s\"", "baseline = \"4s\"")
+        ),
     );
     let app = start(&setup).await;
     let c = client();
@@ -69,10 +84,26 @@ async fn healthy_canary_is_promoted_to_100() {
     assert!(audit[3]["evidence"]["stable"].is_object() || audit[3]["evidence"].is_object());
     // The state file holds the same.
     assert_eq!(setup.read_state()["state"]["phase"], "promoted");
-    let metrics = request(&c, Method::GET, &format!("http://{}/metrics", app.admin_addr), &[]).await.1;
-    assert!(metrics.contains("grayproxy_canary_weight_percent{route=\"r\"} 100"), "{metrics}");
-    assert!(metrics.contains("grayproxy_ramp_state{route=\"r\",state=\"promoted\"} 1"), "{metrics}");
-    eprintln!("healthy canary promoted in {took:?} ({} requests)", traffic.sent.load(Ordering::Relaxed));
+    let metrics = request(
+        &c,
+        Method::GET,
+        &format!("http://{}/metrics", app.admin_addr),
+        &[],
+    )
+    .await
+    .1;
+    assert!(
+        metrics.contains("grayproxy_canary_weight_percent{route=\"r\"} 100"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("grayproxy_ramp_state{route=\"r\",state=\"promoted\"} 1"),
+        "{metrics}"
+    );
+    eprintln!(
+        "healthy canary promoted in {took:?} ({} requests)",
+        traffic.sent.load(Ordering::Relaxed)
+    );
     app.shutdown();
 }
 
@@ -96,7 +127,10 @@ async fn canary_with_30_percent_503s_is_rolled_back() {
     assert!(last["evidence"].is_object(), "{last}");
     // Canary exposure until the rollback.
     let exposure = canary.requests.load(Ordering::Relaxed);
-    eprintln!("rolled back after {exposure} canary requests: {}", last["reason"]);
+    eprintln!(
+        "rolled back after {exposure} canary requests: {}",
+        last["reason"]
+    );
     // From now on every weight-assigned request goes to stable.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = canary.requests.load(Ordering::Relaxed);
@@ -105,7 +139,11 @@ async fn canary_with_30_percent_503s_is_rolled_back() {
         (traffic.sent.load(Ordering::Relaxed) >= sent + 300).then_some(())
     })
     .await;
-    assert_eq!(canary.requests.load(Ordering::Relaxed), before, "canary still gets traffic");
+    assert_eq!(
+        canary.requests.load(Ordering::Relaxed),
+        before,
+        "canary still gets traffic"
+    );
     let st = status(&c, app.admin_addr).await;
     assert_eq!(st["routes"][0]["canary_weight"], 0.0);
     assert_eq!(actions(&setup.audit()).last().unwrap(), "rollback");
@@ -114,7 +152,10 @@ async fn canary_with_30_percent_503s_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_arms_at_10_percent_errors_never_roll_back() {
-    let (stable, canary) = (Backend::spawn(0.10).await, Backend::spawn(0.10).await);
+    let (stable, canary) = (
+        Backend::spawn_slow(0.10, 10.0).await,
+        Backend::spawn_slow(0.10, 10.0).await,
+    );
     // One long step at 50 %: the judge compares the arms on every tick.
     let setup = Setup::new(
         "shared-errors",
@@ -175,7 +216,10 @@ async fn one_request_per_2s_never_advances_nor_rolls_back_and_says_why() {
     let why = r["waiting_for"].as_str().unwrap();
     assert!(why.contains("more requests"), "{why}");
     assert!(why.contains("canary needs"), "{why}");
-    assert_eq!(actions(&setup.audit()), ["baseline_started", "ramp_started"]);
+    assert_eq!(
+        actions(&setup.audit()),
+        ["baseline_started", "ramp_started"]
+    );
     eprintln!("low traffic: waiting_for = {why:?}");
     app.shutdown();
 }
@@ -193,14 +237,27 @@ async fn mutating_endpoints_need_the_token() {
     for action in ["promote", "rollback", "pause", "resume"] {
         for token in [None, Some("wrong"), Some("test-token-5f1"), Some("")] {
             let (code, body) = post(&c, app.admin_addr, "r", action, token).await;
-            assert_eq!(code, StatusCode::UNAUTHORIZED, "{action} with {token:?}: {body}");
+            assert_eq!(
+                code,
+                StatusCode::UNAUTHORIZED,
+                "{action} with {token:?}: {body}"
+            );
         }
         let (code, body) = post(&c, app.admin_addr, "nope", action, Some(TOKEN)).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
         let (code, body) = post(&c, app.admin_addr, "plain", action, Some(TOKEN)).await;
         assert_eq!(code, StatusCode::CONFLICT, "{body}");
-        assert!(body["error"].as_str().unwrap().contains("no ramp"), "{body}");
-        let (code, _) = request(&c, Method::GET, &format!("http://{}/routes/r/{action}", app.admin_addr), &[]).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("no ramp"),
+            "{body}"
+        );
+        let (code, _) = request(
+            &c,
+            Method::GET,
+            &format!("http://{}/routes/r/{action}", app.admin_addr),
+            &[],
+        )
+        .await;
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
     }
     // Nothing changed.
@@ -225,17 +282,29 @@ async fn without_a_token_file_mutations_are_refused_with_advice() {
     let c = client();
     let (code, body) = post(&c, app.admin_addr, "r", "promote", Some(TOKEN)).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
-    assert!(body["error"].as_str().unwrap().contains("token_file"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("token_file"),
+        "{body}"
+    );
     app.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_state_file_pauses_at_0_and_is_reported() {
     let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
-    let setup = Setup::new("corrupt", stable.addr, canary.addr, &format!("steps = [10, 100]\n{FAST}"));
+    let setup = Setup::new(
+        "corrupt",
+        stable.addr,
+        canary.addr,
+        &format!("steps = [10, 100]\n{FAST}"),
+    );
     std::fs::create_dir_all(setup.state_dir()).unwrap();
     // What a promoted ramp's file looks like after a bad disk: truncated.
-    std::fs::write(setup.state_file(), br#"{"version":1,"route":"r","canary":"v2","state":{"phase":"promo"#).unwrap();
+    std::fs::write(
+        setup.state_file(),
+        br#"{"version":1,"route":"r","canary":"v2","state":{"phase":"promo"#,
+    )
+    .unwrap();
     let app = start(&setup).await;
     let c = client();
     let _traffic = Traffic::start(app.proxy_addr, 100.0);
@@ -246,7 +315,10 @@ async fn corrupt_state_file_pauses_at_0_and_is_reported() {
     assert_eq!(r["weight"], 0.0);
     assert_eq!(st["routes"][0]["canary_weight"], 0.0);
     assert!(r["error"].as_str().unwrap().contains("corrupt"), "{r:#}");
-    assert!(r["waiting_for"].as_str().unwrap().contains("corrupt"), "{r:#}");
+    assert!(
+        r["waiting_for"].as_str().unwrap().contains("corrupt"),
+        "{r:#}"
+    );
     assert_eq!(st["routes"][0]["arms"]["canary"]["requests"], 0);
     let kept: Vec<_> = std::fs::read_dir(setup.state_dir())
         .unwrap()
@@ -263,12 +335,18 @@ async fn corrupt_state_file_pauses_at_0_and_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_state_dir_keeps_serving_reports_and_does_not_advance() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
+    let (stable, canary) = (
+        Backend::spawn_slow(0.0, 10.0).await,
+        Backend::spawn_slow(0.0, 10.0).await,
+    );
     let setup = Setup::new(
         "unwritable",
         stable.addr,
         canary.addr,
-        &format!("steps = [10, 50, 100]\nmin_requests = 40\ngate_ratios = [0, 0]\n{FAST}"),
+        &format!(
+            "steps = [10, 50, 100]\nmin_requests = 40\ngate_ratios = [0, 0]\n{}",
+            FAST.replace("baseline = \"1s\"", "baseline = \"3s\"")
+        ),
     );
     let app = start(&setup).await;
     let c = client();
@@ -278,24 +356,171 @@ async fn unwritable_state_dir_keeps_serving_reports_and_does_not_advance() {
     let moved = setup.dir.join("state.moved");
     std::fs::rename(setup.state_dir(), &moved).unwrap();
     std::fs::write(setup.state_dir(), b"not a directory").unwrap();
-    let r = eventually(Duration::from_secs(10), "a persistence error in /status", || async {
-        let r = ramp(&c, app.admin_addr).await;
-        r["error"].is_string().then_some(r)
-    })
+    let r = eventually(
+        Duration::from_secs(10),
+        "a persistence error in /status",
+        || async {
+            let r = ramp(&c, app.admin_addr).await;
+            r["error"].is_string().then_some(r)
+        },
+    )
     .await;
     let held_at = r["weight"].as_f64().unwrap();
     assert!(held_at < 100.0, "{r:#}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // When the step is due to advance, the ramp holds instead (paused, saying why).
+    let r = eventually(Duration::from_secs(15), "a persistence hold", || async {
+        let r = ramp(&c, app.admin_addr).await;
+        (r["state"] == "paused").then_some(r)
+    })
+    .await;
+    assert!(
+        r["waiting_for"]
+            .as_str()
+            .unwrap()
+            .contains("cannot persist"),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["weight"].as_f64().unwrap(),
+        held_at,
+        "advanced on unpersisted state: {r:#}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let r = ramp(&c, app.admin_addr).await;
-    assert_eq!(r["weight"].as_f64().unwrap(), held_at, "advanced on unpersisted state: {r:#}");
-    assert!(r["error"].as_str().unwrap().contains("cannot persist"), "{r:#}");
-    assert_eq!(traffic.non_2xx_or_503.load(Ordering::Relaxed), 0, "the proxy kept serving");
-    eprintln!("held at {held_at}% while the state dir was unwritable: {}", r["waiting_for"]);
+    assert_eq!(
+        r["weight"].as_f64().unwrap(),
+        held_at,
+        "advanced on unpersisted state: {r:#}"
+    );
+    assert!(
+        r["error"].as_str().unwrap().contains("cannot persist"),
+        "{r:#}"
+    );
+    assert_eq!(
+        traffic.non_2xx_or_503.load(Ordering::Relaxed),
+        0,
+        "the proxy kept serving"
+    );
+    eprintln!(
+        "held at {held_at}% while the state dir was unwritable: {}",
+        r["waiting_for"]
+    );
     // The disk comes back: the error clears and the ramp goes on to 100 %.
     std::fs::remove_file(setup.state_dir()).unwrap();
     std::fs::rename(&moved, setup.state_dir()).unwrap();
     let r = wait_state(&c, &app, "promoted", Duration::from_secs(30)).await;
     assert_eq!(r["error"], Value::Null);
     assert_eq!(setup.read_state()["state"]["phase"], "promoted");
+    app.shutdown();
+}
+
+/// `grayproxy_config_reloads_total{result="ok"}`.
+async fn reloads_ok(c: &HttpClient, app: &App) -> u64 {
+    let text = request(
+        c,
+        Method::GET,
+        &format!("http://{}/metrics", app.admin_addr),
+        &[],
+    )
+    .await
+    .1;
+    text.lines()
+        .find(|l| l.starts_with("grayproxy_config_reloads_total{result=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn rewrite(c: &HttpClient, app: &App, setup: &Setup, from: &str, to: &str) {
+    let before = reloads_ok(c, app).await;
+    let text = read(&setup.config);
+    assert!(text.contains(from), "{from} not in config");
+    std::fs::write(&setup.config, text.replace(from, to)).unwrap();
+    eventually(Duration::from_secs(10), "the reload", || async {
+        let st = status(c, app.admin_addr).await;
+        if st["config"]["last_error"].is_string() {
+            panic!("reload rejected: {}", st["config"]["last_error"]);
+        }
+        (reloads_ok(c, app).await > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_new_canary_new_ramp_policy_edit_keeps_state_ramp_removed_file_weight() {
+    let stable = Backend::spawn_slow(0.0, 5.0).await;
+    let canary = Backend::spawn_slow(0.0, 5.0).await;
+    let canary2 = Backend::spawn_slow(0.0, 5.0).await;
+    let setup = Setup::new(
+        "reload",
+        stable.addr,
+        canary.addr,
+        &format!(
+            "steps = [50, 100]\nmin_requests = 20\ngate_ratios = [0]\n{}",
+            FAST.replace("baseline = \"1s\"", "baseline = \"3s\"")
+        ),
+    );
+    let app = start(&setup).await;
+    let c = client();
+    let traffic = Traffic::start(app.proxy_addr, 200.0);
+    wait_state(&c, &app, "promoted", Duration::from_secs(30)).await;
+
+    // A new canary build (other endpoints): a new ramp from the first step.
+    rewrite(
+        &c,
+        &app,
+        &setup,
+        &canary.addr.to_string(),
+        &canary2.addr.to_string(),
+    )
+    .await;
+    let r = eventually(Duration::from_secs(10), "a new ramp", || async {
+        let r = ramp(&c, app.admin_addr).await;
+        let last = r["decisions"].as_array().unwrap().last().cloned().unwrap();
+        (last["action"] == "new_ramp").then_some(r)
+    })
+    .await;
+    let last = r["decisions"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["trigger"], "config");
+    assert_eq!(last["weight"], 50.0);
+    traffic.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = ramp(&c, app.admin_addr).await;
+
+    // A policy edit that leaves the canary alone keeps the ramp where it is.
+    rewrite(
+        &c,
+        &app,
+        &setup,
+        "max_step_duration = \"1m\"",
+        "max_step_duration = \"2m\"",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = ramp(&c, app.admin_addr).await;
+    assert_eq!(r["state"], held["state"]);
+    assert_eq!(r["step"], held["step"]);
+    assert_eq!(r["decisions"], held["decisions"]);
+
+    // The ramp removed: the file's weight applies again, the ramp is idle.
+    let text = read(&setup.config);
+    let cut = text.find("[routes.ramp]").unwrap();
+    let before = reloads_ok(&c, &app).await;
+    std::fs::write(
+        &setup.config,
+        text[..cut].replace("fallback = false", "fallback = false\ncanary_weight = 7"),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "the file's weight", || async {
+        let st = status(&c, app.admin_addr).await;
+        let route = &st["routes"][0];
+        (reloads_ok(&c, &app).await > before
+            && route["canary_weight"] == 7.0
+            && route["ramp"]["state"] == "idle")
+            .then_some(())
+    })
+    .await;
+    let (code, _) = post(&c, app.admin_addr, "r", "pause", Some(TOKEN)).await;
+    assert_eq!(code, StatusCode::CONFLICT, "no ramp any more");
     app.shutdown();
 }

@@ -90,6 +90,9 @@ impl Admin {
         if let Err(denied) = auth::check(token_file.as_deref(), req.headers()) {
             return json_error(denied.status(), &denied.to_string());
         }
+        // Route names are free text; clients (the CLI) percent-encode them.
+        let decoded = percent_decode(name);
+        let name = decoded.as_deref().unwrap_or(name);
         let Some(command) = driver::parse_command(action) else {
             return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
         };
@@ -164,6 +167,33 @@ impl Admin {
     }
 }
 
+/// `%XX`-decodes a path segment; `None` when it is not valid UTF-8 or has no escapes.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Serves the admin API until `shutdown`.
 pub async fn serve_admin(
     listener: TcpListener,
@@ -207,4 +237,17 @@ fn text_response(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn route_names_are_percent_decoded() {
+        assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
+        assert_eq!(percent_decode("plain"), None);
+        assert_eq!(percent_decode("50%").as_deref(), Some("50%"));
+        assert_eq!(percent_decode("%ff"), None);
+    }
 }

@@ -180,16 +180,17 @@ impl Supervisor {
     ) {
         self.sync(None).await;
         let mut shutdown = self.shutdown.clone();
+        let mut reloads_open = true;
         loop {
             tokio::select! {
                 Some(msg) = commands.recv() => self.on_command(msg).await,
-                diff = reloads.recv() => match diff {
+                diff = reloads.recv(), if reloads_open => match diff {
                     Ok(diff) => self.sync(Some(&diff)).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "ramp driver missed reloads; resyncing with the live config");
                         self.sync(None).await;
                     }
-                    Err(broadcast::error::RecvError::Closed) => {}
+                    Err(broadcast::error::RecvError::Closed) => reloads_open = false,
                 },
                 () = shutdown_signalled(&mut shutdown) => break,
             }
@@ -275,12 +276,15 @@ impl Supervisor {
                 }
                 None => {
                     let (tx, rx) = mpsc::channel(16);
+                    // A route added by a reload starts a new ramp even when a
+                    // state file of an earlier route of that name is left.
+                    let added = diff.is_some_and(|d| d.added_routes.contains(&route.name));
                     let driver = RouteDriver::open(
                         name,
                         rt.clone(),
                         self.store.clone(),
-                        policy.clone(),
-                        canary,
+                        (policy.clone(), canary),
+                        added,
                     );
                     let join = tokio::spawn(driver.run(rx, self.shutdown.clone()));
                     self.tasks.insert(
@@ -332,6 +336,8 @@ struct RouteDriver {
     clock: Clock,
     /// The last persistence problem, shown in `/status`.
     error: Option<String>,
+    /// A bad state file found at start: shown until an operator acts.
+    load_problem: Option<String>,
     /// The in-memory state is ahead of the state file.
     dirty: bool,
     /// The driver paused the ramp because a raise could not be persisted.
@@ -346,8 +352,8 @@ impl RouteDriver {
         name: &str,
         rt: Arc<RouteRuntime>,
         store: Arc<Store>,
-        policy: RampPolicy,
-        canary: String,
+        (policy, canary): (RampPolicy, String),
+        force_new: bool,
     ) -> RouteDriver {
         let mut d = RouteDriver {
             name: name.to_string(),
@@ -358,6 +364,7 @@ impl RouteDriver {
             state: RampState::idle(),
             clock: Clock::new(),
             error: None,
+            load_problem: None,
             dirty: false,
             persist_hold: false,
             weight_changed: false,
@@ -373,7 +380,7 @@ impl RouteDriver {
                     "ramp resumed from its state file"
                 );
                 d.state = file.state;
-                let new_ramp = file.canary != d.canary;
+                let new_ramp = force_new || file.canary != d.canary;
                 if new_ramp {
                     tracing::info!(route = name, was = %file.canary, now = %d.canary, "the canary changed while grayproxy was down: new ramp");
                 }
@@ -414,12 +421,9 @@ impl RouteDriver {
         if let Some(last) = self.state.decisions.back_mut() {
             last.reason.clone_from(&reason);
         }
-        let committed = self.commit(&fx);
+        let _ = self.commit(&fx);
         self.carry_out(fx);
-        self.error = Some(match committed {
-            Ok(()) => problem.to_string(),
-            Err(e) => format!("{problem}; {e}"),
-        });
+        self.load_problem = Some(problem.to_string());
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<RouteMsg>, mut shutdown: watch::Receiver<bool>) {
@@ -467,14 +471,23 @@ impl RouteDriver {
     }
 
     fn command(&mut self, c: Command) -> Result<RampStatus, CommandError> {
-        // The operator takes over from a persistence hold.
-        self.persist_hold = false;
         // Cut the tick so far: those requests ran at the old weight.
         let counts = self.rt.take_tick();
         let _ = self.apply(RampEvent::Tick(counts));
+        if c == Command::Pause && self.persist_hold {
+            // The operator's pause replaces the driver's persistence hold.
+            self.persist_hold = false;
+            self.state.pause_reason = None;
+            let _ = self.save();
+            self.publish();
+            return Ok(self.status());
+        }
         let state = self.state.phase;
         match self.apply(RampEvent::Command(c)) {
             Ok(true) => {
+                // The operator has acted: on the bad file, and on any hold.
+                self.persist_hold = false;
+                self.load_problem = None;
                 self.publish();
                 Ok(self.status())
             }
@@ -534,8 +547,8 @@ impl RouteDriver {
         };
         let fx = self.state.on(event, now, &self.policy);
         if fx.is_empty() {
-            if self.dirty {
-                let _ = self.save();
+            if self.dirty && self.save().is_ok() && self.persist_hold {
+                self.end_persist_hold();
             }
             return Ok(false);
         }
@@ -667,7 +680,10 @@ impl RouteDriver {
 
     fn status(&self) -> RampStatus {
         let mut s = self.state.status(&self.policy);
-        s.error.clone_from(&self.error);
+        s.error = match (&self.load_problem, &self.error) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
         s
     }
 

@@ -202,9 +202,12 @@ impl RampState {
             RampEvent::Command(c) => self.on_command(c, now, policy, &mut fx),
             RampEvent::ConfigChanged { new_ramp } => self.on_config(new_ramp, now, policy, &mut fx),
         }
-        // Every change is persisted, once, after the other effects.
+        // Every change is persisted, once, after the other effects. A tick
+        // that only moved the judge's evidence asked for `Persist` itself:
+        // that state must reach the disk too (kill -9 resumes exactly).
+        let asked = fx.contains(&Effect::Persist);
         fx.retain(|e| *e != Effect::Persist);
-        if !fx.is_empty() {
+        if asked || !fx.is_empty() {
             fx.push(Effect::Persist);
         }
         fx
@@ -593,8 +596,8 @@ impl RampState {
 
 fn baseline_reason(policy: &RampPolicy) -> String {
     format!(
-        "collecting {} s of stable-only history before the first step",
-        policy.baseline.as_secs()
+        "collecting {} of stable-only history before the first step",
+        crate::ramp::status::human_seconds(policy.baseline.as_secs_f64())
     )
 }
 

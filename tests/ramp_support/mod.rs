@@ -31,7 +31,15 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Answers at once.
     pub async fn spawn(error_rate: f64) -> Backend {
+        Backend::spawn_slow(error_rate, 0.0).await
+    }
+
+    /// Answers after an exponentially distributed delay with this mean: a
+    /// heavy tail that a busy test machine's scheduling noise barely moves,
+    /// so the judge's slow-request threshold is about the backend.
+    pub async fn spawn_slow(error_rate: f64, mean_ms: f64) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let error_ppm = Arc::new(AtomicU32::new((error_rate * 1e6).round() as u32));
@@ -54,7 +62,17 @@ impl Backend {
                         } else {
                             StatusCode::OK
                         };
+                        let delay = if mean_ms > 0.0 {
+                            let exp = rand_distr::Exp::new(1.0 / mean_ms).unwrap();
+                            let ms: f64 = rand::Rng::sample(&mut rand::thread_rng(), exp);
+                            Some(Duration::from_secs_f64(ms.min(10.0 * mean_ms) / 1000.0))
+                        } else {
+                            None
+                        };
                         async move {
+                            if let Some(d) = delay {
+                                tokio::time::sleep(d).await;
+                            }
                             let mut r = Response::new(Full::new(Bytes::from_static(b"ok\n")));
                             *r.status_mut() = status;
                             Ok::<_, Infallible>(r)
@@ -179,7 +197,10 @@ pub async fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = c.request(b.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = c
+        .request(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -217,7 +238,10 @@ pub async fn post(
         &headers,
     )
     .await;
-    (code, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
 }
 
 /// Traffic with random user ids at about `rps`, until dropped.
@@ -228,41 +252,46 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// Open-loop traffic: a request every `1/rps` seconds (at most 256 in flight).
     pub fn start(proxy: SocketAddr, rps: f64) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let odd = Arc::new(AtomicU64::new(0));
-        let workers = 4;
-        let pause = Duration::from_secs_f64(workers as f64 / rps);
-        for _ in 0..workers {
-            let (stop, sent, odd) = (stop.clone(), sent.clone(), odd.clone());
-            tokio::spawn(async move {
-                let c = client();
-                let mut next = tokio::time::Instant::now();
-                while !stop.load(Ordering::Relaxed) {
+        let every = Duration::from_secs_f64(1.0 / rps);
+        let (stop2, sent2, odd2) = (stop.clone(), sent.clone(), odd.clone());
+        tokio::spawn(async move {
+            let c = client();
+            let slots = Arc::new(tokio::sync::Semaphore::new(256));
+            let mut timer = tokio::time::interval(every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop2.load(Ordering::Relaxed) {
+                timer.tick().await;
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (c, sent, odd) = (c.clone(), sent2.clone(), odd2.clone());
+                tokio::spawn(async move {
                     let user = format!("user-{}", rand::thread_rng().gen::<u32>());
                     let req = Request::get(format!("http://{proxy}/api"))
                         .header("x-user-id", user)
                         .body(Full::new(Bytes::new()))
                         .unwrap();
-                    match c.request(req).await {
+                    let ok = match c.request(req).await {
                         Ok(resp) => {
                             let s = resp.status();
                             let _ = resp.into_body().collect().await;
-                            if !(s.is_success() || s == StatusCode::SERVICE_UNAVAILABLE) {
-                                odd.fetch_add(1, Ordering::Relaxed);
-                            }
+                            s.is_success() || s == StatusCode::SERVICE_UNAVAILABLE
                         }
-                        Err(_) => {
-                            odd.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Err(_) => false,
+                    };
+                    if !ok {
+                        odd.fetch_add(1, Ordering::Relaxed);
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
-                    next += pause;
-                    tokio::time::sleep_until(next).await;
-                }
-            });
-        }
+                    drop(permit);
+                });
+            }
+        });
         Traffic {
             stop,
             sent,
