@@ -31,6 +31,8 @@ use crate::persist::AUDIT_FILE;
 
 /// The demo route's name.
 pub const ROUTE: &str = "recommend";
+/// Traffic before the ramp (and its baseline) starts.
+pub const WARMUP: Duration = Duration::from_secs(3);
 
 /// What `grayproxy demo` runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +92,9 @@ pub enum Ending {
     Promoted,
     /// The canary went back to 0 %.
     RolledBack,
+    /// The judge paused the ramp (a step could not gather its evidence in
+    /// `max_step_duration`); only an operator moves it on.
+    Paused,
     /// `--duration` passed first.
     TimedOut,
     /// Ctrl-C / SIGTERM.
@@ -187,6 +192,7 @@ pub fn run(opts: DemoOptions) -> ExitCode {
     };
     match rt.block_on(run_async(opts)) {
         Ok(Ending::Interrupted) => ExitCode::from(130),
+        // Promote, rollback, a judge's pause and --duration end the demo normally.
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: demo: {e}");
@@ -236,7 +242,6 @@ async fn run_in(
         .and_then(|()| std::fs::write(&config, config_text(stable, canary)))
         .map_err(|e| format!("cannot write the demo config in {}: {e}", dir.display()))?;
     let mut app = App::start(&config).await.map_err(|e| e.to_string())?;
-    crate::ramp::driver::start(&mut app);
     print_banner(&app, opts, stable, canary, &token);
 
     let stats = Arc::new(TrafficStats::default());
@@ -246,6 +251,12 @@ async fn run_in(
         stats.clone(),
         stop_rx,
     ));
+    // Connections are opened and pools filled before the ramp starts, so
+    // the cold start's slow first requests do not calibrate the baseline
+    // p99 (the slow-request threshold). Until the driver runs, the file's
+    // weight (0) sends everything to stable.
+    tokio::time::sleep(WARMUP).await;
+    crate::ramp::driver::start(&mut app);
     let started = Instant::now();
     let live = std::io::stdout().is_terminal();
     let ending = watch_ramp(&app, opts, &stats, started, live).await;
@@ -265,6 +276,10 @@ async fn run_in(
         ),
         Ending::RolledBack => println!(
             "\nresult: ROLLED BACK: the canary went back to 0 % after {took:.0} s (10 s baseline included)"
+        ),
+        Ending::Paused => println!(
+            "\nresult: PAUSED by the judge after {took:.0} s: {}",
+            waiting_for(&status).unwrap_or("see the audit log")
         ),
         Ending::TimedOut => println!(
             "\nresult: no decision within --duration ({took:.0} s); the ramp was {}",
@@ -316,7 +331,36 @@ fn print_banner(
     );
     println!("  admin token (GRAYPROXY_ADMIN_TOKEN): {token}");
     println!("  ramp    steps 1/5/10/25/50/100 %, tick 1 s, ≥ 5 s per step, 10 s baseline, confidence 0.99");
+    println!(
+        "          starting after {} s of warm-up traffic (all to stable)",
+        WARMUP.as_secs()
+    );
     println!();
+}
+
+fn waiting_for(status: &Value) -> Option<&str> {
+    status
+        .get("routes")?
+        .get(0)?
+        .get("ramp")?
+        .get("waiting_for")?
+        .as_str()
+}
+
+/// The latest decision is the judge's pause (an operator's pause, from
+/// `grayproxy pause` against the demo, keeps the demo running).
+fn paused_by_judge(status: &Value) -> bool {
+    let last = status
+        .get("routes")
+        .and_then(|r| r.get(0))
+        .and_then(|r| r.get("ramp"))
+        .and_then(|r| r.get("decisions"))
+        .and_then(Value::as_array)
+        .and_then(|d| d.last());
+    last.is_some_and(|d| {
+        d.get("action").and_then(Value::as_str) == Some("pause")
+            && d.get("trigger").and_then(Value::as_str) == Some("judge")
+    })
 }
 
 fn ramp_state(status: &Value) -> Option<&str> {
@@ -362,6 +406,7 @@ async fn watch_ramp(
         match ramp_state(&status) {
             Some("promoted") => return Ending::Promoted,
             Some("rolled_back") => return Ending::RolledBack,
+            Some("paused") if paused_by_judge(&status) => return Ending::Paused,
             _ => {}
         }
         if Instant::now() >= deadline {
