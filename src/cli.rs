@@ -56,6 +56,41 @@ pub enum Command {
     Resume(OperatorArgs),
     /// What-if: run a route's ramp against seeded simulated traffic.
     Simulate(SimulateArgs),
+    /// Built-in backends, proxy, ramp and traffic: watch a canary promote or roll back.
+    Demo(DemoArgs),
+    /// Routes, weights, ramp state and per-arm numbers from the admin API.
+    Status(StatusArgs),
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Share of the canary's requests answered with 503 (0.05 = 5 %).
+    #[arg(long, default_value_t = 0.0)]
+    pub canary_error_rate: f64,
+    /// Milliseconds added to every canary answer.
+    #[arg(long, default_value_t = 0)]
+    pub canary_latency_ms: u64,
+    /// The demo ends after this long at the latest ("90s", "10m").
+    #[arg(long, default_value = "10m", value_parser = config::duration::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Share of stable's requests answered with 503 (a realistic background).
+    #[arg(long, default_value_t = 0.005)]
+    pub stable_error_rate: f64,
+    /// Requests per second of built-in traffic.
+    #[arg(long, default_value_t = 400.0)]
+    pub rps: f64,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The admin API.
+    #[arg(long, default_value = client::DEFAULT_ADMIN)]
+    pub admin: String,
+    /// Redraw every second until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Arguments of `promote|rollback|pause|resume`.
@@ -96,8 +131,14 @@ pub struct SimulateArgs {
 
 /// Sets up logging: level from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
+    init_logging_at(format, "info");
+}
+
+/// Sets up logging: level from `RUST_LOG`, else `default` (the demo's live
+/// view prints the decisions itself, so it logs warnings only).
+pub fn init_logging_at(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -109,7 +150,10 @@ pub fn init_logging(format: LogFormat) {
 
 /// Runs the parsed command; the exit code follows the contract.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging(cli.log_format);
+    match cli.command {
+        Command::Demo(_) => init_logging_at(cli.log_format, "warn"),
+        _ => init_logging(cli.log_format),
+    }
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run_proxy(&config),
@@ -118,6 +162,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pause(a) => operator(&a, "pause"),
         Command::Resume(a) => operator(&a, "resume"),
         Command::Simulate(a) => simulate(&a),
+        Command::Demo(a) => crate::demo::run(crate::demo::DemoOptions {
+            canary_error_rate: a.canary_error_rate,
+            canary_latency: std::time::Duration::from_millis(a.canary_latency_ms),
+            duration: a.duration,
+            stable_error_rate: a.stable_error_rate,
+            rps: a.rps,
+        }),
+        Command::Status(a) => crate::demo::view::status_command(&a.admin, a.watch),
     }
 }
 
