@@ -121,3 +121,89 @@ fn weight_with_ramp_warns() {
         ["canary_weight is ignored: the ramp (line 11) owns the weight; remove canary_weight"]
     );
 }
+
+#[test]
+fn ramp_prometheus_checks() {
+    use grayproxy::config::types::KpiBound;
+    let ctr = "[[routes.ramp.prometheus_checks]]\nname = \"ctr\"\nquery = 'sum(rate(reco_clicks_total{arm=\"{{arm}}\"}[30s]))'\nmin_ratio = 0.95\n";
+    let c = ok(&ramp(&format!(
+        "prometheus_url = \"http://127.0.0.1:9090/\"\n{ctr}[[routes.ramp.prometheus_checks]]\nname = \"p99\"\nquery = \"x\"\nmax = 0.5\n"
+    )));
+    let p = c.routes[0].ramp.clone().unwrap();
+    assert_eq!(p.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
+    assert_eq!(p.failures_before_rollback, 3);
+    assert_eq!(p.prometheus_checks.len(), 2);
+    assert_eq!(p.prometheus_checks[0].name, "ctr");
+    assert!(p.prometheus_checks[0].query.contains("{{arm}}"));
+    assert_eq!(
+        p.prometheus_checks[0].bound,
+        KpiBound::Ratio {
+            min: Some(0.95),
+            max: None
+        }
+    );
+    assert_eq!(
+        p.prometheus_checks[1].bound,
+        KpiBound::Absolute {
+            min: None,
+            max: Some(0.5)
+        }
+    );
+    let p = ok(&ramp("failures_before_rollback = 5")).routes[0]
+        .ramp
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (p.failures_before_rollback, p.prometheus_checks.len()),
+        (5, 0)
+    );
+}
+
+#[test]
+fn ramp_prometheus_check_errors() {
+    let url = "prometheus_url = \"http://127.0.0.1:9090\"\n";
+    let check = |body: &str| ramp(&format!("{url}[[routes.ramp.prometheus_checks]]\n{body}"));
+    // Without prometheus_url: an error at the check, with its location.
+    let text =
+        ramp("[[routes.ramp.prometheus_checks]]\nname = \"ctr\"\nquery = \"q\"\nmin_ratio = 0.95");
+    let e = load(&text).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with("11:1: prometheus_checks need prometheus_url in [routes.ramp]"),
+        "{e:#?}"
+    );
+    assert_eq!(
+        one_err(&check("name = \"ctr\"\nquery = \"q\"\nmin_ratio = 0.9\nmax = 3")),
+        "prometheus check `ctr` mixes min_ratio/max_ratio with min/max; use one kind (ratio: canary / stable; absolute: the canary's value)"
+    );
+    assert_eq!(
+        one_err(&check("name = \"ctr\"\nquery = \"q\"")),
+        "prometheus check `ctr` has no bound; give min_ratio/max_ratio (canary / stable) or min/max (the canary's value)"
+    );
+    assert_eq!(
+        one_err(&check("query = \"q\"\nmin = 1")),
+        "a prometheus check needs a `name`, e.g. name = \"ctr\""
+    );
+    assert_eq!(
+        one_err(&check("name = \"ctr\"\nmin = 1")),
+        "prometheus check `ctr` needs a `query` (PromQL; {{route}} and {{arm}} are filled in)"
+    );
+    assert_eq!(
+        one_err(&check(
+            "name = \"ctr\"\nquery = \"q\"\nmin_ratio = 2\nmax_ratio = 1"
+        )),
+        "prometheus check `ctr`: the lower bound 2 is above the upper bound 1"
+    );
+    assert_eq!(
+        one_err(&check("name = \"ctr\"\nquery = \"q\"\nmin = 1\nthreshold = 2")),
+        "unknown key `threshold` in [[routes.ramp.prometheus_checks]]; expected one of: name, query, min_ratio, max_ratio, min, max"
+    );
+    assert_eq!(
+        one_err(&ramp("prometheus_url = \"localhost:9090\"")),
+        "prometheus_url \"localhost:9090\" must be an http:// URL with a host, e.g. \"http://127.0.0.1:9090\""
+    );
+    assert_eq!(
+        one_err(&ramp("failures_before_rollback = 0")),
+        "failures_before_rollback 0 must be at least 1 (consecutive failing KPI checks before a rollback)"
+    );
+}

@@ -70,7 +70,12 @@ pub(crate) const RAMP_KEYS: &[&str] = &[
     "max_p99_increase",
     "gate_ratios",
     "max_step_duration",
+    "prometheus_url",
+    "failures_before_rollback",
+    "prometheus_checks",
 ];
+pub(crate) const PROM_CHECK_KEYS: &[&str] =
+    &["name", "query", "min_ratio", "max_ratio", "min", "max"];
 
 /// Optional spanned value.
 pub(crate) type Opt<T> = Option<Sp<T>>;
@@ -213,4 +218,19 @@ pub(crate) struct RawRamp {
     pub max_p99_increase: Opt<f64>,
     pub gate_ratios: List<f64>,
     pub max_step_duration: Opt<String>,
+    pub prometheus_url: Opt<String>,
+    pub failures_before_rollback: Opt<i64>,
+    pub prometheus_checks: Vec<RawPromCheck>,
+}
+
+/// `[[routes.ramp.prometheus_checks]]`.
+#[derive(Debug)]
+pub(crate) struct RawPromCheck {
+    pub at: usize,
+    pub name: Opt<String>,
+    pub query: Opt<String>,
+    pub min_ratio: Opt<f64>,
+    pub max_ratio: Opt<f64>,
+    pub min: Opt<f64>,
+    pub max: Opt<f64>,
 }

@@ -278,6 +278,43 @@ pub struct RampPolicy {
     pub gate_ratios: Vec<f64>,
     /// A step that cannot pass its gate in this time pauses (default 30 m).
     pub max_step_duration: Duration,
+    /// Prometheus base URL for the KPI checks (`None`: no KPI gates).
+    pub prometheus_url: Option<String>,
+    /// Consecutive failing KPI rounds that roll back (default 3).
+    pub failures_before_rollback: u32,
+    /// Business-KPI gates (`[[routes.ramp.prometheus_checks]]`).
+    pub prometheus_checks: Vec<PrometheusCheck>,
+}
+
+/// One `[[routes.ramp.prometheus_checks]]`: a PromQL template evaluated per
+/// arm (`{{route}}`, `{{arm}}` substituted) and its bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusCheck {
+    /// Name shown in `/status` and audit records.
+    pub name: String,
+    /// The PromQL template.
+    pub query: String,
+    /// What the values must satisfy.
+    pub bound: KpiBound,
+}
+
+/// The bound a KPI check enforces. Absent sides are `None`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KpiBound {
+    /// `min_ratio ≤ canary / stable ≤ max_ratio`.
+    Ratio {
+        /// Lowest allowed canary/stable ratio.
+        min: Option<f64>,
+        /// Highest allowed canary/stable ratio.
+        max: Option<f64>,
+    },
+    /// `min ≤ canary ≤ max` (stable is queried for display only).
+    Absolute {
+        /// Lowest allowed canary value.
+        min: Option<f64>,
+        /// Highest allowed canary value.
+        max: Option<f64>,
+    },
 }
 
 impl Default for RampPolicy {
@@ -297,6 +334,9 @@ impl Default for RampPolicy {
             max_error_rate_increase: 0.0,
             max_p99_increase: 0.0,
             max_step_duration: Duration::from_secs(1800),
+            prometheus_url: None,
+            failures_before_rollback: 3,
+            prometheus_checks: Vec::new(),
         }
     }
 }

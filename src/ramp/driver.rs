@@ -31,12 +31,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::app::App;
-use crate::config::types::{Config, RampPolicy, Route};
+use crate::config::types::{Config, PrometheusCheck, RampPolicy, Route};
 use crate::domain::CanaryWeight;
 use crate::persist::{StateFile, Store, STATE_VERSION};
+use crate::ramp::kpi::{KpiOutcome, KpiResult, PromClient, NO_DATA_BEFORE_PAUSE};
 use crate::ramp::state::{Command, Effect, Phase, RampEvent, RampState, RampStatus};
 use crate::ramp::Timestamp;
 use crate::runtime::RouteRuntime;
@@ -149,7 +151,7 @@ pub fn canary_fingerprint(config: &Config, route: &Route) -> String {
 enum RouteMsg {
     Command(Command, Reply),
     Config {
-        policy: RampPolicy,
+        policy: Box<RampPolicy>,
         canary: String,
         new_ramp: bool,
     },
@@ -210,6 +212,85 @@ struct RouteDriver {
     persist_hold: bool,
     /// A weight was set: restart the tick timer.
     weight_changed: bool,
+    /// The business-KPI checks' bookkeeping.
+    kpi: KpiGate,
+}
+
+/// The driver's view of the business-KPI checks (see [`crate::ramp::kpi`]).
+#[derive(Default)]
+struct KpiGate {
+    /// The last round's results, for `/status`.
+    results: Vec<KpiResult>,
+    /// Consecutive rounds with a failing check.
+    fail_streak: u32,
+    /// Consecutive rounds with a check without data.
+    no_data_streak: u32,
+    /// When the weight last changed: rounds started before do not unblock.
+    weight_since: Option<Instant>,
+}
+
+/// One round of KPI checks, as the query task sends it.
+struct KpiRound {
+    started: Instant,
+    results: Vec<KpiResult>,
+}
+
+/// Queries every check each `interval` and sends the rounds to the driver.
+fn spawn_kpi(
+    name: &str,
+    policy: &RampPolicy,
+    tx: mpsc::Sender<KpiRound>,
+) -> Option<JoinHandle<()>> {
+    let url = policy.prometheus_url.clone()?;
+    if policy.prometheus_checks.is_empty() {
+        return None;
+    }
+    let checks = policy.prometheus_checks.clone();
+    let period = policy.interval.max(std::time::Duration::from_millis(10));
+    let route = name.to_string();
+    Some(tokio::spawn(async move {
+        let client = PromClient::new(&url);
+        let mut every = tokio::time::interval_at(Instant::now() + period, period);
+        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let started = Instant::now();
+            let mut results = Vec::with_capacity(checks.len());
+            for c in &checks {
+                results.push(client.check(&route, c).await);
+            }
+            if tx.send(KpiRound { started, results }).await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+/// The KPI query task; aborted when dropped (replaced or the driver ends).
+struct KpiTask(Option<JoinHandle<()>>);
+
+impl KpiTask {
+    fn replace(&mut self, task: Option<JoinHandle<()>>) {
+        if let Some(old) = std::mem::replace(&mut self.0, task) {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for KpiTask {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn kpi_key(p: &RampPolicy) -> (Option<String>, Vec<PrometheusCheck>, std::time::Duration) {
+    (
+        p.prometheus_url.clone(),
+        p.prometheus_checks.clone(),
+        p.interval,
+    )
 }
 
 impl RouteDriver {
@@ -234,6 +315,7 @@ impl RouteDriver {
             dirty: false,
             persist_hold: false,
             weight_changed: false,
+            kpi: KpiGate::default(),
         };
         let now = d.clock.now();
         match d.store.load(name, now) {
@@ -262,8 +344,91 @@ impl RouteDriver {
             Err(e) => d.hold_after_bad_file(&e.to_string()),
         }
         d.rt.set_weight(d.state.weight());
+        d.block_until_kpi_passes();
         d.publish();
         d
+    }
+
+    fn has_kpi(&self) -> bool {
+        self.policy.prometheus_url.is_some() && !self.policy.prometheus_checks.is_empty()
+    }
+
+    /// With KPI checks, the ramp may not advance until a round at the
+    /// current weight passes.
+    fn block_until_kpi_passes(&mut self) {
+        self.kpi.weight_since = Some(Instant::now());
+        self.kpi.fail_streak = 0;
+        self.kpi.no_data_streak = 0;
+        self.state.advance_blocked = self
+            .has_kpi()
+            .then(|| "waiting for the KPI checks to pass at this weight".to_string());
+    }
+
+    /// One round of KPI checks: block, unblock, roll back or pause.
+    fn on_kpi(&mut self, round: KpiRound) {
+        if !self.has_kpi() {
+            self.kpi.results.clear();
+            return;
+        }
+        self.kpi.results = round.results;
+        if self.state.phase != Phase::Progressing {
+            self.kpi.fail_streak = 0;
+            self.kpi.no_data_streak = 0;
+            return;
+        }
+        let mut fails = Vec::new();
+        let mut no_data = Vec::new();
+        for r in &self.kpi.results {
+            match &r.outcome {
+                KpiOutcome::Pass => {}
+                KpiOutcome::Fail { reason } => fails.push(reason.clone()),
+                KpiOutcome::NoData { reason } => no_data.push(reason.clone()),
+            }
+        }
+        let n = self.policy.failures_before_rollback;
+        self.kpi.fail_streak = if fails.is_empty() {
+            0
+        } else {
+            self.kpi.fail_streak + 1
+        };
+        self.kpi.no_data_streak = if no_data.is_empty() {
+            0
+        } else {
+            self.kpi.no_data_streak + 1
+        };
+        if !fails.is_empty() {
+            let fails = fails.join("; ");
+            if self.kpi.fail_streak >= n {
+                let reason = format!(
+                    "KPI check failed {} times in a row: {fails}",
+                    self.kpi.fail_streak
+                );
+                tracing::warn!(route = %self.name, "{reason}; rolling back");
+                let _ = self.apply(RampEvent::KpiRollback(reason));
+                return;
+            }
+            self.state.advance_blocked = Some(format!(
+                "failing ({} of {n} before rollback): {fails}",
+                self.kpi.fail_streak
+            ));
+        } else if !no_data.is_empty() {
+            let no_data = no_data.join("; ");
+            if self.kpi.no_data_streak >= NO_DATA_BEFORE_PAUSE {
+                let reason = format!(
+                    "KPI checks without data {} times in a row (never promoted blind): {no_data}",
+                    self.kpi.no_data_streak
+                );
+                tracing::warn!(route = %self.name, "{reason}; pausing");
+                let _ = self.apply(RampEvent::KpiPause(reason));
+                return;
+            }
+            self.state.advance_blocked = Some(format!(
+                "holding, no data ({} of {NO_DATA_BEFORE_PAUSE} before pausing): {no_data}",
+                self.kpi.no_data_streak
+            ));
+        } else if self.kpi.weight_since.map_or(true, |t| round.started >= t) {
+            self.state.advance_blocked = None;
+        }
     }
 
     /// A corrupt or unreadable state file: paused at 0 %, reported, never 100 %.
@@ -294,6 +459,8 @@ impl RouteDriver {
 
     async fn run(mut self, mut rx: mpsc::Receiver<RouteMsg>, mut shutdown: watch::Receiver<bool>) {
         let mut timer = self.timer();
+        let (kpi_tx, mut kpi_rx) = mpsc::channel(4);
+        let mut kpi_task = KpiTask(spawn_kpi(&self.name, &self.policy, kpi_tx.clone()));
         loop {
             // The state file is fsynced (about 6 ms on a plain disk):
             // file work runs where it does not stall the proxy's workers.
@@ -302,15 +469,24 @@ impl RouteDriver {
                     let counts = self.rt.take_tick();
                     let _ = blocking(|| self.apply(RampEvent::Tick(counts)));
                 }
+                Some(round) = kpi_rx.recv() => {
+                    blocking(|| self.on_kpi(round));
+                }
                 msg = rx.recv() => match msg {
                     Some(RouteMsg::Command(c, reply)) => {
                         let _ = reply.send(blocking(|| self.command(c)));
                     }
                     Some(RouteMsg::Config { policy, canary, new_ramp }) => {
                         let retime = policy.tick != self.policy.tick;
-                        blocking(|| self.reconfigure(policy, canary, new_ramp));
+                        let kpi_changed = kpi_key(&policy) != kpi_key(&self.policy);
+                        blocking(|| self.reconfigure(*policy, canary, new_ramp));
                         if retime {
                             timer = self.timer();
+                        }
+                        if kpi_changed {
+                            kpi_task.replace(spawn_kpi(&self.name, &self.policy, kpi_tx.clone()));
+                            self.kpi.results.clear();
+                            self.block_until_kpi_passes();
                         }
                     }
                     Some(RouteMsg::Stop(file_weight)) => {
@@ -503,6 +679,7 @@ impl RouteDriver {
                 Effect::SetWeight(w) => {
                     if w != self.rt.weight() {
                         self.weight_changed = true;
+                        self.block_until_kpi_passes();
                     }
                     self.rt.set_weight(w);
                 }
@@ -552,6 +729,7 @@ impl RouteDriver {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.clone().or_else(|| b.clone()),
         };
+        s.kpi.clone_from(&self.kpi.results);
         s
     }
 

@@ -122,7 +122,7 @@ impl Supervisor {
                     let _ = task
                         .tx
                         .send(RouteMsg::Config {
-                            policy: policy.clone(),
+                            policy: Box::new(policy.clone()),
                             canary,
                             new_ramp,
                         })

@@ -3,6 +3,7 @@
 //! * [`window`]: per-tick counts of weight-assigned requests (the hot path's recorder).
 //! * [`judge`]: the statistics (`JUDGE.md`): rollback e-process, gates, guards.
 //! * [`state`]: the state machine (contract §4): events in, effects out.
+//! * [`kpi`]: business-KPI gates (Prometheus checks): pure evaluation and the query client.
 //! * [`driver`]: the thin async driver (timers, files, operator commands).
 //! * [`sim`]: the `simulate` engine: the real state machine and judge on
 //!   seeded simulated traffic.
@@ -13,6 +14,7 @@
 pub mod audit;
 pub mod driver;
 pub mod judge;
+pub mod kpi;
 pub mod sim;
 pub mod state;
 pub mod status;

@@ -82,6 +82,11 @@ pub enum RampEvent {
         /// The canary changed: start a new ramp from the first step.
         new_ramp: bool,
     },
+    /// A business-KPI check failed `failures_before_rollback` times in a
+    /// row (the driver's Prometheus checks): roll back with this reason.
+    KpiRollback(String),
+    /// The KPI checks had no data too often: pause (from `Progressing`) with this reason.
+    KpiPause(String),
 }
 
 /// What the driver must do, in order.
@@ -112,6 +117,9 @@ pub struct RampStatus {
     /// directory not writable); `None` when all is well.
     #[serde(default)]
     pub error: Option<String>,
+    /// The business-KPI checks' last results (empty without checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kpi: Vec<crate::ramp::kpi::KpiResult>,
 }
 
 /// The whole ramp state of one route (serde: persisted after every change).
@@ -143,6 +151,10 @@ pub struct RampState {
     pub judge: Judge,
     /// Recent audit records, oldest first.
     pub decisions: VecDeque<AuditRecord>,
+    /// Set by the driver while business-KPI checks block advancing (why);
+    /// not persisted: after a restart the checks block until they pass again.
+    #[serde(skip)]
+    pub advance_blocked: Option<String>,
 }
 
 impl RampState {
@@ -171,6 +183,7 @@ impl RampState {
             last_tick: None,
             judge: Judge::new(),
             decisions: VecDeque::new(),
+            advance_blocked: None,
         }
     }
 
@@ -201,6 +214,19 @@ impl RampState {
             RampEvent::Tick(tick) => self.on_tick(&tick, now, policy, &mut fx),
             RampEvent::Command(c) => self.on_command(c, now, policy, &mut fx),
             RampEvent::ConfigChanged { new_ramp } => self.on_config(new_ramp, now, policy, &mut fx),
+            RampEvent::KpiRollback(reason) => {
+                if matches!(self.phase, Phase::Progressing | Phase::Paused) {
+                    self.roll_back(now, policy, &mut fx, Trigger::Judge, reason);
+                }
+            }
+            RampEvent::KpiPause(reason) => {
+                if self.phase == Phase::Progressing {
+                    self.paused_from = Some(Phase::Progressing);
+                    self.phase = Phase::Paused;
+                    self.pause_reason = Some(reason.clone());
+                    self.audit(&mut fx, now, policy, Action::Pause, Trigger::Judge, reason);
+                }
+            }
         }
         // Every change is persisted, once, after the other effects. A tick
         // that only moved the judge's evidence asked for `Persist` itself:
@@ -281,7 +307,8 @@ impl RampState {
         let on_step = now.saturating_sub(self.step_since);
         let enough = self.step_canary.requests >= policy.min_requests
             && self.step_stable.requests >= policy.min_requests;
-        if on_step >= ms(policy.interval) && enough && !v.hold && v.gate_passed() {
+        let kpi_ok = self.advance_blocked.is_none();
+        if on_step >= ms(policy.interval) && enough && !v.hold && v.gate_passed() && kpi_ok {
             let reason = match &v.gate {
                 Some(g) => format!(
                     "canary shown < {}× worse: F errors = {:.1}, F slow = {:.1} (≥ {GATE_THRESHOLD})",
@@ -318,6 +345,9 @@ impl RampState {
         }
         if self.hold {
             return "shared degradation lasted the whole max_step_duration".to_string();
+        }
+        if let Some(why) = &self.advance_blocked {
+            return format!("KPI checks blocked the step for the whole max_step_duration: {why}");
         }
         let ev = self
             .judge
@@ -590,6 +620,7 @@ impl RampState {
             waiting_for: waiting_for(self, policy),
             decisions: self.decisions.iter().cloned().collect(),
             error: None,
+            kpi: Vec::new(),
         }
     }
 }

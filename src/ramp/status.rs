@@ -50,6 +50,9 @@ fn progressing(state: &RampState, policy: &RampPolicy) -> Option<String> {
     if state.hold {
         return Some("hold: shared degradation (stable is failing or slow too); the ramp holds until it ends".to_string());
     }
+    if let Some(why) = &state.advance_blocked {
+        return Some(format!("KPI checks: {why}"));
+    }
     let mut needs = Vec::new();
     let now = state.last_tick.unwrap_or(state.step_since);
     let on_step = now.saturating_sub(state.step_since);

@@ -402,6 +402,26 @@ impl Reader<'_> {
             max_p99_increase: self.number(t, "max_p99_increase"),
             gate_ratios: self.list(t, "gate_ratios", "numbers", as_number),
             max_step_duration: self.string(t, "max_step_duration"),
+            prometheus_url: self.string(t, "prometheus_url"),
+            failures_before_rollback: self.integer(t, "failures_before_rollback"),
+            prometheus_checks: self
+                .tables(
+                    t,
+                    "prometheus_checks",
+                    "[[routes.ramp.prometheus_checks]]",
+                    PROM_CHECK_KEYS,
+                )
+                .iter()
+                .map(|c| RawPromCheck {
+                    at: c.at,
+                    name: self.string(c, "name"),
+                    query: self.string(c, "query"),
+                    min_ratio: self.number(c, "min_ratio"),
+                    max_ratio: self.number(c, "max_ratio"),
+                    min: self.number(c, "min"),
+                    max: self.number(c, "max"),
+                })
+                .collect(),
         }
     }
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::Checker;
 use crate::config::duration::format_duration;
-use crate::config::raw::{RawRamp, Sp};
-use crate::config::types::RampPolicy;
+use crate::config::raw::{RawPromCheck, RawRamp, Sp};
+use crate::config::types::{KpiBound, PrometheusCheck, RampPolicy};
 use crate::domain::CanaryWeight;
 
 /// The ramp policy, defaults filled in; problems are pushed into `c`.
@@ -49,9 +49,148 @@ pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
         max_p99_increase: fraction(c, &r.max_p99_increase, d.max_p99_increase, Bound::P99),
         gate_ratios,
         max_step_duration,
+        prometheus_url: prometheus_url(c, r),
+        failures_before_rollback: failures_before_rollback(c, r, d.failures_before_rollback),
+        prometheus_checks: r
+            .prometheus_checks
+            .iter()
+            .filter_map(|k| check(c, k))
+            .collect(),
     };
     timing(c, r, &policy);
+    if policy.prometheus_url.is_none() && r.prometheus_url.is_none() {
+        if let Some(k) = r.prometheus_checks.first() {
+            c.error(
+                k.at,
+                "prometheus_checks need prometheus_url in [routes.ramp], e.g. prometheus_url = \"http://127.0.0.1:9090\"",
+            );
+        }
+    }
     policy
+}
+
+/// `http://host:port[/prefix]`, no trailing slash kept.
+fn prometheus_url(c: &mut Checker<'_>, r: &RawRamp) -> Option<String> {
+    let u = r.prometheus_url.as_ref()?;
+    let rest = u.value.strip_prefix("http://");
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {
+            Some(u.value.trim_end_matches('/').to_string())
+        }
+        _ => {
+            let msg = format!(
+                "prometheus_url \"{}\" must be an http:// URL with a host, e.g. \"http://127.0.0.1:9090\"",
+                u.value
+            );
+            c.error(u.at, msg);
+            None
+        }
+    }
+}
+
+fn failures_before_rollback(c: &mut Checker<'_>, r: &RawRamp, default: u32) -> u32 {
+    let Some(f) = &r.failures_before_rollback else {
+        return default;
+    };
+    match u32::try_from(f.value) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            let msg = format!(
+                "failures_before_rollback {} must be at least 1 (consecutive failing KPI checks before a rollback)",
+                f.value
+            );
+            c.error(f.at, msg);
+            default
+        }
+    }
+}
+
+/// One KPI check: name, query, and exactly one kind of bound.
+fn check(c: &mut Checker<'_>, k: &RawPromCheck) -> Option<PrometheusCheck> {
+    let mut ok = true;
+    let name = match &k.name {
+        Some(n) if !n.value.trim().is_empty() => n.value.clone(),
+        _ => {
+            c.error(
+                k.at,
+                "a prometheus check needs a `name`, e.g. name = \"ctr\"",
+            );
+            ok = false;
+            String::new()
+        }
+    };
+    let query = match &k.query {
+        Some(q) if !q.value.trim().is_empty() => q.value.clone(),
+        _ => {
+            let msg = format!(
+                "prometheus check `{name}` needs a `query` (PromQL; {{{{route}}}} and {{{{arm}}}} are filled in)"
+            );
+            c.error(k.at, msg);
+            ok = false;
+            String::new()
+        }
+    };
+    for v in [&k.min_ratio, &k.max_ratio, &k.min, &k.max]
+        .into_iter()
+        .flatten()
+    {
+        if !v.value.is_finite() {
+            c.error(v.at, format!("{} is not a finite number", v.value));
+            ok = false;
+        }
+    }
+    for (lo, hi) in [(&k.min_ratio, &k.max_ratio), (&k.min, &k.max)] {
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            if lo.value > hi.value {
+                let msg = format!(
+                    "prometheus check `{name}`: the lower bound {} is above the upper bound {}",
+                    lo.value, hi.value
+                );
+                c.error(lo.at, msg);
+                ok = false;
+            }
+        }
+    }
+    if let Some(r) = [&k.min_ratio, &k.max_ratio]
+        .into_iter()
+        .flatten()
+        .find(|r| r.value < 0.0)
+    {
+        let msg = format!(
+            "ratio {} must be 0 or more (canary value / stable value)",
+            r.value
+        );
+        c.error(r.at, msg);
+        ok = false;
+    }
+    let ratio = k.min_ratio.is_some() || k.max_ratio.is_some();
+    let absolute = k.min.is_some() || k.max.is_some();
+    let bound = match (ratio, absolute) {
+        (true, false) => KpiBound::Ratio {
+            min: k.min_ratio.as_ref().map(|v| v.value),
+            max: k.max_ratio.as_ref().map(|v| v.value),
+        },
+        (false, true) => KpiBound::Absolute {
+            min: k.min.as_ref().map(|v| v.value),
+            max: k.max.as_ref().map(|v| v.value),
+        },
+        (true, true) => {
+            let at = k.min.as_ref().or(k.max.as_ref()).map_or(k.at, |v| v.at);
+            let msg = format!(
+                "prometheus check `{name}` mixes min_ratio/max_ratio with min/max; use one kind (ratio: canary / stable; absolute: the canary's value)"
+            );
+            c.error(at, msg);
+            return None;
+        }
+        (false, false) => {
+            let msg = format!(
+                "prometheus check `{name}` has no bound; give min_ratio/max_ratio (canary / stable) or min/max (the canary's value)"
+            );
+            c.error(k.at, msg);
+            return None;
+        }
+    };
+    ok.then_some(PrometheusCheck { name, query, bound })
 }
 
 /// tick in (0, interval]; max_step_duration ≥ interval.
