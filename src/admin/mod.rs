@@ -19,6 +19,9 @@ use crate::ramp::driver::{self, CommandError, RampHandle};
 use crate::routing;
 use crate::runtime::Runtime;
 
+/// How long an operator command may wait for the ramp driver.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shared by every admin request.
 pub struct Admin {
     runtime: Arc<Runtime>,
@@ -102,7 +105,15 @@ impl Admin {
                 "the ramp driver is not running",
             );
         };
-        match ramp.command(name, command).await {
+        let answer = tokio::time::timeout(COMMAND_TIMEOUT, ramp.command(name, command))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CommandError::Persist(format!(
+                    "the ramp did not answer within {} s",
+                    COMMAND_TIMEOUT.as_secs()
+                )))
+            });
+        match answer {
             Ok(status) => {
                 tracing::info!(
                     route = name,

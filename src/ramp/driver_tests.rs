@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::domain::Arm;
 use crate::metrics::Metrics;
+use crate::runtime::Runtime;
 
 const CONFIG: &str = r#"
 [server]
