@@ -13,39 +13,6 @@ use http::{Method, StatusCode};
 use ramp_support::*;
 use serde_json::Value;
 
-const FAST: &str = r#"tick = "100ms"
-interval = "300ms"
-baseline = "1s"
-max_step_duration = "1m""#;
-
-async fn start(setup: &Setup) -> App {
-    let mut app = App::start(&setup.config).await.unwrap();
-    grayproxy::ramp::driver::start(&mut app);
-    app
-}
-
-fn actions(audit: &[Value]) -> Vec<String> {
-    audit
-        .iter()
-        .map(|r| r["action"].as_str().unwrap().to_string())
-        .collect()
-}
-
-async fn wait_state(c: &HttpClient, app: &App, state: &str, limit: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let r = ramp(c, app.admin_addr).await;
-        if r["state"] == state {
-            return r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for ramp state {state}; last status:\n{r:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_with_30_percent_503s_is_rolled_back() {
     let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.30).await);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use grayproxy::app::App;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -332,4 +333,41 @@ where
 /// A file that must exist, to be read as text.
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Short ramp timings for tests.
+pub const FAST: &str = r#"tick = "100ms"
+interval = "300ms"
+baseline = "1s"
+max_step_duration = "1m""#;
+
+/// Starts the app with the ramp driver.
+pub async fn start(setup: &Setup) -> App {
+    let mut app = App::start(&setup.config).await.unwrap();
+    grayproxy::ramp::driver::start(&mut app);
+    app
+}
+
+/// The `action` of each audit record.
+pub fn actions(audit: &[Value]) -> Vec<String> {
+    audit
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Polls `/status` until the ramp reaches `state`.
+pub async fn wait_state(c: &HttpClient, app: &App, state: &str, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let r = ramp(c, app.admin_addr).await;
+        if r["state"] == state {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for ramp state {state}; last status:\n{r:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
