@@ -41,8 +41,9 @@ fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
-        // hyper answers 431 when the head outgrows its read buffer (min 8 KiB).
-        .max_buf_size(server.max_header_bytes.max(8192));
+        // hyper answers a bare 431 when the head outgrows its read buffer (min
+        // 8 KiB); up to twice the limit the proxy checks it and answers in JSON.
+        .max_buf_size(server.max_header_bytes.saturating_mul(2).max(8192));
     // hyper's own limit is 100 on a stack array; setting the same limit
     // explicitly makes it build and copy a 100-slot heap vector twice per
     // request (about 6% of the proxy's instructions), so only set it when

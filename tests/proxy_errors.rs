@@ -305,14 +305,23 @@ async fn bodies_over_max_body_bytes_are_413_with_or_without_content_length() {
 
 /// Sends raw bytes on a fresh connection and returns the status line.
 async fn raw_status_line(proxy: &TestProxy, request: &[u8]) -> String {
+    raw_response(proxy, request)
+        .await
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Sends raw bytes on a fresh connection and returns the whole answer.
+async fn raw_response(proxy: &TestProxy, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
     // The proxy may answer and close before reading all of an oversized head.
     let _ = stream.write_all(request).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    text.lines().next().unwrap_or("").to_owned()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +330,21 @@ async fn oversized_heads_are_431_and_malformed_requests_400() {
     let mut too_big = b"GET /body HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
     too_big.extend_from_slice(&vec![b'a'; 70 * 1024]);
     too_big.extend_from_slice(b"\r\n\r\n");
-    let line = raw_status_line(&s.proxy, &too_big).await;
+    let answer = raw_response(&s.proxy, &too_big).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+        "{answer}"
+    );
+    // Up to twice the limit the proxy itself answers, with the JSON body.
+    assert!(
+        answer.ends_with(r#"{"error":"request headers too large"}"#),
+        "{answer}"
+    );
+    // Far beyond it, hyper refuses the head before the proxy sees it.
+    let mut huge = b"GET /body HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    huge.extend_from_slice(&vec![b'a'; 200 * 1024]);
+    huge.extend_from_slice(b"\r\n\r\n");
+    let line = raw_status_line(&s.proxy, &huge).await;
     assert_eq!(line, "HTTP/1.1 431 Request Header Fields Too Large");
 
     let mut many = b"GET /body HTTP/1.1\r\nhost: x\r\n".to_vec();

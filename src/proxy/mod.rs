@@ -61,6 +61,11 @@ impl Proxy {
             return closing(ProxyError::BadRequest.response(None, None), version);
         }
         let snap = self.runtime.snapshot();
+        // hyper itself refuses heads beyond twice the limit (with an empty
+        // 431); between the limit and that, the answer carries the JSON body.
+        if head_size(&req) > snap.config.server.max_header_bytes {
+            return closing(ProxyError::HeadersTooLarge.response(None, None), version);
+        }
         let limit = snap.config.server.max_body_bytes;
         if declared_length(&req).is_some_and(|len| len > limit) {
             return closing(ProxyError::BodyTooLarge.response(None, None), version);
@@ -199,6 +204,17 @@ fn decide<B>(snap: &Snapshot, req: &Request<B>) -> Option<Decision> {
         |i| snap.routes.get(i).map(|r| r.weight()).unwrap_or_default(),
         &mut rand::thread_rng(),
     )
+}
+
+/// Size of the request head as sent: request line plus `name: value\r\n` lines.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    req.headers().iter().fold(line, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    })
 }
 
 /// The request's declared body length, when it has one.
