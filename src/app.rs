@@ -21,6 +21,9 @@ use crate::server::{self, shutdown_signalled};
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The admin API would be reachable from the network without a token.
+    #[error("admin.listen {0} is not a loopback address and admin.token_file is not set: anyone who can reach it could change weights; set admin.token_file or listen on 127.0.0.1")]
+    UnprotectedAdmin(SocketAddr),
     /// The config file is invalid (every error, rendered).
     #[error("{0}")]
     Config(config::ConfigErrors),
@@ -72,6 +75,7 @@ impl App {
             None => None,
         };
         let admin_listen = loaded.config.admin.listen;
+        check_admin_exposure(&loaded.config.admin)?;
         let runtime = Runtime::new(Metrics::new()?, loaded.config);
         let proxy_listener = bind("proxy", proxy_listen).await?;
         let admin_listener = bind("admin", admin_listen).await?;
@@ -150,6 +154,30 @@ impl App {
                     tracing::error!(error = %e, "a grayproxy task panicked");
                 }
             }
+        }
+    }
+}
+
+/// Refuses a network-reachable admin API without a token, and warns when
+/// the token file can be read by every local user.
+fn check_admin_exposure(admin: &crate::config::types::AdminConfig) -> Result<(), StartError> {
+    match &admin.token_file {
+        None if !admin.listen.ip().is_loopback() => Err(StartError::UnprotectedAdmin(admin.listen)),
+        None => Ok(()),
+        Some(path) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(path) {
+                    if meta.permissions().mode() & 0o004 != 0 {
+                        tracing::warn!(
+                            file = %path.display(),
+                            "the admin token file is world-readable; chmod 600 it"
+                        );
+                    }
+                }
+            }
+            Ok(())
         }
     }
 }
