@@ -238,7 +238,17 @@ async fn run_in(
 ) -> Result<Ending, String> {
     let token = demo_token();
     let config = dir.join("grayproxy.toml");
-    std::fs::write(dir.join("admin.token"), format!("{token}\n"))
+    /// A token file only its owner can read.
+    fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+        std::fs::write(path, text)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+    write_private(&dir.join("admin.token"), &format!("{token}\n"))
         .and_then(|()| std::fs::write(&config, config_text(stable, canary)))
         .map_err(|e| format!("cannot write the demo config in {}: {e}", dir.display()))?;
     let mut app = App::start(&config).await.map_err(|e| e.to_string())?;
