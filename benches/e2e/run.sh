@@ -4,6 +4,8 @@
 #
 #   benches/e2e/run.sh            # 3 rounds (default)
 #   ROUNDS=5 DURATION=10 benches/e2e/run.sh
+#   BARE=1 benches/e2e/run.sh     # also examples/bare_hyper_proxy: the floor
+#                                 # hyper + tokio set, without grayproxy's work
 #
 # What it does (loopback only; everything it starts it stops, by PID):
 #   * installs nginx and wrk (apt) and oha (cargo install --locked) if missing;
@@ -35,6 +37,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 NICE=${NICE:--10}                 # every benchmark process alike, above other work on a shared box
 GRAYPROXY_BIN=${GRAYPROXY_BIN:-}  # a prebuilt grayproxy (e.g. an older build, for before/after); skips the build
 LOAD_CPU=${LOAD_CPU:-1}
+BARE=${BARE:-}                    # 1: measure examples/bare_hyper_proxy as a third proxy
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -87,6 +90,11 @@ else
     (cd "$ROOT" && cargo build --release --quiet --bin grayproxy)
     GRAYPROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/grayproxy"
 fi
+if [[ -n "$BARE" ]]; then
+    log "building examples/bare_hyper_proxy (release)"
+    (cd "$ROOT" && cargo build --release --quiet --example bare_hyper_proxy)
+    BARE_PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bare_hyper_proxy"
+fi
 # Pinned, and niced alike (root only; otherwise plain). `pin_bg ... &`
 # execs, so that $! is the PID of the program itself.
 pin() {
@@ -114,7 +122,8 @@ PORT_CANARY=$((PORT_BASE + 1))
 PORT_PEER=$((PORT_BASE + 2))
 PORT_GRAY=$((PORT_BASE + 3))
 PORT_ADMIN=$((PORT_BASE + 4))
-for p in $PORT_STABLE $PORT_CANARY $PORT_PEER $PORT_GRAY $PORT_ADMIN; do
+PORT_BARE=$((PORT_BASE + 5))
+for p in $PORT_STABLE $PORT_CANARY $PORT_PEER $PORT_GRAY $PORT_ADMIN $PORT_BARE; do
     if ss -Hltn "sport = :$p" | grep -q .; then
         log "port $p is in use; set PORT_BASE"
         exit 1
@@ -170,9 +179,20 @@ pin_bg "$PROXY_CPU" env RUST_LOG=warn "$GRAYPROXY" run --config "$WORK/grayproxy
     2>"$WORK/grayproxy.log" &
 GRAY_PID=$!
 PIDS+=("$GRAY_PID")
+PROXIES="nginx grayproxy"
+PROXY_PORTS="$PORT_PEER $PORT_GRAY"
+if [[ -n "$BARE" ]]; then
+    pin_bg "$PROXY_CPU" "$BARE_PROXY" "127.0.0.1:$PORT_BARE" "127.0.0.1:$PORT_STABLE" \
+        "127.0.0.1:$PORT_CANARY" 2>"$WORK/bare.log" &
+    BARE_PID=$!
+    PIDS+=("$BARE_PID")
+    PROXIES="$PROXIES bare"
+    PROXY_PORTS="$PROXY_PORTS $PORT_BARE"
+fi
 wait_port "$PORT_PEER"
 wait_port "$PORT_GRAY"
-for p in $PORT_PEER $PORT_GRAY; do
+[[ -z "$BARE" ]] || wait_port "$PORT_BARE"
+for p in $PROXY_PORTS; do
     got=$(curl -fsS "http://127.0.0.1:$p/api/recommend" -H 'x-user-id: probe' | wc -c)
     [[ $got -eq 264 ]] || { log "port $p answered $got bytes, not 264"; exit 1; }
 done
@@ -239,15 +259,19 @@ PY
 }
 
 log "warm-up"
-for port in $PORT_PEER $PORT_GRAY; do
+for port in $PROXY_PORTS; do
     pin "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$HERE/users.lua" \
         "http://127.0.0.1:$port/api/recommend" >/dev/null
 done
 
 for round in $(seq 1 "$ROUNDS"); do
-    if ((round % 2)); then order="nginx grayproxy"; else order="grayproxy nginx"; fi
+    if ((round % 2)); then order=$PROXIES; else order=$(tr ' ' '\n' <<<"$PROXIES" | tac | tr '\n' ' '); fi
     for name in $order; do
-        if [[ $name == nginx ]]; then port=$PORT_PEER pid=$NGINX_PID; else port=$PORT_GRAY pid=$GRAY_PID; fi
+        case $name in
+            nginx) port=$PORT_PEER pid=$NGINX_PID ;;
+            grayproxy) port=$PORT_GRAY pid=$GRAY_PID ;;
+            bare) port=$PORT_BARE pid=$BARE_PID ;;
+        esac
         log "round $round/$ROUNDS: $name saturating (${DURATION}s), then ${RATE} req/s (${LAT_DURATION}s)"
         saturate "$name" "$port" "$pid" "$round"
         latency "$name" "$port" "$pid" "$round"
@@ -295,18 +319,28 @@ def cell(values, fmt):
     med = statistics.median(values)
     return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})", med
 
+bare = "bare" in sat
 print()
 print(f"grayproxy vs nginx, {rounds} interleaved rounds, medians (min–max);")
 print(f"proxy pinned to 1 core, wrk -t1 -c{conns} + backends on the other core")
 print()
-print(f"| metric | nginx | grayproxy | grayproxy / nginx |")
-print(f"|---|---|---|---|")
+if bare:
+    print("| metric | nginx | grayproxy | bare hyper | grayproxy / nginx | bare / nginx |")
+    print("|---|---|---|---|---|---|")
+else:
+    print("| metric | nginx | grayproxy | grayproxy / nginx |")
+    print("|---|---|---|---|")
 for label, key, fmt in rows:
     n_cell, n_med = cell(metric("nginx", key), fmt)
     g_cell, g_med = cell(metric("grayproxy", key), fmt)
     ratio = g_med / n_med if n_med else float("nan")
-    print(f"| {label} | {n_cell} | {g_cell} | {ratio:.2f} |")
-for name in ("nginx", "grayproxy"):
+    if bare:
+        b_cell, b_med = cell(metric("bare", key), fmt)
+        b_ratio = b_med / n_med if n_med else float("nan")
+        print(f"| {label} | {n_cell} | {g_cell} | {b_cell} | {ratio:.2f} | {b_ratio:.2f} |")
+    else:
+        print(f"| {label} | {n_cell} | {g_cell} | {ratio:.2f} |")
+for name in sat:
     bad = [r for r in lat[name] if r["ok"] < 1.0]
     if bad:
         print(f"\n{name}: fixed-rate runs with failures: {[r['codes'] for r in bad]}")

@@ -442,13 +442,18 @@ impl EndpointPool {
             let mut sender = match self.take_idle().filter(|_| reused) {
                 Some(sender) => sender,
                 None if reused => continue,
-                None => match self
-                    .connect(
+                // Boxed: connecting (TCP, TLS, handshake) is a ~2.5 KB state
+                // machine that would otherwise sit inside every request's
+                // future and be copied with it, though most requests take a
+                // pooled connection.
+                None => match Box::pin(
+                    self.connect(
                         deadline
                             .saturating_duration_since(Instant::now())
                             .min(connect_timeout),
-                    )
-                    .await
+                    ),
+                )
+                .await
                 {
                     Ok(sender) => sender,
                     Err(failure) => {
