@@ -13,7 +13,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
@@ -56,18 +56,21 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let version = req.version();
-        if let Err(why) = framing::check(version, req.headers()) {
-            tracing::debug!(reason = why.as_str(), "request framing refused");
-            return closing(ProxyError::BadRequest.response(None, None), version);
-        }
+        let head = match framing::inspect(version, req.headers()) {
+            Ok(head) => head,
+            Err(why) => {
+                tracing::debug!(reason = why.as_str(), "request framing refused");
+                return closing(ProxyError::BadRequest.response(None, None), version);
+            }
+        };
         let snap = self.runtime.snapshot();
         // hyper itself refuses heads beyond twice the limit (with an empty
         // 431); between the limit and that, the answer carries the JSON body.
-        if head_size(&req) > snap.config.server.max_header_bytes {
+        if request_line_size(&req) + head.header_bytes > snap.config.server.max_header_bytes {
             return closing(ProxyError::HeadersTooLarge.response(None, None), version);
         }
         let limit = snap.config.server.max_body_bytes;
-        if declared_length(&req).is_some_and(|len| len > limit) {
+        if head.content_length.is_some_and(|len| len > limit) {
             return closing(ProxyError::BodyTooLarge.response(None, None), version);
         }
         let Some(decision) = decide(&snap, &req) else {
@@ -206,23 +209,13 @@ fn decide<B>(snap: &Snapshot, req: &Request<B>) -> Option<Decision> {
     )
 }
 
-/// Size of the request head as sent: request line plus `name: value\r\n` lines.
-fn head_size<B>(req: &Request<B>) -> usize {
+/// Size of the request line as sent (the header lines are counted by
+/// [`framing::inspect`]).
+fn request_line_size<B>(req: &Request<B>) -> usize {
     let uri = req.uri();
     let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len());
-    let line = req.method().as_str().len() + target + 12;
-    req.headers().iter().fold(line, |n, (name, value)| {
-        n + name.as_str().len() + value.len() + 4
-    })
-}
-
-/// The request's declared body length, when it has one.
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    req.method().as_str().len() + target + 12
 }
 
 /// Step: the request as the upstream sees it (origin-form URI, HTTP/1.1,
