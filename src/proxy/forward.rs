@@ -43,7 +43,14 @@ pub struct ClientInfo {
 
 /// The index of `name` in [`HOP_BY_HOP`], if it is one of them.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    match name.as_str() {
+    // Names are lowercase; every hop-by-hop name is 2, 7, 10, 16, 17, 18 or
+    // 19 bytes long, so most names are ruled out by their length alone.
+    let n = name.as_str();
+    match n.len() {
+        2 | 7 | 10 | 16..=19 => {}
+        _ => return None,
+    }
+    match n {
         "connection" => Some(0),
         "keep-alive" => Some(1),
         "proxy-connection" => Some(2),
@@ -57,26 +64,38 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     }
 }
 
+/// Whether a `Connection` value names nothing but `keep-alive` or `close`
+/// (the usual values), so no other header has to be looked for.
+fn names_no_other_header(value: &HeaderValue) -> bool {
+    let v = value.as_bytes();
+    v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+}
+
 /// Removes hop-by-hop headers and those the `Connection` header names.
 ///
-/// One pass over the names finds which hop-by-hop headers are there; only
-/// those are removed (most messages carry none, or a `Connection` header at
-/// most), instead of hashing and probing all nine names every time.
+/// One pass over the header lines finds which hop-by-hop headers are there;
+/// only those are removed (most messages carry none, or a `Connection:
+/// keep-alive` at most), instead of hashing and probing all nine names every
+/// time. A `Connection` header that says only `keep-alive` or `close` is not
+/// parsed for other names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u16;
-    for name in headers.keys() {
+    let mut names_others = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
+            if i == 0 && !names_no_other_header(value) {
+                names_others = true;
+            }
         }
     }
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
+    if names_others {
         // Collect named headers first: removing while iterating `Connection`
         // values would borrow the map twice. Names that are hop-by-hop anyway
-        // (`keep-alive`, `upgrade`) are left to the loop below, so the usual
-        // `Connection: keep-alive` is neither parsed nor allocated.
+        // (`keep-alive`, `upgrade`) are left to the loop below.
         let mut named: Vec<HeaderName> = Vec::new();
         for value in headers.get_all(header::CONNECTION) {
             let Ok(text) = value.to_str() else { continue };
@@ -312,6 +331,32 @@ mod tests {
             let mut buf = [0u8; 64];
             assert_eq!(format_ip(ip, &mut buf), text);
         }
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_recognised() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        for other in ["host", "x-forwarded-for", "content-length", "connectio", "tea"] {
+            assert_eq!(hop_by_hop_index(&HeaderName::from_static(other)), None);
+        }
+    }
+
+    #[test]
+    fn connection_close_or_keep_alive_values_name_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Close"));
+        h.append("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-keep").is_some());
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-drop"));
+        h.append("x-drop", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-drop").is_none(), "a second Connection line still names headers");
     }
 
     #[test]
