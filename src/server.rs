@@ -194,13 +194,10 @@ async fn serve_cleartext<S>(
     mut shutdown: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
 ) where
-    S: Service<
-            Request<Incoming>,
-            Response = Response<ResponseBody>,
-            Error = Infallible,
-            Future = HandlerFuture,
-        > + Send
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+        + Send
         + 'static,
+    S::Future: Send + 'static,
 {
     let sniffed = tokio::select! {
         sniffed = tokio::time::timeout(server.header_read_timeout, sniff(&stream)) => {
