@@ -3,17 +3,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::types::ServerConfig;
 use crate::proxy::body::ResponseBody;
@@ -33,6 +35,29 @@ pub async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
 
 /// hyper's default HTTP/1 header count limit (`DEFAULT_MAX_HEADERS`).
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// The HTTP/1.1 half of [`builder`], for connections known to speak HTTP/1.
+fn http1_builder(server: &ServerConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes.saturating_mul(2).max(8192));
+    if server.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(server.max_headers);
+    }
+    builder
+}
+
+/// The h2 half of [`builder`], for connections that sent the h2 preface.
+fn http2_builder(server: &ServerConfig) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
 
 /// A connection builder with the client-side limits of `server`.
 fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
@@ -92,6 +117,120 @@ pub async fn serve_proxy(
     .await;
 }
 
+/// The future of one request, boxed (see [`boxed_service`]).
+type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+/// `handler` as a hyper service whose future is boxed per request.
+///
+/// hyper's HTTP/1 dispatcher keeps one heap slot sized to the service's
+/// future for the connection's whole life, idle or not. The proxy's request
+/// future is about 6 KiB, so every idle keep-alive connection held 6 KiB it
+/// was not using; boxed, the slot is 16 bytes and the request's state lives
+/// only as long as the request.
+fn boxed_service<H, F>(
+    handler: H,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<ResponseBody>,
+    Error = Infallible,
+    Future = HandlerFuture,
+>
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
+{
+    service_fn(move |req| -> HandlerFuture { Box::pin(handler(req)) })
+}
+
+/// The connection preface of HTTP/2 with prior knowledge (h2c).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a cleartext client's first bytes say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniffed {
+    /// Anything that is not the h2 preface.
+    Http1,
+    /// The whole h2 preface.
+    Http2,
+    /// A strict prefix of the h2 preface so far (the rest is still in flight).
+    Unsure,
+    /// Closed (or failed) before sending a byte.
+    Gone,
+}
+
+/// Peeks at (does not consume) the first bytes the client sent, once there
+/// are some.
+async fn sniff(stream: &TcpStream) -> Sniffed {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match stream.peek(&mut buf).await {
+        Ok(0) | Err(_) => Sniffed::Gone,
+        Ok(n) if buf[..n] != H2_PREFACE[..n] => Sniffed::Http1,
+        Ok(n) if n == H2_PREFACE.len() => Sniffed::Http2,
+        Ok(_) => Sniffed::Unsure,
+    }
+}
+
+/// One cleartext client connection, HTTP/1.1 or h2c.
+///
+/// hyper-util's auto builder would sniff the protocol by *reading* the first
+/// bytes and replaying them through a `Rewind` wrapper: hyper's first read
+/// then returns those few bytes, its next read asks for 8 KiB more on top,
+/// and the read buffer doubles to 16 KiB for the connection's whole life.
+/// Its connection future also carries the h2 state machine and a builder
+/// clone inline, in every HTTP/1 connection's task. Here the protocol is
+/// picked by *peeking*, so the plain socket goes to the HTTP/1 (or h2)
+/// connection directly, and only the rare connections that need the bigger
+/// futures (h2c, a preface split across packets) box them.
+///
+/// The wait for the first byte is bounded by `header_read_timeout` (the
+/// time a client has to send its request head) and ends at shutdown.
+async fn serve_cleartext<S>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    server: ServerConfig,
+    watcher: Watcher,
+    mut shutdown: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) where
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let sniffed = tokio::select! {
+        sniffed = tokio::time::timeout(server.header_read_timeout, sniff(&stream)) => {
+            sniffed.unwrap_or(Sniffed::Gone)
+        }
+        () = shutdown_signalled(&mut shutdown) => Sniffed::Gone,
+    };
+    drop(shutdown);
+    let io = TokioIo::new(stream);
+    let ended = match sniffed {
+        Sniffed::Gone => Ok(()),
+        Sniffed::Http1 => {
+            let conn = http1_builder(&server).serve_connection(io, service);
+            drop(server);
+            watcher.watch(conn).await.map_err(Into::into)
+        }
+        Sniffed::Http2 => {
+            let conn = http2_builder(&server).serve_connection(io, service);
+            drop(server);
+            Box::pin(watcher.watch(conn)).await.map_err(Into::into)
+        }
+        Sniffed::Unsure => {
+            let conn = builder(&server).serve_connection(io, service).into_owned();
+            drop(server);
+            Box::pin(watcher.watch(conn)).await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+    drop(permit);
+}
+
 /// The generic accept loop behind the proxy and the admin API.
 ///
 /// At most `max_connections` (read at start) are served at once: past that
@@ -146,10 +285,10 @@ pub async fn serve_with<S, H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let server = settings();
-                let service = service_fn(make_handler(peer));
+                let service = boxed_service(make_handler(peer));
+                let watcher = graceful.watcher();
                 if let Some(tls) = &tls {
                     let acceptor = tls.acceptor(server.tls.as_ref());
-                    let watcher = graceful.watcher();
                     tokio::spawn(async move {
                         let handshake = tokio::time::timeout(server.header_read_timeout, acceptor.accept(stream));
                         let stream = match handshake.await {
@@ -168,14 +307,7 @@ pub async fn serve_with<S, H, F>(
                     });
                     continue;
                 }
-                let conn = builder(&server).serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                    }
-                    drop(permit);
-                });
+                tokio::spawn(serve_cleartext(stream, peer, service, server, watcher, shutdown.clone(), permit));
             }
             () = shutdown_signalled(&mut shutdown) => break,
         }
@@ -190,5 +322,199 @@ pub async fn serve_with<S, H, F>(
             ?grace,
             "shutdown grace expired with requests still in flight"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn server_config(extra: &str) -> ServerConfig {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [upstreams.v1]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[routes]]\nname = \"r\"\nstable = \"v1\"\ncanary = \"v1\"\n"
+        );
+        crate::config::parse(&text, Path::new("/etc/gp/c.toml"))
+            .unwrap()
+            .config
+            .server
+    }
+
+    /// A connected pair: (client side, server side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn the_direct_builders_carry_the_auto_builders_limits() {
+        for extra in [
+            "",
+            "max_headers = 50\nmax_header_bytes = 16384\nheader_read_timeout = \"2s\"",
+        ] {
+            let server = server_config(extra);
+            let auto = format!("{:?}", builder(&server));
+            let h1 = format!("{:?}", http1_builder(&server));
+            let h2 = format!("{:?}", http2_builder(&server));
+            assert!(auto.contains(&h1), "{auto}\n does not carry\n{h1}");
+            assert!(auto.contains(&h2), "{auto}\n does not carry\n{h2}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sniffing_peeks_without_consuming() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(sniff(&server).await, Sniffed::Http1);
+        let mut buf = [0u8; 4];
+        assert_eq!(server.peek(&mut buf).await.unwrap(), 4);
+        assert_eq!(&buf, b"GET ");
+
+        let (mut client, server) = pair().await;
+        client.write_all(H2_PREFACE).await.unwrap();
+        assert_eq!(sniff(&server).await, Sniffed::Http2);
+
+        let (mut client, server) = pair().await;
+        client.write_all(&H2_PREFACE[..10]).await.unwrap();
+        assert_eq!(sniff(&server).await, Sniffed::Unsure);
+
+        let (client, server) = pair().await;
+        drop(client);
+        assert_eq!(sniff(&server).await, Sniffed::Gone);
+    }
+
+    /// Serves one accepted connection with an always-200 service; returns
+    /// the client side.
+    async fn served(extra: &str) -> (TcpStream, tokio::task::JoinHandle<()>) {
+        let (client, stream) = pair().await;
+        let peer = stream.peer_addr().unwrap();
+        let service = boxed_service(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(ResponseBody::from(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        });
+        let graceful = GracefulShutdown::new();
+        let (tx, shutdown) = watch::channel(false);
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let server = server_config(extra);
+        let task = tokio::spawn(async move {
+            serve_cleartext(
+                stream,
+                peer,
+                service,
+                server,
+                graceful.watcher(),
+                shutdown,
+                permit,
+            )
+            .await;
+            drop((tx, graceful));
+        });
+        (client, task)
+    }
+
+    /// Reads until `want` shows up (or EOF); returns what was read.
+    async fn read_until(client: &mut TcpStream, want: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(want.len()).any(|w| w == want) {
+            let n = client.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn cleartext_connections_speak_http1() {
+        let (mut client, _task) = served("").await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_until(&mut client, b"\r\n\r\nok").await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+
+    /// h2c with prior knowledge, the preface in one piece or split so that
+    /// the first peek sees only part of it: the server answers with its
+    /// SETTINGS frame (type 4) and acknowledges ours.
+    #[tokio::test]
+    async fn cleartext_connections_speak_h2c_even_with_a_split_preface() {
+        const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+        const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+        for split in [H2_PREFACE.len(), 10] {
+            let (mut client, _task) = served("").await;
+            client.write_all(&H2_PREFACE[..split]).await.unwrap();
+            client.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client.write_all(&H2_PREFACE[split..]).await.unwrap();
+            client.write_all(&SETTINGS).await.unwrap();
+            let got = read_until(&mut client, &SETTINGS_ACK).await;
+            assert_eq!(got.get(3), Some(&4), "split {split}: {got:?}");
+            assert!(
+                got.windows(9).any(|w| w == SETTINGS_ACK),
+                "split {split}: {got:?}"
+            );
+        }
+    }
+
+    /// A client that connects and never sends a byte is closed after
+    /// header_read_timeout, like one that stalls mid-head.
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_header_read_timeout() {
+        let (mut client, task) = served("header_read_timeout = \"1s\"").await;
+        let started = tokio::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("the server closes a silent connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        task.await.unwrap();
+    }
+
+    /// Every idle client connection is one task; keep its future small
+    /// (it was about 3.6 KiB with hyper-util's auto connection inline).
+    #[tokio::test]
+    async fn the_connection_task_stays_small() {
+        let (_client, stream) = pair().await;
+        let peer = stream.peer_addr().unwrap();
+        let service = boxed_service(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(ResponseBody::from(bytes::Bytes::new())))
+        });
+        let graceful = GracefulShutdown::new();
+        let (_tx, shutdown) = watch::channel(false);
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let task = serve_cleartext(
+            stream,
+            peer,
+            service,
+            server_config(""),
+            graceful.watcher(),
+            shutdown,
+            permit,
+        );
+        let size = std::mem::size_of_val(&task);
+        println!("connection task future: {size} bytes");
+        assert!(size <= 2048, "connection task future is {size} bytes");
     }
 }
