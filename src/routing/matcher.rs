@@ -96,6 +96,43 @@ pub fn regex_matches(re: &regex::Regex, value: &[u8]) -> bool {
     }
 }
 
+/// [`LITERAL_RANK`] of a byte that is not literal in a regex.
+const NOT_LITERAL: u8 = u8::MAX;
+
+/// Per byte: [`NOT_LITERAL`], or how common it is in header values (lower
+/// is rarer): upper-case letters 0; digits and literal punctuation 1;
+/// lower-case letters and space 2. A table, as the pattern is analysed on
+/// every request (a `match` per byte cost ~16 instructions a byte).
+const LITERAL_RANK: [u8; 256] = {
+    let mut rank = [NOT_LITERAL; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        rank[b] = match c {
+            b'A'..=b'Z' => 0,
+            b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'/'
+            | b','
+            | b':'
+            | b';'
+            | b'='
+            | b'@'
+            | b'!'
+            | b'%'
+            | b'\''
+            | b'"'
+            | b'<'
+            | b'>' => 1,
+            b'a'..=b'z' | b' ' => 2,
+            _ => NOT_LITERAL,
+        };
+        b += 1;
+    }
+    rank
+};
+
 /// A regex pattern that matches only itself, and the index of the byte in
 /// it to look for first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,30 +152,13 @@ impl<'p> Literal<'p> {
     /// per call through its iterator adaptors.)
     fn of(pattern: &'p str) -> Option<Literal<'p>> {
         let bytes = pattern.as_bytes();
-        let (mut rare, mut best) = (0, u8::MAX);
+        let (mut rare, mut best) = (0, NOT_LITERAL);
         for (i, &b) in bytes.iter().enumerate() {
-            let rank = match b {
-                b'A'..=b'Z' => 0,
-                b'0'..=b'9'
-                | b'-'
-                | b'_'
-                | b'/'
-                | b','
-                | b':'
-                | b';'
-                | b'='
-                | b'@'
-                | b'!'
-                | b'%'
-                | b'\''
-                | b'"'
-                | b'<'
-                | b'>' => 1,
-                b'a'..=b'z' | b' ' => 2,
-                _ => return None,
-            };
+            let rank = LITERAL_RANK[usize::from(b)];
             if rank < best {
                 (rare, best) = (i, rank);
+            } else if rank == NOT_LITERAL {
+                return None;
             }
         }
         Some(Literal { bytes, rare })
@@ -205,10 +225,7 @@ pub fn condition_holds(
             Some(q) => query_pairs(q).any(|(n, v)| n == name.as_bytes() && test_value(test, v)),
             None => false,
         },
-        Condition::StickyIn(set) => match sticky.map(std::str::from_utf8) {
-            Some(Ok(key)) => set_contains(set, key),
-            _ => false,
-        },
+        Condition::StickyIn(set) => sticky.is_some_and(|key| set_contains_bytes(set, key)),
     }
 }
 
@@ -222,6 +239,18 @@ pub fn set_contains(set: &HashSet<String>, key: &str) -> bool {
         set.iter().any(|s| s == key)
     } else {
         set.contains(key)
+    }
+}
+
+/// [`set_contains`] for a key as raw bytes: a key that is not UTF-8 is in
+/// no set. Small sets compare bytes, so the key is not validated first.
+#[inline]
+pub fn set_contains_bytes(set: &HashSet<String>, key: &[u8]) -> bool {
+    const LINEAR_UP_TO: usize = 8;
+    if set.len() <= LINEAR_UP_TO {
+        set.iter().any(|s| s.as_bytes() == key)
+    } else {
+        std::str::from_utf8(key).is_ok_and(|k| set.contains(k))
     }
 }
 
@@ -569,6 +598,16 @@ mod tests {
             key in "[a-c]{0,3}",
         ) {
             proptest::prop_assert_eq!(set_contains(&set, &key), set.contains(&key));
+            proptest::prop_assert_eq!(set_contains_bytes(&set, key.as_bytes()), set.contains(&key));
+        }
+
+        #[test]
+        fn set_contains_bytes_agrees_on_any_bytes(
+            set in proptest::collection::hash_set("[a\u{fc}]{0,2}", 0..20),
+            key in proptest::collection::vec(prop::sample::select(vec![b'a', 0xc3, 0xbc, 0xff]), 0..5),
+        ) {
+            let want = std::str::from_utf8(&key).is_ok_and(|k| set.contains(k));
+            proptest::prop_assert_eq!(set_contains_bytes(&set, &key), want);
         }
     }
 
