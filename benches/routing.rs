@@ -16,6 +16,7 @@ use grayproxy::config::types::{
 use grayproxy::domain::{Arm, CanaryWeight, RouteName};
 use grayproxy::routing::{decide, sticky, RequestView};
 
+/// The route of `benches/e2e/grayproxy.toml.in`, rules in the file's order.
 fn route() -> Route {
     let staff: HashSet<String> = ["staff-1001", "staff-1002"]
         .iter()
@@ -29,7 +30,7 @@ fn route() -> Route {
         },
         stable: UpstreamId(0),
         canary: UpstreamId(1),
-        canary_weight: CanaryWeight::from_basis_points(500),
+        canary_weight: CanaryWeight::from_basis_points(1000),
         sticky: Some(StickySource::Header(HeaderName::from_static("x-user-id"))),
         salt: "reco-v2".into(),
         fallback: true,
@@ -50,12 +51,12 @@ fn route() -> Route {
                 to: Arm::Canary,
             },
             Rule {
-                when: Condition::Cookie("vip".into(), ValueTest::Equals("1".into())),
-                to: Arm::Stable,
-            },
-            Rule {
                 when: Condition::StickyIn(staff),
                 to: Arm::Canary,
+            },
+            Rule {
+                when: Condition::Cookie("vip".into(), ValueTest::Equals("1".into())),
+                to: Arm::Stable,
             },
         ],
         ramp: None,
@@ -94,7 +95,7 @@ fn bench_decide(c: &mut Criterion) {
         headers: &h,
     };
     let mut rng = SmallRng::seed_from_u64(1);
-    let w = CanaryWeight::from_basis_points(500);
+    let w = CanaryWeight::from_basis_points(1000);
     c.bench_function("decide/4 rules + sticky header hash", |b| {
         b.iter(|| decide(black_box(&routes), black_box(&req), |_| w, &mut rng))
     });

@@ -70,10 +70,137 @@ pub fn route_matches(m: &RouteMatch, host: Option<&str>, path: &str) -> bool {
 pub fn test_value(test: &ValueTest, value: &[u8]) -> bool {
     match test {
         ValueTest::Equals(want) => value == want.as_bytes(),
-        ValueTest::Regex(re) => match std::str::from_utf8(value) {
-            Ok(s) => re.is_match(s),
-            Err(_) => false,
-        },
+        ValueTest::Regex(re) => regex_matches(re, value),
+    }
+}
+
+/// `re.is_match(value)` if `value` is UTF-8, else `false`.
+///
+/// A regex that is a plain literal (`regex = "iPhone"`, the usual rule) is
+/// first looked for as bytes: a value without it is rejected without
+/// validating it as UTF-8 or entering the regex engine, which together cost
+/// more than the rest of [`crate::routing::decide`] (a 110-byte user agent:
+/// ~650 of 2,600 instructions). A value that has it still goes through the
+/// regex, so the fast path only ever answers "no", and only where the regex
+/// would: this relies on the regex having been built by `Regex::new`, as the
+/// config does (flags can only come inline then, and `(` is not literal).
+pub fn regex_matches(re: &regex::Regex, value: &[u8]) -> bool {
+    if let Some(lit) = Literal::of(re.as_str()) {
+        if !lit.is_in(value) {
+            return false;
+        }
+    }
+    match std::str::from_utf8(value) {
+        Ok(s) => re.is_match(s),
+        Err(_) => false,
+    }
+}
+
+/// [`LITERAL_RANK`] of a byte that is not literal in a regex.
+const NOT_LITERAL: u8 = u8::MAX;
+
+/// Per byte: [`NOT_LITERAL`], or how common it is in header values (lower
+/// is rarer): upper-case letters 0; digits and literal punctuation 1;
+/// lower-case letters and space 2. A table, as the pattern is analysed on
+/// every request (a `match` per byte cost ~16 instructions a byte).
+const LITERAL_RANK: [u8; 256] = {
+    let mut rank = [NOT_LITERAL; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        rank[b] = match c {
+            b'A'..=b'Z' => 0,
+            b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'/'
+            | b','
+            | b':'
+            | b';'
+            | b'='
+            | b'@'
+            | b'!'
+            | b'%'
+            | b'\''
+            | b'"'
+            | b'<'
+            | b'>' => 1,
+            b'a'..=b'z' | b' ' => 2,
+            _ => NOT_LITERAL,
+        };
+        b += 1;
+    }
+    rank
+};
+
+/// A regex pattern that matches only itself, and the index of the byte in
+/// it to look for first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Literal<'p> {
+    bytes: &'p [u8],
+    rare: usize,
+}
+
+impl<'p> Literal<'p> {
+    /// The pattern as a literal if every byte of it matches itself in a
+    /// regex with default flags: ASCII letters, digits, space and punctuation
+    /// that is not a regex meta character (nor `#`, `&`, `~`, which are
+    /// literal outside classes but conservatively left out). One pass, which
+    /// also picks the byte likely rarest in a header value: an upper-case
+    /// letter over punctuation and digits over a lower-case letter or space.
+    /// (memchr's `packedpair::Pair` ranks better but cost ~200 instructions
+    /// per call through its iterator adaptors.)
+    fn of(pattern: &'p str) -> Option<Literal<'p>> {
+        let bytes = pattern.as_bytes();
+        let (mut rare, mut best) = (0, NOT_LITERAL);
+        for (i, &b) in bytes.iter().enumerate() {
+            let rank = LITERAL_RANK[usize::from(b)];
+            if rank < best {
+                (rare, best) = (i, rank);
+            } else if rank == NOT_LITERAL {
+                return None;
+            }
+        }
+        Some(Literal { bytes, rare })
+    }
+
+    /// Whether the literal occurs in `haystack`: `memchr` for the rare
+    /// byte, each candidate compared in full.
+    ///
+    /// `memmem::find` builds a searcher per call, which for one search in a
+    /// 110-byte header costs more than the regex it replaces (~600
+    /// instructions). After a few false candidates the rest of the haystack
+    /// goes to `memmem` anyway, so a hostile header cannot make this quadratic.
+    fn is_in(self, haystack: &[u8]) -> bool {
+        const CANDIDATES_BEFORE_MEMMEM: u32 = 8;
+        let (needle, rare) = (self.bytes, self.rare);
+        if needle.len() > haystack.len() {
+            return false;
+        }
+        let Some(&byte) = needle.get(rare) else {
+            return true; // the empty needle
+        };
+        // A match at `at` has its rare byte at `at + rare`, and
+        // `at <= haystack.len() - needle.len()`.
+        let last = haystack.len() - needle.len();
+        let mut from = 0;
+        for _ in 0..CANDIDATES_BEFORE_MEMMEM {
+            let Some(window) = haystack.get(from + rare..=last + rare) else {
+                return false;
+            };
+            let Some(i) = memchr::memchr(byte, window) else {
+                return false;
+            };
+            let at = from + i;
+            if haystack.get(at..at + needle.len()) == Some(needle) {
+                return true;
+            }
+            from = at + 1;
+        }
+        // Every start before `from` was ruled out.
+        haystack
+            .get(from..)
+            .is_some_and(|rest| memchr::memmem::find(rest, needle).is_some())
     }
 }
 
@@ -98,10 +225,7 @@ pub fn condition_holds(
             Some(q) => query_pairs(q).any(|(n, v)| n == name.as_bytes() && test_value(test, v)),
             None => false,
         },
-        Condition::StickyIn(set) => match sticky.map(std::str::from_utf8) {
-            Some(Ok(key)) => set_contains(set, key),
-            _ => false,
-        },
+        Condition::StickyIn(set) => sticky.is_some_and(|key| set_contains_bytes(set, key)),
     }
 }
 
@@ -115,6 +239,18 @@ pub fn set_contains(set: &HashSet<String>, key: &str) -> bool {
         set.iter().any(|s| s == key)
     } else {
         set.contains(key)
+    }
+}
+
+/// [`set_contains`] for a key as raw bytes: a key that is not UTF-8 is in
+/// no set. Small sets compare bytes, so the key is not validated first.
+#[inline]
+pub fn set_contains_bytes(set: &HashSet<String>, key: &[u8]) -> bool {
+    const LINEAR_UP_TO: usize = 8;
+    if set.len() <= LINEAR_UP_TO {
+        set.iter().any(|s| s.as_bytes() == key)
+    } else {
+        std::str::from_utf8(key).is_ok_and(|k| set.contains(k))
     }
 }
 
@@ -150,8 +286,7 @@ fn trim_start_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn trim_ows(s: &[u8]) -> &[u8] {
-    let mut s = trim_start_ows(s);
+fn trim_end_ows(mut s: &[u8]) -> &[u8] {
     while let [rest @ .., last] = s {
         if !OWS.contains(last) {
             break;
@@ -159,6 +294,10 @@ fn trim_ows(s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+fn trim_ows(s: &[u8]) -> &[u8] {
+    trim_end_ows(trim_start_ows(s))
 }
 
 /// Every `name=value` pair of every `Cookie` header, in order. Pairs are split
@@ -197,23 +336,37 @@ impl<'a> Iterator for Cookies<'a> {
 }
 
 /// The values of every cookie called `name`, in order; the same pairs as
-/// [`cookies`] yields for that name, found faster: a pair whose start is not
-/// `name` is skipped without looking for its `=` or trimming it.
+/// [`cookies`] yields for that name, found faster: `memchr` jumps to each
+/// occurrence of the name's first byte, and only there is the name compared
+/// and the pair's start checked. The bench's `Cookie` header (four pairs,
+/// the name in none but one) costs a third of walking it pair by pair.
 pub fn cookie_values<'a, 'n>(headers: &'a HeaderMap, name: &'n str) -> CookieValues<'a, 'n> {
+    let name = name.as_bytes();
     CookieValues {
-        // A name with `=` can never be a cookie name (the split is at the
-        // first `=`), nor can one with surrounding whitespace (names are trimmed).
-        pairs: (!name.as_bytes().contains(&b'=') && trim_ows(name.as_bytes()) == name.as_bytes())
-            .then(|| cookies(headers)),
-        name: name.as_bytes(),
+        values: cookie_name_possible(name).then(|| headers.get_all(COOKIE).into_iter()),
+        header: &[],
+        pos: 0,
+        name,
     }
+}
+
+/// A name with `=` can never be a cookie name (the split is at the first
+/// `=`), nor can one with `;` (pairs are split there) or surrounding
+/// whitespace (names are trimmed).
+fn cookie_name_possible(name: &[u8]) -> bool {
+    // One pass: two `contains` and a trim cost 78 instructions for `vip`.
+    let edge_ok = |b: Option<&u8>| !matches!(b, Some(b' ' | b'\t'));
+    edge_ok(name.first()) && edge_ok(name.last()) && name.iter().all(|&b| b != b'=' && b != b';')
 }
 
 /// Iterator over the values of one cookie name; see [`cookie_values`].
 #[derive(Debug)]
 pub struct CookieValues<'a, 'n> {
-    /// `None` when nothing can match.
-    pairs: Option<Cookies<'a>>,
+    /// The `Cookie` headers not yet looked at; `None` when nothing can match.
+    values: Option<http::header::ValueIter<'a, http::HeaderValue>>,
+    /// The `Cookie` header being scanned, and where to go on from.
+    header: &'a [u8],
+    pos: usize,
     name: &'n [u8],
 }
 
@@ -221,16 +374,38 @@ impl<'a> Iterator for CookieValues<'a, '_> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
+        // The empty name is matched by pairs that start with `=`.
+        let first = self.name.first().copied().unwrap_or(b'=');
         loop {
-            let pair = self.pairs.as_mut()?.next_raw()?;
-            let Some(after) = trim_start_ows(pair).strip_prefix(self.name) else {
+            let rest = self.header.get(self.pos..).unwrap_or_default();
+            let Some(i) = find_byte(first, rest) else {
+                self.header = self.values.as_mut()?.next()?.as_bytes();
+                self.pos = 0;
                 continue;
             };
-            if let Some(value) = trim_start_ows(after).strip_prefix(b"=") {
-                return Some(trim_ows(value));
+            let at = self.pos + i;
+            self.pos = at + 1;
+            if let Some((value, end)) = named_value_at(self.header, at, self.name) {
+                self.pos = end;
+                return Some(value);
             }
         }
     }
+}
+
+/// If a pair of `header` starts at `at` (only spaces or tabs between it and
+/// the previous `;` or the start) and its name is `name` (then spaces or
+/// tabs, then `=`): its trimmed value, and the index of the pair's end.
+#[inline]
+fn named_value_at<'a>(header: &'a [u8], at: usize, name: &[u8]) -> Option<(&'a [u8], usize)> {
+    let (before, from_name) = (header.get(..at)?, header.get(at..)?);
+    if !matches!(trim_end_ows(before).last(), None | Some(b';')) {
+        return None;
+    }
+    let after = trim_start_ows(from_name.strip_prefix(name)?).strip_prefix(b"=")?;
+    let (value, _) = split_once(after, b';');
+    let end = header.len() - after.len() + value.len();
+    Some((trim_ows(value), end))
 }
 
 impl<'a> Cookies<'a> {
@@ -246,10 +421,23 @@ impl<'a> Cookies<'a> {
     }
 }
 
+/// The index of the first `byte` in `s`. `memchr` dispatches to its SIMD
+/// routine through a function pointer and sets up vectors, ~60
+/// instructions a call; under 16 bytes a plain loop is cheaper (cookie
+/// values and the tail after the last candidate are often that short).
+#[inline]
+fn find_byte(byte: u8, s: &[u8]) -> Option<usize> {
+    if s.len() < 16 {
+        s.iter().position(|&b| b == byte)
+    } else {
+        memchr::memchr(byte, s)
+    }
+}
+
 /// `(before, after)` the first `sep`, or `(s, [])` without one.
 #[inline]
 fn split_once(s: &[u8], sep: u8) -> (&[u8], &[u8]) {
-    match memchr::memchr(sep, s) {
+    match find_byte(sep, s) {
         Some(i) => (&s[..i], &s[i + 1..]),
         None => (s, &s[s.len()..]),
     }
@@ -271,6 +459,7 @@ mod tests {
 
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
 
     #[test]
     fn hosts_normalize() {
@@ -337,6 +526,25 @@ mod tests {
     }
 
     #[test]
+    fn cookie_name_only_at_a_pair_start() {
+        let h = cookie_headers(&[b"a=vip=1; x vip=2;vipx=3; \t vip \t= 4 ;vip=5"]);
+        assert_eq!(
+            cookie_values(&h, "vip").collect::<Vec<_>>(),
+            vec![&b"4"[..], b"5"]
+        );
+        let h = cookie_headers(&[b"vip", b"=0; vip=1"]);
+        assert_eq!(
+            cookie_values(&h, "vip").collect::<Vec<_>>(),
+            vec![&b"1"[..]]
+        );
+        assert_eq!(cookie_values(&h, "").collect::<Vec<_>>(), vec![&b"0"[..]]);
+        // A name with `;` spans two pairs in the bytes, never in the parse.
+        let h = cookie_headers(&[b"a;b=1"]);
+        assert_eq!(cookie_value(&h, "a;b"), None);
+        assert_eq!(cookie_value(&h, "b"), Some(&b"1"[..]));
+    }
+
+    #[test]
     fn query_parsing() {
         let q = "a=1&&b=x=y&flag&c=&a=2&d=%41+b&";
         let all: Vec<_> = query_pairs(q).collect();
@@ -362,7 +570,7 @@ mod tests {
         #[test]
         fn cookie_values_agrees_with_cookies(
             values in proptest::collection::vec("[ a-c=;\t\"]{0,24}", 0..3),
-            name in "[ a-c=]{0,3}",
+            name in "[ a-c=;\t]{0,3}",
         ) {
             let mut h = HeaderMap::new();
             for v in &values {
@@ -373,13 +581,93 @@ mod tests {
             proptest::prop_assert_eq!(fast, slow);
         }
 
+        /// The literal fast path answers as the regex does, for literal
+        /// and non-literal patterns (meta characters in the alphabet), on
+        /// values that are not always UTF-8.
+        #[test]
+        fn regex_matches_agrees_with_the_regex(
+            pattern in "[aAb1 /;.*()|?^$-]{0,5}",
+            value in proptest::collection::vec(
+                prop::sample::select(vec![b'a', b'A', b'b', b'1', b' ', b'/', b';', b'.', b'-', 0xc3, 0xbc, 0xff]),
+                0..48,
+            ),
+        ) {
+            let Ok(re) = regex::Regex::new(&pattern) else {
+                return Ok(());
+            };
+            prop_assert_eq!(regex_matches(&re, &value), regex_slow(&re, &value));
+        }
+
+        /// The candidate search agrees with memmem, also past the candidate
+        /// limit (a two-letter alphabet gives many false candidates).
+        #[test]
+        fn literal_search_agrees_with_memmem(
+            needle in "[aA]{0,5}",
+            haystack in "[aA]{0,80}",
+        ) {
+            let lit = Literal::of(&needle).unwrap();
+            let want = memchr::memmem::find(haystack.as_bytes(), needle.as_bytes()).is_some();
+            prop_assert_eq!(lit.is_in(haystack.as_bytes()), want);
+        }
+
         #[test]
         fn set_contains_agrees_with_contains(
             set in proptest::collection::hash_set("[a-c]{0,3}", 0..20),
             key in "[a-c]{0,3}",
         ) {
             proptest::prop_assert_eq!(set_contains(&set, &key), set.contains(&key));
+            proptest::prop_assert_eq!(set_contains_bytes(&set, key.as_bytes()), set.contains(&key));
         }
+
+        #[test]
+        fn set_contains_bytes_agrees_on_any_bytes(
+            set in proptest::collection::hash_set("[a\u{fc}]{0,2}", 0..20),
+            key in proptest::collection::vec(prop::sample::select(vec![b'a', 0xc3, 0xbc, 0xff]), 0..5),
+        ) {
+            let want = std::str::from_utf8(&key).is_ok_and(|k| set.contains(k));
+            proptest::prop_assert_eq!(set_contains_bytes(&set, &key), want);
+        }
+    }
+
+    /// What [`regex_matches`] must answer: the regex on the value as UTF-8.
+    fn regex_slow(re: &regex::Regex, value: &[u8]) -> bool {
+        std::str::from_utf8(value).is_ok_and(|s| re.is_match(s))
+    }
+
+    #[test]
+    fn literal_fast_path_is_taken_for_plain_patterns_only() {
+        let lit = |p| Literal::of(p).map(|l| (l.bytes, l.rare));
+        assert_eq!(lit("iPhone"), Some((&b"iPhone"[..], 1)));
+        assert_eq!(lit("android"), Some((&b"android"[..], 0)));
+        assert_eq!(lit("Mobile Safari/6"), Some((&b"Mobile Safari/6"[..], 0)));
+        assert_eq!(lit("x-1"), Some((&b"x-1"[..], 1)));
+        assert_eq!(lit(""), Some((&b""[..], 0)));
+        for meta in [
+            "a.b", "^a", "a$", "a*", "a+", "a?", "(a)", "[a]", "a{2}", "a|b", "\\d", "(?i)a", "#",
+            "&", "~", "\u{fc}", "\t",
+        ] {
+            assert_eq!(lit(meta), None, "{meta}");
+        }
+        let re = regex::Regex::new("iPhone").unwrap();
+        assert!(regex_matches(
+            &re,
+            b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)"
+        ));
+        assert!(!regex_matches(
+            &re,
+            b"Mozilla/5.0 (X11; Linux x86_64) Chrome/126"
+        ));
+        assert!(!regex_matches(&re, b"iphone"));
+        assert!(!regex_matches(&re, b"iPhone \xff"));
+        // More than eight false candidates for the rare byte: the memmem tail.
+        let many = [&b"iPhonX ".repeat(20)[..], b"iPhone"].concat();
+        assert!(regex_matches(&re, &many));
+        assert!(!regex_matches(&re, &many[..many.len() - 1]));
+        // The empty pattern matches every UTF-8 value.
+        let empty = regex::Regex::new("").unwrap();
+        assert!(regex_matches(&empty, b""));
+        assert!(regex_matches(&empty, b"abc"));
+        assert!(!regex_matches(&empty, b"\xff"));
     }
 
     #[test]
