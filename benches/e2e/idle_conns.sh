@@ -40,23 +40,11 @@ PROXIES=${PROXIES:-"nginx grayproxy"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=$(mktemp -d /tmp/grayproxy-idle.XXXXXX)
-PIDS=()
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=$(command -v python3)
-
-log() { printf '[idle] %s\n' "$*" >&2; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -z "${KEEP:-}" ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi
-}
-trap cleanup EXIT
+LOG_TAG=idle
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 # ---------------------------------------------------------------- tools, limits
 if ! command -v nginx >/dev/null; then
@@ -88,36 +76,9 @@ else
 fi
 
 # ---------------------------------------------------------------- ports, configs
-PORT_STABLE=$PORT_BASE
-PORT_CANARY=$((PORT_BASE + 1))
-PORT_PEER=$((PORT_BASE + 2))
-PORT_GRAY=$((PORT_BASE + 3))
-PORT_ADMIN=$((PORT_BASE + 4))
-for p in $PORT_STABLE $PORT_CANARY $PORT_PEER $PORT_GRAY $PORT_ADMIN; do
-    if ss -Hltn "sport = :$p" | grep -q .; then
-        log "port $p is in use; set PORT_BASE"
-        exit 1
-    fi
-done
-
-body() { # the same 264-byte JSON body as run.sh
-    local head="{\"model\":\"$1\",\"items\":[{\"id\":1001,\"score\":0.97},{\"id\":1002,\"score\":0.91},{\"id\":1003,\"score\":0.88},{\"id\":1004,\"score\":0.85},{\"id\":1005,\"score\":0.81}],\"pad\":\""
-    local tail='"}'
-    local pad=$((264 - ${#head} - ${#tail}))
-    printf '%s%s%s' "$head" "$(printf 'x%.0s' $(seq 1 "$pad"))" "$tail"
-}
-BODY_STABLE=$(body reco-v1)
-BODY_CANARY=$(body reco-v2)
+require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_PEER" "$PORT_GRAY" "$PORT_ADMIN"
 
 mkdir -p "$WORK/tmp" "$WORK/state"
-fill() {
-    sed -e "s#@DIR@#$WORK#g" \
-        -e "s#@PORT_STABLE@#$PORT_STABLE#g" -e "s#@PORT_CANARY@#$PORT_CANARY#g" \
-        -e "s#@PORT_PEER@#$PORT_PEER#g" -e "s#@PORT_GRAY@#$PORT_GRAY#g" \
-        -e "s#@PORT_ADMIN@#$PORT_ADMIN#g" \
-        -e "s#@BODY_STABLE@#$BODY_STABLE#g" -e "s#@BODY_CANARY@#$BODY_CANARY#g" \
-        "$HERE/$1" >"$WORK/$2"
-}
 fill backends.conf.in backends.conf
 # Room for max_n clients (plus the upstream side) in nginx's one worker.
 fill peer.conf.in peer.conf
@@ -129,17 +90,6 @@ sed -i -e 's/^workers = 1$/workers = 1\nheader_read_timeout = "120s"\nmax_connec
 grep -q '^header_read_timeout = "120s"' "$WORK/grayproxy.toml" || { log "could not patch grayproxy.toml"; exit 1; }
 
 # ---------------------------------------------------------------- backends
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$1/api/recommend" -H 'x-user-id: probe' 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "nothing answers on port $1"
-    exit 1
-}
 log "starting backends"
 nginx -c "$WORK/backends.conf" -p "$WORK" -e "$WORK/backends-error.log" &
 PIDS+=($!)

@@ -42,21 +42,9 @@ BARE=${BARE:-}                    # 1: measure examples/bare_hyper_proxy as a th
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=$(mktemp -d /tmp/grayproxy-e2e.XXXXXX)
-PIDS=()
-
-log() { printf '[e2e] %s\n' "$*" >&2; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -z "${KEEP:-}" ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi
-}
-trap cleanup EXIT
+LOG_TAG=e2e
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 # ---------------------------------------------------------------- tools
 need_root_for() {
@@ -117,55 +105,14 @@ pin_bg() {
 }
 
 # ---------------------------------------------------------------- ports, configs
-PORT_STABLE=$PORT_BASE
-PORT_CANARY=$((PORT_BASE + 1))
-PORT_PEER=$((PORT_BASE + 2))
-PORT_GRAY=$((PORT_BASE + 3))
-PORT_ADMIN=$((PORT_BASE + 4))
-PORT_BARE=$((PORT_BASE + 5))
-for p in $PORT_STABLE $PORT_CANARY $PORT_PEER $PORT_GRAY $PORT_ADMIN $PORT_BARE; do
-    if ss -Hltn "sport = :$p" | grep -q .; then
-        log "port $p is in use; set PORT_BASE"
-        exit 1
-    fi
-done
-
-# A 264-byte JSON body (the two arms differ only in the model name).
-body() {
-    local head="{\"model\":\"$1\",\"items\":[{\"id\":1001,\"score\":0.97},{\"id\":1002,\"score\":0.91},{\"id\":1003,\"score\":0.88},{\"id\":1004,\"score\":0.85},{\"id\":1005,\"score\":0.81}],\"pad\":\""
-    local tail='"}'
-    local pad=$((264 - ${#head} - ${#tail}))
-    printf '%s%s%s' "$head" "$(printf 'x%.0s' $(seq 1 "$pad"))" "$tail"
-}
-BODY_STABLE=$(body reco-v1)
-BODY_CANARY=$(body reco-v2)
-[[ ${#BODY_STABLE} -eq 264 && ${#BODY_CANARY} -eq 264 ]] || { log "body is not 264 bytes"; exit 1; }
+require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_PEER" "$PORT_GRAY" "$PORT_ADMIN" "$PORT_BARE"
 
 mkdir -p "$WORK/tmp" "$WORK/state"
-fill() {
-    sed -e "s#@DIR@#$WORK#g" \
-        -e "s#@PORT_STABLE@#$PORT_STABLE#g" -e "s#@PORT_CANARY@#$PORT_CANARY#g" \
-        -e "s#@PORT_PEER@#$PORT_PEER#g" -e "s#@PORT_GRAY@#$PORT_GRAY#g" \
-        -e "s#@PORT_ADMIN@#$PORT_ADMIN#g" \
-        -e "s#@BODY_STABLE@#$BODY_STABLE#g" -e "s#@BODY_CANARY@#$BODY_CANARY#g" \
-        "$HERE/$1" >"$WORK/$2"
-}
 fill backends.conf.in backends.conf
 fill peer.conf.in peer.conf
 fill grayproxy.toml.in grayproxy.toml
 
 # ---------------------------------------------------------------- start
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$1/api/recommend" -H 'x-user-id: probe' 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "nothing answers on port $1"
-    exit 1
-}
 
 log "starting backends (CPU $LOAD_CPU), nginx and grayproxy (CPU $PROXY_CPU)"
 pin_bg "$LOAD_CPU" nginx -c "$WORK/backends.conf" -p "$WORK" -e "$WORK/backends-error.log" &

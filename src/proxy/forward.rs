@@ -338,7 +338,13 @@ mod tests {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
         }
-        for other in ["host", "x-forwarded-for", "content-length", "connectio", "tea"] {
+        for other in [
+            "host",
+            "x-forwarded-for",
+            "content-length",
+            "connectio",
+            "tea",
+        ] {
             assert_eq!(hop_by_hop_index(&HeaderName::from_static(other)), None);
         }
     }
@@ -356,7 +362,10 @@ mod tests {
         h.append(header::CONNECTION, HeaderValue::from_static("x-drop"));
         h.append("x-drop", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
-        assert!(h.get("x-drop").is_none(), "a second Connection line still names headers");
+        assert!(
+            h.get("x-drop").is_none(),
+            "a second Connection line still names headers"
+        );
     }
 
     #[test]
