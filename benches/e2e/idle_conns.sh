@@ -67,13 +67,7 @@ if (($(ulimit -n) < want_fds)); then
     exit 1
 fi
 
-if [[ -n "$GRAYPROXY_BIN" ]]; then
-    GRAYPROXY=$GRAYPROXY_BIN
-else
-    log "building grayproxy (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin grayproxy)
-    GRAYPROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/grayproxy"
-fi
+grayproxy_binary
 
 # ---------------------------------------------------------------- ports, configs
 require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_PEER" "$PORT_GRAY" "$PORT_ADMIN"

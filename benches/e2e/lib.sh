@@ -72,3 +72,15 @@ wait_port() {
     log "nothing answers on port $1"
     exit 1
 }
+
+# Sets GRAYPROXY: GRAYPROXY_BIN when given (e.g. an older build for a
+# before/after), else a fresh release build of this checkout (needs ROOT).
+grayproxy_binary() {
+    if [[ -n "${GRAYPROXY_BIN:-}" ]]; then
+        GRAYPROXY=$GRAYPROXY_BIN
+    else
+        log "building grayproxy (release)"
+        (cd "$ROOT" && cargo build --release --quiet --bin grayproxy)
+        GRAYPROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/grayproxy"
+    fi
+}

@@ -71,13 +71,7 @@ if [[ -z "$OHA" ]]; then
 fi
 if [[ $(nproc) -lt 2 ]]; then log "needs 2 CPUs"; exit 1; fi
 
-if [[ -n "$GRAYPROXY_BIN" ]]; then
-    GRAYPROXY=$GRAYPROXY_BIN
-else
-    log "building grayproxy (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin grayproxy)
-    GRAYPROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/grayproxy"
-fi
+grayproxy_binary
 if [[ -n "$BARE" ]]; then
     log "building examples/bare_hyper_proxy (release)"
     (cd "$ROOT" && cargo build --release --quiet --example bare_hyper_proxy)
