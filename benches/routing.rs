@@ -46,7 +46,7 @@ fn route() -> Route {
             Rule {
                 when: Condition::Header(
                     http::header::USER_AGENT,
-                    ValueTest::Regex(Regex::new("iPhone").unwrap()),
+                    ValueTest::Regex(Regex::new("iPhone").unwrap().into()),
                 ),
                 to: Arm::Canary,
             },

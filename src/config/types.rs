@@ -252,7 +252,47 @@ pub enum ValueTest {
     /// Exact byte equality.
     Equals(String),
     /// Unanchored regex search (`regex = "iPhone"` matches anywhere).
-    Regex(Regex),
+    Regex(ValueRegex),
+}
+
+/// A value regex, analysed once when the config is loaded: whether its
+/// pattern is a plain literal, for the matcher's byte-search fast path
+/// (see [`crate::routing::matcher::regex_matches`]), instead of on every
+/// request.
+#[derive(Debug, Clone)]
+pub struct ValueRegex {
+    regex: Regex,
+    /// For a literal pattern, the index of its likely rarest byte.
+    literal_rare: Option<usize>,
+}
+
+impl ValueRegex {
+    /// The compiled regex.
+    pub fn regex(&self) -> &Regex {
+        &self.regex
+    }
+
+    /// `Some(index of the rarest byte)` when the pattern is a plain literal.
+    pub fn literal_rare(&self) -> Option<usize> {
+        self.literal_rare
+    }
+}
+
+impl From<Regex> for ValueRegex {
+    fn from(regex: Regex) -> Self {
+        let literal_rare = crate::routing::matcher::literal_rare(regex.as_str());
+        ValueRegex {
+            regex,
+            literal_rare,
+        }
+    }
+}
+
+impl std::ops::Deref for ValueRegex {
+    type Target = Regex;
+    fn deref(&self) -> &Regex {
+        &self.regex
+    }
 }
 
 /// `[routes.ramp]`, with defaults filled in.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderName};
 
-use crate::config::types::{Condition, RouteMatch, ValueTest};
+use crate::config::types::{Condition, RouteMatch, ValueRegex, ValueTest};
 
 /// The host part of a `Host` header or URI authority: port stripped, IPv6
 /// brackets removed, one trailing dot (`example.com.`) removed. Case is left
@@ -84,8 +84,12 @@ pub fn test_value(test: &ValueTest, value: &[u8]) -> bool {
 /// regex, so the fast path only ever answers "no", and only where the regex
 /// would: this relies on the regex having been built by `Regex::new`, as the
 /// config does (flags can only come inline then, and `(` is not literal).
-pub fn regex_matches(re: &regex::Regex, value: &[u8]) -> bool {
-    if let Some(lit) = Literal::of(re.as_str()) {
+pub fn regex_matches(re: &ValueRegex, value: &[u8]) -> bool {
+    if let Some(rare) = re.literal_rare() {
+        let lit = Literal {
+            bytes: re.as_str().as_bytes(),
+            rare,
+        };
         if !lit.is_in(value) {
             return false;
         }
@@ -96,13 +100,19 @@ pub fn regex_matches(re: &regex::Regex, value: &[u8]) -> bool {
     }
 }
 
+/// For a pattern that is a plain literal, the index of its likely rarest
+/// byte (see [`Literal::of`]); `None` otherwise. Run once per regex, when
+/// the config is loaded ([`ValueRegex`]).
+pub fn literal_rare(pattern: &str) -> Option<usize> {
+    Literal::of(pattern).map(|l| l.rare)
+}
+
 /// [`LITERAL_RANK`] of a byte that is not literal in a regex.
 const NOT_LITERAL: u8 = u8::MAX;
 
 /// Per byte: [`NOT_LITERAL`], or how common it is in header values (lower
 /// is rarer): upper-case letters 0; digits and literal punctuation 1;
-/// lower-case letters and space 2. A table, as the pattern is analysed on
-/// every request (a `match` per byte cost ~16 instructions a byte).
+/// lower-case letters and space 2.
 const LITERAL_RANK: [u8; 256] = {
     let mut rank = [NOT_LITERAL; 256];
     let mut b = 0;
@@ -595,6 +605,7 @@ mod tests {
             let Ok(re) = regex::Regex::new(&pattern) else {
                 return Ok(());
             };
+            let re = ValueRegex::from(re);
             prop_assert_eq!(regex_matches(&re, &value), regex_slow(&re, &value));
         }
 
@@ -648,7 +659,7 @@ mod tests {
         ] {
             assert_eq!(lit(meta), None, "{meta}");
         }
-        let re = regex::Regex::new("iPhone").unwrap();
+        let re = ValueRegex::from(regex::Regex::new("iPhone").unwrap());
         assert!(regex_matches(
             &re,
             b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)"
@@ -664,7 +675,7 @@ mod tests {
         assert!(regex_matches(&re, &many));
         assert!(!regex_matches(&re, &many[..many.len() - 1]));
         // The empty pattern matches every UTF-8 value.
-        let empty = regex::Regex::new("").unwrap();
+        let empty = ValueRegex::from(regex::Regex::new("").unwrap());
         assert!(regex_matches(&empty, b""));
         assert!(regex_matches(&empty, b"abc"));
         assert!(!regex_matches(&empty, b"\xff"));
@@ -672,7 +683,7 @@ mod tests {
 
     #[test]
     fn regex_skips_non_utf8() {
-        let re = ValueTest::Regex(regex::Regex::new("iPhone").unwrap());
+        let re = ValueTest::Regex(regex::Regex::new("iPhone").unwrap().into());
         assert!(test_value(&re, b"Mozilla (iPhone; CPU)"));
         assert!(!test_value(&re, b"iPhone \xff"));
         let eq = ValueTest::Equals("\u{fc}".into());

@@ -79,7 +79,7 @@ fn header_eq(name: &str, v: &str) -> Condition {
 fn header_re(name: &str, re: &str) -> Condition {
     Condition::Header(
         HeaderName::from_bytes(name.as_bytes()).unwrap(),
-        ValueTest::Regex(Regex::new(re).unwrap()),
+        ValueTest::Regex(Regex::new(re).unwrap().into()),
     )
 }
 fn cookie_eq(name: &str, v: &str) -> Condition {
@@ -89,7 +89,10 @@ fn query_eq(name: &str, v: &str) -> Condition {
     Condition::Query(name.into(), ValueTest::Equals(v.into()))
 }
 fn query_re(name: &str, re: &str) -> Condition {
-    Condition::Query(name.into(), ValueTest::Regex(Regex::new(re).unwrap()))
+    Condition::Query(
+        name.into(),
+        ValueTest::Regex(Regex::new(re).unwrap().into()),
+    )
 }
 fn sticky_in(keys: &[&str]) -> Condition {
     Condition::StickyIn(keys.iter().map(|k| k.to_string()).collect::<HashSet<_>>())

@@ -357,7 +357,7 @@ fn value_test(c: &mut Checker<'_>, w: &RawWhen) -> Option<ValueTest> {
     match (&w.equals, &w.regex) {
         (Some(e), None) => Some(ValueTest::Equals(e.value.clone())),
         (None, Some(r)) => match Regex::new(&r.value) {
-            Ok(re) => Some(ValueTest::Regex(re)),
+            Ok(re) => Some(ValueTest::Regex(re.into())),
             Err(e) => {
                 let msg = format!("regex {:?} does not compile: {}", r.value, regex_reason(&e));
                 c.error(r.at, msg);
