@@ -4,34 +4,63 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{blocking, canary_fingerprint, CommandError, RouteDriver, RouteMsg, SupervisorMsg};
+use super::blocking;
+use super::canary_fingerprint;
+use super::route::{RouteDriver, RouteMsg};
 use crate::config::ConfigDiff;
-use crate::persist::Store;
+use crate::persist::RampStore;
+use crate::ramp::command::CommandError;
+use crate::ramp::handle::CommandRequest;
 use crate::runtime::{RouteRuntime, Runtime};
 use crate::server::shutdown_signalled;
 
-pub(super) struct RouteTask {
+/// A route's running ramp task.
+struct RouteTask {
     tx: mpsc::Sender<RouteMsg>,
     rt: Arc<RouteRuntime>,
     join: JoinHandle<()>,
 }
 
+/// Keeps one ramp task per route with a ramp and routes commands to them.
 pub(super) struct Supervisor {
-    pub(super) runtime: Arc<Runtime>,
-    pub(super) store: Arc<Store>,
-    pub(super) tasks: HashMap<String, RouteTask>,
-    pub(super) shutdown: watch::Receiver<bool>,
+    runtime: Arc<Runtime>,
+    store: Arc<dyn RampStore>,
+    tasks: HashMap<String, RouteTask>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Supervisor {
+    pub(super) fn new(
+        runtime: Arc<Runtime>,
+        store: Arc<dyn RampStore>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Supervisor {
+        Supervisor {
+            runtime,
+            store,
+            tasks: HashMap::new(),
+            shutdown,
+        }
+    }
+
     pub(super) async fn run(
         mut self,
-        mut commands: mpsc::Receiver<SupervisorMsg>,
+        mut commands: mpsc::Receiver<CommandRequest>,
         mut reloads: broadcast::Receiver<Arc<ConfigDiff>>,
+        delay: Duration,
     ) {
+        if !delay.is_zero() {
+            if !self.wait(delay, &mut commands).await {
+                return;
+            }
+            // The first sync reads the live config: older reloads are in it.
+            reloads = reloads.resubscribe();
+        }
         self.sync(None).await;
         let mut shutdown = self.shutdown.clone();
         let mut reloads_open = true;
@@ -55,8 +84,33 @@ impl Supervisor {
         }
     }
 
-    async fn on_command(&mut self, msg: SupervisorMsg) {
-        let SupervisorMsg::Command(route, command, reply) = msg;
+    /// Waits `delay` before the ramps start, refusing commands meanwhile;
+    /// `false` when shut down first.
+    async fn wait(
+        &mut self,
+        delay: Duration,
+        commands: &mut mpsc::Receiver<CommandRequest>,
+    ) -> bool {
+        let start = tokio::time::sleep(delay);
+        tokio::pin!(start);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = &mut start => return true,
+                Some(req) = commands.recv() => {
+                    let _ = req.reply.send(Err(CommandError::Stopped));
+                }
+                () = shutdown_signalled(&mut shutdown) => return false,
+            }
+        }
+    }
+
+    async fn on_command(&mut self, req: CommandRequest) {
+        let CommandRequest {
+            route,
+            command,
+            reply,
+        } = req;
         let snap = self.runtime.snapshot();
         let Some(config) = snap.config.route(&route) else {
             let _ = reply.send(Err(CommandError::UnknownRoute(route)));
