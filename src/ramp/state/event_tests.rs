@@ -62,6 +62,13 @@ enum K {
 /// failing streak, the no-data streak.
 type After = (Phase, Option<&'static str>, u32, u32);
 
+/// A KPI case: its name, the script, the one decision it must record.
+type KpiCase = (
+    &'static str,
+    &'static [(K, After)],
+    Option<(Action, &'static str)>,
+);
+
 fn kpi_step(r: &mut Run, step: K) -> Vec<Effect> {
     r.now += 1_000;
     let round = |started, o| RampEvent::KpiRound {
@@ -82,8 +89,8 @@ fn kpi_step(r: &mut Run, step: K) -> Vec<Effect> {
 fn kpi_rounds_block_unblock_roll_back_and_pause() {
     use K::*;
     use O::*;
-    let waiting = Some("waiting for the KPI checks");
-    let cases: &[(&str, &[(K, After)], Option<(Action, &str)>)] = &[
+    const WAITING: Option<&str> = Some("waiting for the KPI checks");
+    let cases: &[KpiCase] = &[
         (
             "three failing rounds in a row roll back",
             &[
@@ -96,7 +103,7 @@ fn kpi_rounds_block_unblock_roll_back_and_pause() {
                     (Phase::Progressing, Some("failing (2 of 3"), 2, 0),
                 ),
                 // At 0 % the checks start over: streaks reset, blocked again.
-                (Round(Fail), (Phase::RolledBack, waiting, 0, 0)),
+                (Round(Fail), (Phase::RolledBack, WAITING, 0, 0)),
             ],
             Some((
                 Action::Rollback,
@@ -146,7 +153,7 @@ fn kpi_rounds_block_unblock_roll_back_and_pause() {
         (
             "a pass from before the weight changed does not unblock",
             &[
-                (Stale(Pass), (Phase::Progressing, waiting, 0, 0)),
+                (Stale(Pass), (Phase::Progressing, WAITING, 0, 0)),
                 (Round(Pass), (Phase::Progressing, None, 0, 0)),
             ],
             None,
@@ -178,7 +185,7 @@ fn kpi_rounds_block_unblock_roll_back_and_pause() {
     for (name, script, last_audit) in cases {
         let mut r = Run::with(kpi_policy());
         r.through_baseline();
-        assert_eq!(r.state.kpi().blocked().map(|b| &b[..26]), waiting, "{name}");
+        assert_eq!(r.state.kpi().blocked().map(|b| &b[..26]), WAITING, "{name}");
         r.log.clear();
         for (i, (step, want)) in script.iter().enumerate() {
             let fx = kpi_step(&mut r, *step);
