@@ -105,14 +105,7 @@ impl App {
         let (ready_tx, ready_rx) = watch::channel(false);
         let (reloads, _) = broadcast::channel(16);
         let mut tasks = JoinSet::new();
-        let store = Arc::new(Store::new(runtime.snapshot().config.state.dir.clone()));
-        let (driver, ramp) = Driver::new(
-            runtime.clone(),
-            store,
-            reloads.subscribe(),
-            shutdown_rx.clone(),
-        );
-        tasks.spawn(driver.run(options.ramp_delay));
+        let ramp = spawn_ramp(&mut tasks, &runtime, &reloads, &shutdown_rx, &options);
         tasks.spawn(server::serve_proxy(
             proxy_listener,
             runtime.clone(),
@@ -177,6 +170,25 @@ impl App {
             }
         }
     }
+}
+
+/// Builds the ramp driver (its state in `state.dir`) and runs it among `tasks`.
+fn spawn_ramp(
+    tasks: &mut JoinSet<()>,
+    runtime: &Arc<Runtime>,
+    reloads: &broadcast::Sender<Arc<ConfigDiff>>,
+    shutdown: &watch::Receiver<bool>,
+    options: &StartOptions,
+) -> RampHandle {
+    let store = Arc::new(Store::new(runtime.snapshot().config.state.dir.clone()));
+    let (driver, ramp) = Driver::new(
+        runtime.clone(),
+        store,
+        reloads.subscribe(),
+        shutdown.clone(),
+    );
+    tasks.spawn(driver.run(options.ramp_delay));
+    ramp
 }
 
 /// Refuses a network-reachable admin API without a token, and warns when

@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 use super::blocking;
 use super::canary_fingerprint;
 use super::route::{RouteDriver, RouteMsg};
+use crate::config::types::RampPolicy;
 use crate::config::ConfigDiff;
 use crate::persist::RampStore;
 use crate::ramp::command::CommandError;
 use crate::ramp::handle::CommandRequest;
-use crate::runtime::{RouteRuntime, Runtime};
+use crate::runtime::{RouteRuntime, Runtime, Snapshot};
 use crate::server::shutdown_signalled;
 
 /// A route's running ramp task.
@@ -137,6 +138,33 @@ impl Supervisor {
     /// Brings the set of route tasks in line with the live config.
     async fn sync(&mut self, diff: Option<&ConfigDiff>) {
         let snap = self.runtime.snapshot();
+        self.stop_gone(&snap).await;
+        for (route, rt) in snap.config.routes.iter().zip(&snap.routes) {
+            let Some(policy) = &route.ramp else { continue };
+            let canary = canary_fingerprint(&snap.config, route);
+            let name = route.name.as_str();
+            match self.tasks.get(name) {
+                Some(task) => {
+                    let new_ramp = diff.is_some_and(|d| d.canary_changed.contains(&route.name));
+                    let msg = RouteMsg::Config {
+                        policy: Box::new(policy.clone()),
+                        canary,
+                        new_ramp,
+                    };
+                    let _ = task.tx.send(msg).await;
+                }
+                None => {
+                    // A route added by a reload starts a new ramp even when a
+                    // state file of an earlier route of that name is left.
+                    let added = diff.is_some_and(|d| d.added_routes.contains(&route.name));
+                    self.spawn(name, rt, (policy.clone(), canary), added);
+                }
+            }
+        }
+    }
+
+    /// Stops the tasks of routes that are gone or lost their ramp.
+    async fn stop_gone(&mut self, snap: &Snapshot) {
         let names: Vec<String> = self.tasks.keys().cloned().collect();
         for name in names {
             let live = snap
@@ -166,47 +194,25 @@ impl Supervisor {
                 }
             }
         }
-        for (route, rt) in snap.config.routes.iter().zip(&snap.routes) {
-            let Some(policy) = &route.ramp else { continue };
-            let canary = canary_fingerprint(&snap.config, route);
-            let name = route.name.as_str();
-            match self.tasks.get(name) {
-                Some(task) => {
-                    let new_ramp = diff.is_some_and(|d| d.canary_changed.contains(&route.name));
-                    let _ = task
-                        .tx
-                        .send(RouteMsg::Config {
-                            policy: Box::new(policy.clone()),
-                            canary,
-                            new_ramp,
-                        })
-                        .await;
-                }
-                None => {
-                    let (tx, rx) = mpsc::channel(16);
-                    // A route added by a reload starts a new ramp even when a
-                    // state file of an earlier route of that name is left.
-                    let added = diff.is_some_and(|d| d.added_routes.contains(&route.name));
-                    let driver = blocking(|| {
-                        RouteDriver::open(
-                            name,
-                            rt.clone(),
-                            self.store.clone(),
-                            (policy.clone(), canary),
-                            added,
-                        )
-                    });
-                    let join = tokio::spawn(driver.run(rx, self.shutdown.clone()));
-                    self.tasks.insert(
-                        name.to_string(),
-                        RouteTask {
-                            tx,
-                            rt: rt.clone(),
-                            join,
-                        },
-                    );
-                }
-            }
-        }
+    }
+
+    /// Opens a route's ramp (loading its stored state) and starts its task.
+    fn spawn(
+        &mut self,
+        name: &str,
+        rt: &Arc<RouteRuntime>,
+        ramp: (RampPolicy, String),
+        force_new: bool,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.store.clone();
+        let driver = blocking(|| RouteDriver::open(name, rt.clone(), store, ramp, force_new));
+        let join = tokio::spawn(driver.run(rx, self.shutdown.clone()));
+        let task = RouteTask {
+            tx,
+            rt: rt.clone(),
+            join,
+        };
+        self.tasks.insert(name.to_string(), task);
     }
 }

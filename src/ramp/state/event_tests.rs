@@ -85,12 +85,13 @@ fn kpi_step(r: &mut Run, step: K) -> Vec<Effect> {
     fx
 }
 
-#[test]
-fn kpi_rounds_block_unblock_roll_back_and_pause() {
+const WAITING: Option<&str> = Some("waiting for the KPI checks");
+
+/// The KPI scripts, each from the first step (blocked until a round passes).
+fn kpi_cases() -> Vec<KpiCase> {
     use K::*;
     use O::*;
-    const WAITING: Option<&str> = Some("waiting for the KPI checks");
-    let cases: &[KpiCase] = &[
+    vec![
         (
             "three failing rounds in a row roll back",
             &[
@@ -181,8 +182,12 @@ fn kpi_rounds_block_unblock_roll_back_and_pause() {
             ],
             None,
         ),
-    ];
-    for (name, script, last_audit) in cases {
+    ]
+}
+
+#[test]
+fn kpi_rounds_block_unblock_roll_back_and_pause() {
+    for (name, script, last_audit) in kpi_cases() {
         let mut r = Run::with(kpi_policy());
         r.through_baseline();
         assert_eq!(r.state.kpi().blocked().map(|b| &b[..26]), WAITING, "{name}");
@@ -228,7 +233,7 @@ fn kpi_rounds_block_unblock_roll_back_and_pause() {
                 assert_eq!(audits.len(), 1, "{name}: {audits:?}");
                 assert_eq!(
                     (audits[0].action, audits[0].trigger),
-                    (*action, Trigger::Judge)
+                    (action, Trigger::Judge)
                 );
                 assert!(
                     audits[0].reason.starts_with(reason),

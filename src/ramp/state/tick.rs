@@ -8,6 +8,18 @@ use crate::ramp::judge::{alpha, Verdict, GATE_THRESHOLD};
 use crate::ramp::window::TickCounts;
 use crate::ramp::Timestamp;
 
+const HOLD_REASON: &str = "hold: shared degradation (stable's own events far above its baseline)";
+
+fn rollback_reason(v: &Verdict, policy: &RampPolicy) -> String {
+    format!(
+        "canary shown worse: E = {:.3} ≥ 1/α = {:.0} (errors E = {:.3}, slow requests E = {:.3})",
+        v.e,
+        1.0 / alpha(policy),
+        v.e_errors,
+        v.e_slow
+    )
+}
+
 impl RampState {
     pub(super) fn on_tick(
         &mut self,
@@ -29,7 +41,8 @@ impl RampState {
                 && now.saturating_sub(self.phase_since) >= ms(policy.baseline)
             {
                 self.judge.finish_calibration(policy);
-                self.start_ramp(now, policy, fx, (Action::RampStarted, Trigger::Judge));
+                let why = (Action::RampStarted, Trigger::Judge);
+                self.start_ramp(now, policy, fx, why);
             } else {
                 fx.push(Effect::Persist);
             }
@@ -39,33 +52,19 @@ impl RampState {
         self.step_canary.merge(&tick.canary);
         let v = self.judge.observe(tick, now, policy, self.gate(policy));
         if v.rollback {
-            let reason = format!(
-                "canary shown worse: E = {:.3} ≥ 1/α = {:.0} (errors E = {:.3}, slow requests E = {:.3})",
-                v.e,
-                1.0 / alpha(policy),
-                v.e_errors,
-                v.e_slow
-            );
+            let reason = rollback_reason(&v, policy);
             self.roll_back(now, policy, fx, Trigger::Judge, reason);
             return;
         }
         if v.hold != self.hold {
             self.hold = v.hold;
             let (action, reason) = if v.hold {
-                (
-                    Action::Hold,
-                    "hold: shared degradation (stable's own events far above its baseline)",
-                )
+                (Action::Hold, HOLD_REASON)
             } else {
                 (Action::HoldEnded, "shared degradation over")
             };
-            self.audit(
-                fx,
-                now,
-                policy,
-                (action, Trigger::Judge),
-                reason.to_string(),
-            );
+            let why = (action, Trigger::Judge);
+            self.audit(fx, now, policy, why, reason.to_string());
         }
         if self.phase == Phase::Progressing {
             self.maybe_advance(&v, now, policy, fx);
