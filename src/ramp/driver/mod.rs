@@ -27,6 +27,12 @@
 //!   task; removed routes and removed ramps stop theirs (the file's weight
 //!   applies again).
 //!
+//! Seams for a replicated ramp: the driver stores through
+//! [`RampStore`](crate::persist::RampStore) only, and `RouteDriver::adopt`
+//! takes a state decided elsewhere as it is (weight applied, status
+//! published, nothing stored). A follower would call it on every state its
+//! leader wrote instead of feeding events.
+//!
 //! Wall time for the state machine is unix ms measured as the start time
 //! plus tokio's monotonic clock, so paused-time tests work. See
 //! `docs/ramp.md` for what users see.
