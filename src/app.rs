@@ -16,7 +16,8 @@ use crate::metrics::Metrics;
 use crate::ramp::driver::RampHandle;
 use crate::reload;
 use crate::runtime::Runtime;
-use crate::server::{self, shutdown_signalled};
+use crate::server;
+use crate::shutdown::shutdown_signalled;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

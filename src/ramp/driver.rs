@@ -42,7 +42,7 @@ use crate::ramp::kpi::{KpiOutcome, KpiResult, PromClient, NO_DATA_BEFORE_PAUSE};
 use crate::ramp::state::{Command, Effect, Phase, RampEvent, RampState, RampStatus};
 use crate::ramp::Timestamp;
 use crate::runtime::RouteRuntime;
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 /// Why an operator command was not carried out.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -11,7 +11,7 @@ use super::{blocking, canary_fingerprint, CommandError, RouteDriver, RouteMsg, S
 use crate::config::ConfigDiff;
 use crate::persist::Store;
 use crate::runtime::{RouteRuntime, Runtime};
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 pub(super) struct RouteTask {
     tx: mpsc::Sender<RouteMsg>,
