@@ -1,4 +1,5 @@
-//! The admin API (CONTRACT §5): metrics, status, explain, health.
+//! The admin API: metrics, status, explain, health, and the operator
+//! commands (endpoints listed in the README's admin API section).
 
 pub mod status;
 
@@ -18,6 +19,7 @@ use crate::proxy::body::ResponseBody;
 use crate::ramp::driver::{self, CommandError, RampHandle};
 use crate::routing;
 use crate::runtime::Runtime;
+use crate::status::CommandAnswer;
 
 /// How long an operator command may wait for the ramp driver.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -53,7 +55,7 @@ impl Admin {
                 Ok(text) => text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
                 Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             },
-            (&Method::GET, ["status"]) => json(StatusCode::OK, &status::status(&self.runtime)),
+            (&Method::GET, ["status"]) => typed_json(&status::status(&self.runtime)),
             (&Method::GET, ["healthz"]) => {
                 text_response(StatusCode::OK, "text/plain", "ok\n".into())
             }
@@ -122,8 +124,10 @@ impl Admin {
                     weight = status.weight,
                     "operator command applied"
                 );
-                let body = serde_json::json!({"route": name, "ramp": status});
-                json(StatusCode::OK, &body)
+                typed_json(&CommandAnswer {
+                    route: name.to_string(),
+                    ramp: status,
+                })
             }
             Err(e) => {
                 let code = match &e {
@@ -230,6 +234,15 @@ pub async fn serve_admin(
 /// A JSON answer.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
     text_response(status, "application/json", value.to_string())
+}
+
+/// A JSON answer of a typed document (`/status`, command answers). Through
+/// a `Value`, so its keys come out sorted like every other admin answer.
+fn typed_json(value: &impl serde::Serialize) -> Response<ResponseBody> {
+    match serde_json::to_value(value) {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// A JSON error answer `{"error": message}`.
