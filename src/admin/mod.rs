@@ -4,6 +4,7 @@
 pub mod status;
 
 mod auth;
+mod query;
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -96,8 +97,7 @@ impl Admin {
             return json_error(denied.status(), &denied.to_string());
         }
         // Route names are free text; clients (the CLI) percent-encode them.
-        let decoded = percent_decode(name);
-        let name = decoded.as_deref().unwrap_or(name);
+        let name = &*query::path_segment(name);
         let Some(command) = driver::parse_command(action) else {
             return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
         };
@@ -146,6 +146,7 @@ impl Admin {
     }
 
     fn explain(&self, name: &str, query: Option<&str>) -> Response<ResponseBody> {
+        let name = &*query::path_segment(name);
         let snap = self.runtime.snapshot();
         let Some(index) = snap
             .config
@@ -158,17 +159,22 @@ impl Admin {
         let Some((route, rt)) = snap.route(index) else {
             return json_error(StatusCode::NOT_FOUND, &format!("no route named `{name}`"));
         };
-        let key = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|pair| pair.strip_prefix("key="));
-        let Some(key) = key.filter(|k| !k.is_empty()) else {
-            return json_error(StatusCode::BAD_REQUEST, "pass the sticky key as ?key=K");
+        // The query string only carries the key here: decode it as clients
+        // encode it (`M%C3%BCller` is `Müller`, `a+b` is `a b`).
+        let key = match query::query_param(query, "key") {
+            Ok(Some(key)) if !key.is_empty() => key,
+            Ok(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "pass the sticky key as ?key=K (percent-encoded)",
+                )
+            }
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, &format!("?key=: {e}"));
+            }
         };
-        // The key is compared as sent by clients, so percent-decoding the
-        // query here would make `explain` disagree with the proxy.
         let weight = rt.weight();
-        let e = routing::explain(route, key, weight);
+        let e = routing::explain(route, &key, weight);
         let body = serde_json::json!({
             "route": name,
             "key": key,
@@ -180,33 +186,6 @@ impl Admin {
         });
         json(StatusCode::OK, &body)
     }
-}
-
-/// `%XX`-decodes a path segment; `None` when it is not valid UTF-8 or has no escapes.
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return None;
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Serves the admin API until `shutdown`.
@@ -261,17 +240,4 @@ fn text_response(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn route_names_are_percent_decoded() {
-        assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
-        assert_eq!(percent_decode("plain"), None);
-        assert_eq!(percent_decode("50%").as_deref(), Some("50%"));
-        assert_eq!(percent_decode("%ff"), None);
-    }
 }
