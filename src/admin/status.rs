@@ -1,11 +1,9 @@
-//! The `/status` document (CONTRACT §5).
+//! Builds the `/status` document ([`StatusDocument`]) from the live runtime.
 
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
-
-use crate::domain::Arm;
 use crate::runtime::{RouteRuntime, Runtime};
+use crate::status::{ArmTotals, ConfigStatus, ForcedTotals, PerArm, RouteStatus, StatusDocument};
 
 /// RFC 3339 UTC time of a `SystemTime`.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -16,63 +14,52 @@ pub fn rfc3339(t: SystemTime) -> String {
     crate::ramp::audit::rfc3339(ms)
 }
 
-fn arm_json(rt: &RouteRuntime, arm: Arm) -> Value {
-    let totals = rt.totals(arm);
-    let error_rate = if totals.requests == 0 {
-        0.0
-    } else {
-        totals.errors_clamped() as f64 / totals.requests as f64
-    };
-    json!({
-        "requests": totals.requests,
-        "errors": totals.errors_clamped(),
-        "error_rate": error_rate,
-        "p99_seconds": totals.latency.quantile(0.99).unwrap_or(0.0),
-    })
+fn route_status(name: &str, rt: &RouteRuntime) -> RouteStatus {
+    // Fold what the recorder holds into the totals first, so the document
+    // counts every request answered before it was asked for.
+    rt.drain();
+    let ramp = rt
+        .ramp_status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    RouteStatus {
+        name: name.to_string(),
+        canary_weight: rt.weight().percent(),
+        ramp: ramp.into(),
+        arms: PerArm::from_fn(|arm| {
+            let t = rt.totals(arm);
+            ArmTotals::new(t.requests, t.errors, t.latency.quantile(0.99))
+        }),
+        forced: PerArm::from_fn(|arm| ForcedTotals {
+            requests: rt.forced(arm),
+        }),
+        shadow: None,
+    }
 }
 
 /// The whole `/status` document.
-pub fn status(runtime: &Runtime) -> Value {
+pub fn status(runtime: &Runtime) -> StatusDocument {
     let snap = runtime.snapshot();
-    let routes: Vec<Value> = snap
+    let routes = snap
         .config
         .routes
         .iter()
         .zip(&snap.routes)
-        .map(|(route, rt)| {
-            rt.drain();
-            let ramp = match &*rt.ramp_status.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(status) => serde_json::to_value(status).unwrap_or(Value::Null),
-                None => {
-                    json!({"state": "idle", "step": null, "waiting_for": null, "decisions": []})
-                }
-            };
-            json!({
-                "name": route.name.as_str(),
-                "canary_weight": rt.weight().percent(),
-                "ramp": ramp,
-                "arms": {
-                    "stable": arm_json(rt, Arm::Stable),
-                    "canary": arm_json(rt, Arm::Canary),
-                },
-                "forced": {
-                    "stable": {"requests": rt.forced(Arm::Stable)},
-                    "canary": {"requests": rt.forced(Arm::Canary)},
-                },
-            })
-        })
+        .map(|(route, rt)| route_status(route.name.as_str(), rt))
         .collect();
     let last_error = runtime
         .last_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    json!({
-        "routes": routes,
-        "config": {
-            "path": snap.config.path.display().to_string(),
-            "loaded_at": rfc3339(snap.loaded_at),
-            "last_error": last_error,
+    StatusDocument {
+        routes,
+        config: ConfigStatus {
+            path: snap.config.path.display().to_string(),
+            loaded_at: rfc3339(snap.loaded_at),
+            last_error,
         },
-    })
+        fleet: None,
+    }
 }
