@@ -71,6 +71,10 @@ pub struct ServerConfig {
     /// Most client connections served at once; further clients wait in the
     /// listen backlog (default 10000).
     pub max_connections: usize,
+    /// Fraction of proxied requests that get an `access` log line, in
+    /// `0.0..=1.0`; `None` when the file does not say (then the deprecated
+    /// `GRAYPROXY_ACCESS_LOG` variable decides, else off).
+    pub access_log_sample: Option<f64>,
 }
 
 /// Certificate and key files for TLS termination (absolute paths).
@@ -202,6 +206,16 @@ pub struct Route {
     pub rules: Vec<Rule>,
     /// The ramp, when configured.
     pub ramp: Option<RampPolicy>,
+}
+
+impl Route {
+    /// The upstream serving `arm`.
+    pub fn upstream(&self, arm: Arm) -> UpstreamId {
+        match arm {
+            Arm::Stable => self.stable,
+            Arm::Canary => self.canary,
+        }
+    }
 }
 
 /// `match = { host = .., path_prefix = .. }`; both optional.
