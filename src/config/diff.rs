@@ -12,7 +12,8 @@ pub struct ConfigDiff {
     /// (`server.listen`, `server.workers`, `admin.listen`, `state.dir`).
     pub restart_required: Vec<String>,
     /// Routes whose canary upstream (its name or its endpoints) changed, plus
-    /// new routes: each starts a new ramp at the first step (CONTRACT §4).
+    /// new routes: each starts a new ramp at the first step (a new canary
+    /// version has earned nothing yet; see docs/ramp.md).
     pub canary_changed: Vec<RouteName>,
     /// Routes in the old config but not the new one.
     pub removed_routes: Vec<RouteName>,
