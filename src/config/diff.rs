@@ -183,5 +183,8 @@ canary = "v3"
         // Weight and rule edits are live-applied: not in the diff.
         let d = diff(&BASE.replace("canary = \"v3\"", "canary = \"v3\"\ncanary_weight = 7"));
         assert_eq!(d, ConfigDiff::default());
+        // So is the access-log sample rate (read from the snapshot per request).
+        let d = diff(&BASE.replace("workers = 2", "workers = 2\naccess_log_sample = 0.5"));
+        assert_eq!(d, ConfigDiff::default());
     }
 }
