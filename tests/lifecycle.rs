@@ -1,4 +1,4 @@
-//! The real binary's life (CONTRACT §1, §7), driven like an operator would:
+//! The real binary's life (README: commands, hot reload), driven like an operator would:
 //! `check` a bad file and the shipped one; `run`, serve, break the file, keep
 //! serving, fix it, SIGHUP; SIGTERM with slow requests in flight.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -66,7 +66,7 @@ fn check_accepts_the_shipped_config_with_a_one_line_summary() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "warning: config/grayproxy.toml:26:17: canary_weight is ignored: the ramp (line 45) owns the weight; remove canary_weight\n"
+        "warning: config/grayproxy.toml:27:17: canary_weight is ignored: the ramp (line 46) owns the weight; remove canary_weight\n"
     );
 }
 
