@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use self::binary::{run_cli, Binary, CliOutput, BIN};
-pub use self::config::{config, split_config, write_atomically};
+pub use self::config::{config, split_config, split_toml, write_atomically, Toml};
 pub use self::http::{
     admin_json, admin_metrics, chunked, client, empty, fetch, full, get, h2c_client, send, Answer,
     Body, BoxError, HttpClient,
