@@ -109,7 +109,7 @@ fn contract_example_loads_with_documented_values() {
         c.admin.listen,
         "127.0.0.1:9901".parse::<SocketAddr>().unwrap()
     );
-    // Relative to the config file's directory, per CONTRACT §2.
+    // Relative to the config file's directory (README, `[state]`).
     assert_eq!(c.admin.token_file, Some(dir.join("config/admin.token")));
     assert_eq!(c.state.dir, dir.join("state"));
 
@@ -163,7 +163,8 @@ fn contract_example_loads_with_documented_values() {
         ]
     );
 
-    // CONTRACT §4: with a ramp, `check` warns that canary_weight is ignored.
+    // With a ramp, `check` warns that canary_weight is ignored (the ramp
+    // owns the weight: docs/ramp.md).
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
