@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::config::Toml;
 use super::http::{admin_json, client, fetch, HttpClient};
+use super::upstream::{Fault, TestUpstream};
 use super::{eventually, TempDir};
 
 /// The admin token of every [`Setup`].
@@ -24,6 +25,20 @@ pub const FAST: &str = r#"tick = "100ms"
 interval = "300ms"
 baseline = "1s"
 max_step_duration = "1m""#;
+
+/// An upstream answering 503 to `error_share` of its requests (spread
+/// evenly) after an exponentially distributed delay with mean `mean_ms`
+/// (at once when 0).
+pub async fn backend(name: &str, error_share: f64, mean_ms: u64) -> TestUpstream {
+    let mut upstream = TestUpstream::spawn(name).await;
+    if error_share > 0.0 {
+        upstream = upstream.with(Fault::StatusShare(503, error_share));
+    }
+    if mean_ms > 0 {
+        upstream = upstream.with(Fault::DelayExp(Duration::from_millis(mean_ms)));
+    }
+    upstream
+}
 
 /// A temp dir with `grayproxy.toml`, `admin.token` and `state/`.
 pub struct Setup {
@@ -130,6 +145,8 @@ pub async fn post(
 /// dropped.
 pub struct Traffic {
     stop: Arc<AtomicBool>,
+    /// Requests started so far.
+    started: Arc<AtomicU64>,
     /// Requests answered (or failed) so far.
     pub sent: Arc<AtomicU64>,
     /// Answers other than 2xx or 503, and transport errors.
@@ -142,8 +159,10 @@ impl Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let odd = Arc::new(AtomicU64::new(0));
+        let started = Arc::new(AtomicU64::new(0));
         let every = Duration::from_secs_f64(1.0 / rps);
         let (stop2, sent2, odd2) = (stop.clone(), sent.clone(), odd.clone());
+        let started2 = started.clone();
         tokio::spawn(async move {
             let c = client();
             let url = format!("http://{proxy}/api");
@@ -155,6 +174,7 @@ impl Traffic {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
+                started2.fetch_add(1, Ordering::SeqCst);
                 let (c, url, sent, odd) = (c.clone(), url.clone(), sent2.clone(), odd2.clone());
                 tokio::spawn(async move {
                     let user = format!("user-{}", rand::thread_rng().gen::<u32>());
@@ -165,16 +185,34 @@ impl Traffic {
                     if !ok {
                         odd.fetch_add(1, Ordering::Relaxed);
                     }
-                    sent.fetch_add(1, Ordering::Relaxed);
+                    sent.fetch_add(1, Ordering::SeqCst);
                     drop(permit);
                 });
             }
         });
         Traffic {
             stop,
+            started,
             sent,
             non_2xx_or_503: odd,
         }
+    }
+
+    /// Requests under way (started, not yet answered).
+    pub fn in_flight(&self) -> u64 {
+        // `sent` first, so that a request answered between the two reads
+        // still counts as under way (never fewer than the truth).
+        let sent = self.sent.load(Ordering::SeqCst);
+        self.started.load(Ordering::SeqCst).saturating_sub(sent)
+    }
+
+    /// Waits (≤ 5 s) for a moment with no request under way: every request
+    /// started before this call has been answered when it returns.
+    pub async fn landed(&self) {
+        eventually(Duration::from_secs(5), "no request in flight", || async {
+            self.in_flight() == 0
+        })
+        .await;
     }
 
     /// Stops sending (requests in flight still land).
