@@ -95,6 +95,10 @@ pub fn standard_scenarios() -> Vec<Scenario> {
             ..h("healthy, bursty errors")
         },
         Scenario {
+            canary_burst: 5.0,
+            ..h("canary-only bursts")
+        },
+        Scenario {
             incident: Some(shared_incident()),
             ..h("shared incident, healthy")
         },
