@@ -1,7 +1,7 @@
 //! The ramp: a pure core that decides and a thin driver that waits.
 //!
 //! * [`window`]: per-tick counts of weight-assigned requests (the hot path's recorder).
-//! * [`judge`]: the statistics (`JUDGE.md`): rollback e-process, gates, guards.
+//! * [`judge`]: the statistics (docs/judge.md): rollback e-process, gates, guards.
 //! * [`state`]: the state machine (contract §4): events in, effects out.
 //! * [`kpi`]: business-KPI gates (Prometheus checks): pure evaluation and the query client.
 //! * [`driver`]: the thin async driver (timers, files, operator commands).

@@ -1,4 +1,4 @@
-//! The tick model of `judge-sim/judgesim.py`: Poisson arrivals split per
+//! The tick model (docs/judge.md, "The simulator"): Poisson arrivals split per
 //! request by the ramp's weight, Binomial (or clustered) errors per arm,
 //! log-normal latency (median 40 ms, σ 0.6, p99 ≈ 162 ms), a tail regression
 //! that widens σ, and a shared incident that adds failures and multiplies
