@@ -177,6 +177,9 @@ impl LikelihoodGrid {
     }
 
     fn argmax(&self) -> Option<usize> {
+        if self.log_lik.len() != GRID_POINTS {
+            return None; // an older state's grid: nothing known until it restarts
+        }
         let first = *self.log_lik.first()?;
         if self.log_lik.iter().all(|&l| l == first) {
             return None; // no information yet

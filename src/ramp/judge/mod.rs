@@ -268,47 +268,9 @@ impl Judge {
             None => (None, 0.0, 0.0),
         };
         let (slow_edge, base_error_rate, base_slow_rate) = th;
-        let (s, c, h0) = (&tick.stable, &tick.canary, &tick.stable_halves[0]);
-        let err = Stratum {
-            n_c: c.requests,
-            n_s: s.requests,
-            x_c: c.errors_clamped(),
-            x_s: s.errors_clamped(),
-        };
-        let t_err = temper(
-            &mut self.dispersion_errors,
-            &mut self.split_errors,
-            &mut self.grid_errors,
-            (h0.requests, h0.errors_clamped()),
-            &err,
-        );
-        self.rollback_errors.update(&err, t_err.0, t_err.1);
-        let held_err = self
-            .incident_errors
-            .update(now, err.x_s, s.requests, base_error_rate);
-        let mut hold = held_err;
-        let mut slow = None;
-        if let Some(edge) = slow_edge {
-            let st = Stratum {
-                n_c: c.requests,
-                n_s: s.requests,
-                x_c: c.slow(edge),
-                x_s: s.slow(edge),
-            };
-            let t = temper(
-                &mut self.dispersion_slow,
-                &mut self.split_slow,
-                &mut self.grid_slow,
-                (h0.requests, h0.slow(edge)),
-                &st,
-            );
-            self.rollback_slow.update(&st, t.0, t.1);
-            let held = self
-                .incident_slow
-                .update(now, st.x_s, s.requests, base_slow_rate);
-            hold |= held;
-            slow = Some((st, held, t));
-        }
+        let (err, held_err, t_err) = self.observe_errors(tick, now, base_error_rate);
+        let slow = slow_edge.map(|edge| self.observe_slow(tick, now, edge, base_slow_rate));
+        let mut hold = held_err || slow.as_ref().is_some_and(|s| s.1);
         // The gates take the tick's own φ̂: advancing is no final decision
         // (the rollback processes keep watching every tick).
         for g in &mut self.gates {
@@ -325,24 +287,7 @@ impl Judge {
         let (le, ls) = (self.rollback_errors.log_e(), self.rollback_slow.log_e());
         let log_e = log_add_exp(le, ls) - std::f64::consts::LN_2;
         self.max_log_e = self.max_log_e.max(log_e);
-        let gate = self.gate_mut(gate_tolerance).map(|g| {
-            let (fe, fs) = (g.errors.log_e(), g.slow.log_e());
-            (g.tolerance, fe, fs)
-        });
-        let gate = gate.map(|(tolerance, fe, fs)| {
-            self.gate_history.push_back((now, fe, fs));
-            while self.gate_history.len() > ETA_HISTORY {
-                self.gate_history.pop_front();
-            }
-            let passed =
-                slow_edge.is_some() && fe >= GATE_THRESHOLD.ln() && fs >= GATE_THRESHOLD.ln();
-            GateReading {
-                tolerance,
-                f_errors: capped_exp(fe),
-                f_slow: capped_exp(fs),
-                passed,
-            }
-        });
+        let gate = self.read_gate(now, gate_tolerance, slow_edge.is_some());
         let verdict = Verdict {
             at: now,
             rollback: log_e >= (1.0 / alpha(policy)).ln(),
@@ -356,6 +301,87 @@ impl Judge {
         };
         self.last = Some(verdict.clone());
         verdict
+    }
+
+    /// The error half of a tick: its stratum, whether the (predictable)
+    /// hold applies to it, its tempering.
+    fn observe_errors(
+        &mut self,
+        tick: &TickCounts,
+        now: Timestamp,
+        base_rate: f64,
+    ) -> (Stratum, bool, (f64, f64)) {
+        let (s, c, h0) = (&tick.stable, &tick.canary, &tick.stable_halves[0]);
+        let st = Stratum {
+            n_c: c.requests,
+            n_s: s.requests,
+            x_c: c.errors_clamped(),
+            x_s: s.errors_clamped(),
+        };
+        let t = temper(
+            &mut self.dispersion_errors,
+            &mut self.split_errors,
+            &mut self.grid_errors,
+            (h0.requests, h0.errors_clamped()),
+            &st,
+        );
+        self.rollback_errors.update(&st, t.0, t.1);
+        let held = self
+            .incident_errors
+            .update(now, st.x_s, s.requests, base_rate);
+        (st, held, t)
+    }
+
+    /// The slow-request half of a tick, above boundary `edge`.
+    fn observe_slow(
+        &mut self,
+        tick: &TickCounts,
+        now: Timestamp,
+        edge: usize,
+        base_rate: f64,
+    ) -> (Stratum, bool, (f64, f64)) {
+        let (s, c, h0) = (&tick.stable, &tick.canary, &tick.stable_halves[0]);
+        let st = Stratum {
+            n_c: c.requests,
+            n_s: s.requests,
+            x_c: c.slow(edge),
+            x_s: s.slow(edge),
+        };
+        let t = temper(
+            &mut self.dispersion_slow,
+            &mut self.split_slow,
+            &mut self.grid_slow,
+            (h0.requests, h0.slow(edge)),
+            &st,
+        );
+        self.rollback_slow.update(&st, t.0, t.1);
+        let held = self
+            .incident_slow
+            .update(now, st.x_s, s.requests, base_rate);
+        (st, held, t)
+    }
+
+    /// The current gate's reading (and its ETA history); it passes only
+    /// once the slow-request test has a threshold.
+    fn read_gate(
+        &mut self,
+        now: Timestamp,
+        tolerance: f64,
+        slow_known: bool,
+    ) -> Option<GateReading> {
+        let (tolerance, fe, fs) = self
+            .gate_mut(tolerance)
+            .map(|g| (g.tolerance, g.errors.log_e(), g.slow.log_e()))?;
+        self.gate_history.push_back((now, fe, fs));
+        while self.gate_history.len() > ETA_HISTORY {
+            self.gate_history.pop_front();
+        }
+        Some(GateReading {
+            tolerance,
+            f_errors: capped_exp(fe),
+            f_slow: capped_exp(fs),
+            passed: slow_known && fe >= GATE_THRESHOLD.ln() && fs >= GATE_THRESHOLD.ln(),
+        })
     }
 
     /// Seconds until the current gate should pass at the recent drift of
