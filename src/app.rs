@@ -13,12 +13,12 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin};
 use crate::config::{self, ConfigDiff};
+use crate::driver::handle::RampHandle;
+use crate::driver::Driver;
 use crate::metrics::Metrics;
 use crate::persist::Store;
-use crate::ramp::driver::Driver;
-use crate::ramp::handle::RampHandle;
+use crate::proxy::runtime::Runtime;
 use crate::reload;
-use crate::runtime::Runtime;
 use crate::server;
 use crate::shutdown::shutdown_signalled;
 

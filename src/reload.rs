@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::{self, ConfigDiff};
 use crate::metrics::ReloadResult;
-use crate::runtime::Runtime;
+use crate::proxy::runtime::Runtime;
 use crate::shutdown::shutdown_signalled;
 
 /// Editors write a file in several steps; wait this long after the last
@@ -62,7 +62,7 @@ pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
 /// The file watch, the SIGHUP handler and the "last seen" content are set up
 /// *before* this returns (it must be called inside the tokio runtime), not
 /// when the returned task is first polled: otherwise an edit made right after
-/// [`crate::app::App::start`] returns could be missed for good, and a SIGHUP
+/// `App::start` returns could be missed for good, and a SIGHUP
 /// sent once the "listening" line is logged could still find the default
 /// disposition and kill the process.
 pub fn watch_config(

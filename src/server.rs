@@ -20,8 +20,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::types::ServerConfig;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::forward::ClientInfo;
+use crate::proxy::runtime::Runtime;
 use crate::proxy::Proxy;
-use crate::runtime::Runtime;
 use crate::shutdown::shutdown_signalled;
 use crate::tls::ServerTls;
 

@@ -16,10 +16,10 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::driver::handle::{parse_command, CommandError, RampHandle};
 use crate::proxy::body::ResponseBody;
-use crate::ramp::handle::{parse_command, CommandError, RampHandle};
+use crate::proxy::runtime::Runtime;
 use crate::routing;
-use crate::runtime::Runtime;
 use crate::status::CommandAnswer;
 
 /// How long an operator command may wait for the ramp driver.

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use crate::runtime::{RouteRuntime, Runtime};
+use crate::proxy::runtime::{RouteRuntime, Runtime};
 use crate::status::{ArmTotals, ConfigStatus, ForcedTotals, PerArm, RouteStatus, StatusDocument};
 
 /// RFC 3339 UTC time of a `SystemTime`.

@@ -12,6 +12,7 @@ pub mod framing;
 pub mod health;
 pub mod outcome;
 pub mod outlier;
+pub mod runtime;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -27,8 +28,8 @@ use tokio::time::Instant;
 
 use crate::config::types::Route;
 use crate::domain::Arm;
+use crate::proxy::runtime::{RouteRuntime, Runtime, Snapshot};
 use crate::routing::{self, Decision, RequestView};
-use crate::runtime::{RouteRuntime, Runtime, Snapshot};
 use body::{RequestBody, ResponseBody};
 use error::ProxyError;
 use forward::ClientInfo;

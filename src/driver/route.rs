@@ -10,11 +10,11 @@ use super::kpi_task::{checks_of, KpiRound, KpiTask};
 use super::{blocking, Clock};
 use crate::config::types::RampPolicy;
 use crate::domain::CanaryWeight;
+use crate::driver::handle::Reply;
 use crate::persist::{RampStore, StateFile, STATE_VERSION};
+use crate::proxy::runtime::RouteRuntime;
 use crate::ramp::command::{command_name, Command, CommandError};
-use crate::ramp::handle::Reply;
 use crate::ramp::state::{Effect, Phase, RampEvent, RampState, RampStatus};
-use crate::runtime::RouteRuntime;
 use crate::shutdown::shutdown_signalled;
 
 /// What the supervisor tells a route's task.

@@ -12,9 +12,9 @@ use super::route::RouteDriver;
 use crate::domain::{Arm, CanaryWeight};
 use crate::metrics::Metrics;
 use crate::persist::Store;
+use crate::proxy::runtime::Runtime;
 use crate::ramp::command::{Command, CommandError};
 use crate::ramp::state::{Phase, RampEvent};
-use crate::runtime::Runtime;
 
 const CONFIG: &str = r#"
 [server]

@@ -14,10 +14,10 @@ use super::canary_fingerprint;
 use super::route::{RouteDriver, RouteMsg};
 use crate::config::types::RampPolicy;
 use crate::config::ConfigDiff;
+use crate::driver::handle::CommandRequest;
 use crate::persist::RampStore;
+use crate::proxy::runtime::{RouteRuntime, Runtime, Snapshot};
 use crate::ramp::command::CommandError;
-use crate::ramp::handle::CommandRequest;
-use crate::runtime::{RouteRuntime, Runtime, Snapshot};
 use crate::shutdown::shutdown_signalled;
 
 /// A route's running ramp task.

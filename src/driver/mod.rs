@@ -37,6 +37,7 @@
 //! plus tokio's monotonic clock, so paused-time tests work. See
 //! `docs/ramp.md` for what users see.
 
+pub mod handle;
 mod kpi_task;
 mod route;
 mod supervisor;
@@ -49,10 +50,10 @@ use tokio::time::Instant;
 
 use crate::config::types::{Config, Route};
 use crate::config::ConfigDiff;
+use crate::driver::handle::{CommandRequest, RampHandle};
 use crate::persist::RampStore;
-use crate::ramp::handle::{CommandRequest, RampHandle};
+use crate::proxy::runtime::Runtime;
 use crate::ramp::Timestamp;
-use crate::runtime::Runtime;
 
 /// The ramp driver, built but not running: [`Driver::run`] is its task.
 pub struct Driver {
