@@ -16,6 +16,7 @@ use crate::proxy::fallback::FallbackBudget;
 use crate::proxy::upstream::{Pools, UpstreamPool};
 use crate::ramp::state::RampStatus;
 use crate::ramp::window::{ArmTick, TickCounts, WindowRecorder};
+use crate::routing::RouteIndex;
 
 /// One route's live state. Kept across reloads (looked up by name) so that
 /// counters, the judge window and a ramp-owned weight survive a config edit.
@@ -116,6 +117,8 @@ pub struct Snapshot {
     pub config: Config,
     /// Live state of each route, in `config.routes` order.
     pub routes: Vec<Arc<RouteRuntime>>,
+    /// `config.routes` indexed by host and path prefix, for routing.
+    pub route_index: RouteIndex,
     /// Balancers of each upstream, in `config.upstreams` order.
     pub upstreams: Vec<UpstreamPool>,
     /// When this config was loaded.
@@ -220,6 +223,7 @@ impl Runtime {
             .map(|u| pools.upstream(u, connect_timeout))
             .collect();
         Snapshot {
+            route_index: RouteIndex::new(&config.routes),
             config,
             routes: route_states,
             upstreams,

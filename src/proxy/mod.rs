@@ -203,6 +203,7 @@ fn decide<B>(snap: &Snapshot, req: &Request<B>) -> Option<Decision> {
     let view = RequestView::of(req);
     routing::decide(
         &snap.config.routes,
+        &snap.route_index,
         &view,
         |i| snap.routes.get(i).map(|r| r.weight()).unwrap_or_default(),
         &mut rand::thread_rng(),
