@@ -210,6 +210,7 @@ fn server(c: &mut Checker<'_>, s: &RawServer) -> ServerConfig {
         tls,
         request_timeout: c.duration(&s.request_timeout, "request_timeout", secs(10)),
         header_read_timeout: c.duration(&s.header_read_timeout, "header_read_timeout", secs(5)),
+        keepalive_timeout: c.duration(&s.keepalive_timeout, "keepalive_timeout", secs(75)),
         shutdown_grace: c.duration(&s.shutdown_grace, "shutdown_grace", secs(30)),
         max_body_bytes: c.positive(&s.max_body_bytes, "max_body_bytes", 10_485_760),
         max_header_bytes: c.positive(&s.max_header_bytes, "max_header_bytes", 65_536),
@@ -231,6 +232,11 @@ impl ServerConfig {
                 "header_read_timeout",
             ),
             (self.connect_timeout, &s.connect_timeout, "connect_timeout"),
+            (
+                self.keepalive_timeout,
+                &s.keepalive_timeout,
+                "keepalive_timeout",
+            ),
         ] {
             if let (true, Some(raw)) = (d.is_zero(), raw) {
                 c.error(raw.at, format!("{key} must be above 0, e.g. \"10s\""));
