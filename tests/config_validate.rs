@@ -117,7 +117,7 @@ fn keepalive_timeout_default_value_and_errors() {
     assert_eq!(
         load(&file("[server]\nkeepalive_timeout = 75", "")).err(),
         Some(vec![
-            "2:21: `keepalive_timeout` must be a string, found an integer".to_owned()
+            "2:21: `keepalive_timeout` in [server] must be a string, found integer".to_owned()
         ])
     );
 }
