@@ -8,7 +8,9 @@
 
 use std::fmt::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use grayproxy::config::parse;
 use grayproxy::routing::{find_route_linear, RequestView, RouteIndex};
