@@ -5,12 +5,16 @@
 //! so the request path increments pre-resolved counters and never hashes
 //! label strings.
 
-use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+mod cells;
+
+use std::sync::Arc;
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::domain::{Arm, CanaryWeight};
+use cells::{RouteCells, RouteFamilies, Shared};
+
+pub use cells::ArmMetrics;
 
 /// Prometheus buckets for request durations (seconds). The ramp judge keeps
 /// its own, much finer histogram; these only need to serve dashboards.
@@ -123,12 +127,9 @@ pub enum ReloadResult {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    duration: HistogramVec,
-    upstream_failures: IntCounterVec,
-    fallbacks: IntCounterVec,
-    canary_weight: GaugeVec,
-    ramp_state: IntGaugeVec,
+    /// The per-route families (requests, durations, upstream failures,
+    /// fallbacks, weight, ramp state).
+    routes: Arc<RouteFamilies>,
     reload_ok: IntCounter,
     reload_error: IntCounter,
     reload_last_ok: IntGauge,
@@ -138,49 +139,8 @@ impl Metrics {
     /// Creates every family and registers it in a fresh registry.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "grayproxy_requests_total",
-                "Answers per route and arm by status class (a fallback counts the canary's failure and stable's answer).",
-            ),
-            &["route", "arm", "code"],
-        )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "grayproxy_request_duration_seconds",
-                "Time from request received to response headers sent, per route and arm.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route", "arm"],
-        )?;
-        let upstream_failures = IntCounterVec::new(
-            Opts::new(
-                "grayproxy_upstream_failures_total",
-                "Upstream exchanges that produced no response at all, by kind.",
-            ),
-            &["route", "arm", "kind"],
-        )?;
-        let fallbacks = IntCounterVec::new(
-            Opts::new(
-                "grayproxy_fallbacks_total",
-                "Canary failures answered by stable instead.",
-            ),
-            &["route"],
-        )?;
-        let canary_weight = GaugeVec::new(
-            Opts::new(
-                "grayproxy_canary_weight_percent",
-                "Current canary weight of weight-assigned traffic, in percent.",
-            ),
-            &["route"],
-        )?;
-        let ramp_state = IntGaugeVec::new(
-            Opts::new(
-                "grayproxy_ramp_state",
-                "1 for the route's current ramp state, 0 for the others.",
-            ),
-            &["route", "state"],
-        )?;
+        let routes = Arc::new(RouteFamilies::new()?);
+        registry.register(Box::new(Shared(routes.clone())))?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "grayproxy_config_reloads_total",
@@ -188,12 +148,6 @@ impl Metrics {
             ),
             &["result"],
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(upstream_failures.clone()))?;
-        registry.register(Box::new(fallbacks.clone()))?;
-        registry.register(Box::new(canary_weight.clone()))?;
-        registry.register(Box::new(ramp_state.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         // Like Prometheus' own prometheus_config_last_reload_successful: a
         // counter alone cannot tell "the file is still broken" from "it
@@ -209,56 +163,20 @@ impl Metrics {
             reload_ok: reloads.with_label_values(&["ok"]),
             reload_error: reloads.with_label_values(&["error"]),
             registry,
-            requests,
-            duration,
-            upstream_failures,
-            fallbacks,
-            canary_weight,
-            ramp_state,
+            routes,
         })
     }
 
     /// Resolves every per-route handle once, for the hot path.
     pub fn route(&self, route: &str) -> RouteMetrics {
-        let arm = |arm: Arm| ArmMetrics {
-            codes: CodeClass::ALL.map(|c| {
-                self.requests
-                    .with_label_values(&[route, arm.as_str(), c.as_str()])
-            }),
-            duration: self.duration.with_label_values(&[route, arm.as_str()]),
-            failures: FailureKind::ALL.map(|k| {
-                self.upstream_failures
-                    .with_label_values(&[route, arm.as_str(), k.as_str()])
-            }),
-        };
         RouteMetrics {
-            arms: [arm(Arm::Stable), arm(Arm::Canary)],
-            fallbacks: self.fallbacks.with_label_values(&[route]),
-            canary_weight: self.canary_weight.with_label_values(&[route]),
-            ramp_state: RAMP_STATES.map(|s| self.ramp_state.with_label_values(&[route, s])),
+            cells: self.routes.route(route),
         }
     }
 
     /// Drops the series of a route that a reload removed.
     pub fn forget_route(&self, route: &str) {
-        for arm in Arm::ALL {
-            for c in CodeClass::ALL {
-                let _ = self
-                    .requests
-                    .remove_label_values(&[route, arm.as_str(), c.as_str()]);
-            }
-            for k in FailureKind::ALL {
-                let _ =
-                    self.upstream_failures
-                        .remove_label_values(&[route, arm.as_str(), k.as_str()]);
-            }
-            let _ = self.duration.remove_label_values(&[route, arm.as_str()]);
-        }
-        let _ = self.fallbacks.remove_label_values(&[route]);
-        let _ = self.canary_weight.remove_label_values(&[route]);
-        for s in RAMP_STATES {
-            let _ = self.ramp_state.remove_label_values(&[route, s]);
-        }
+        self.routes.forget(route);
     }
 
     /// Counts one reload attempt.
@@ -287,54 +205,28 @@ impl Metrics {
 /// Pre-resolved handles of one route.
 #[derive(Clone)]
 pub struct RouteMetrics {
-    arms: [ArmMetrics; 2],
-    fallbacks: IntCounter,
-    canary_weight: Gauge,
-    ramp_state: [IntGauge; 6],
+    cells: Arc<RouteCells>,
 }
 
 impl RouteMetrics {
     /// The handles of one arm.
     pub fn arm(&self, arm: Arm) -> &ArmMetrics {
-        &self.arms[arm.index()]
+        &self.cells.arms[arm.index()]
     }
 
     /// Counts a canary failure answered by stable.
     pub fn record_fallback(&self) {
-        self.fallbacks.inc();
+        self.cells.record_fallback();
     }
 
     /// Publishes the live weight.
     pub fn set_weight(&self, weight: CanaryWeight) {
-        self.canary_weight.set(weight.percent());
+        self.cells.set_weight(weight.percent());
     }
 
     /// Publishes the ramp state; `state` is one of [`RAMP_STATES`].
     pub fn set_ramp_state(&self, state: &str) {
-        for (name, gauge) in RAMP_STATES.iter().zip(&self.ramp_state) {
-            gauge.set(i64::from(*name == state));
-        }
-    }
-}
-
-/// Pre-resolved handles of one route × arm.
-#[derive(Clone)]
-pub struct ArmMetrics {
-    codes: [IntCounter; 4],
-    duration: Histogram,
-    failures: [IntCounter; 4],
-}
-
-impl ArmMetrics {
-    /// Counts an answer from this arm (upstream or proxy-made) and its duration.
-    pub fn record_answer(&self, status: u16, seconds: f64) {
-        self.codes[CodeClass::of(status).index()].inc();
-        self.duration.observe(seconds);
-    }
-
-    /// Counts an exchange that produced no response.
-    pub fn record_failure(&self, kind: FailureKind) {
-        self.failures[kind.index()].inc();
+        self.cells.set_ramp_state(state);
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::types::ServerConfig;
+use crate::keepalive::{Activity, InFlight, Limits, TimedIo, TrackedBody};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::forward::ClientInfo;
 use crate::proxy::runtime::Runtime;
@@ -29,11 +30,16 @@ use crate::tls::ServerTls;
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// The HTTP/1.1 half of [`builder`], for connections known to speak HTTP/1.
+///
+/// hyper's own `header_read_timeout` is off: its timer also runs while a
+/// keep-alive connection waits for its next request, so idle connections
+/// would close after the header timeout. [`TimedIo`] enforces both the
+/// keep-alive and the header deadline instead.
 fn http1_builder(server: &ServerConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(server.max_header_bytes.saturating_mul(2).max(8192));
     if server.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         builder.max_headers(server.max_headers);
@@ -57,7 +63,7 @@ fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        .header_read_timeout(None)
         // hyper answers a bare 431 when the head outgrows its read buffer (min
         // 8 KiB); up to twice the limit the proxy checks it and answers in JSON.
         .max_buf_size(server.max_header_bytes.saturating_mul(2).max(8192));
@@ -109,11 +115,24 @@ pub async fn serve_proxy(
     .await;
 }
 
-/// The future of one request, boxed (see [`boxed_service`]).
-type HandlerFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+/// A response as the connection sends it: the body ends its request's
+/// [`InFlight`] when it is done.
+type Answer = Response<TrackedBody<ResponseBody>>;
 
-/// `handler` as a hyper service whose future is boxed per request.
+/// The future of one request, boxed (see [`boxed_service`]).
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+
+/// The read deadlines of a connection of `server`.
+fn limits(server: &ServerConfig) -> Limits {
+    Limits {
+        keepalive: server.keepalive_timeout,
+        header_read: server.header_read_timeout,
+    }
+}
+
+/// `handler` as a hyper service whose future is boxed per request, counting
+/// each request in `activity` from its call until its response body is done
+/// (for the connection's [`TimedIo`]).
 ///
 /// hyper's HTTP/1 dispatcher keeps one heap slot sized to the service's
 /// future for the connection's whole life, idle or not. The proxy's request
@@ -122,17 +141,23 @@ type HandlerFuture =
 /// only as long as the request.
 fn boxed_service<H, F>(
     handler: H,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<ResponseBody>,
-    Error = Infallible,
-    Future = HandlerFuture,
->
+    activity: Arc<Activity>,
+) -> impl Service<Request<Incoming>, Response = Answer, Error = Infallible, Future = HandlerFuture>
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
-    service_fn(move |req| -> HandlerFuture { Box::pin(handler(req)) })
+    service_fn(move |req| -> HandlerFuture {
+        let request = InFlight::start(&activity);
+        let answer = handler(req);
+        Box::pin(async move {
+            let response = match answer.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok(response.map(|body| TrackedBody::new(body, request)))
+        })
+    })
 }
 
 /// The connection preface of HTTP/2 with prior knowledge (h2c).
@@ -175,30 +200,32 @@ async fn sniff(stream: &TcpStream) -> Sniffed {
 /// connection directly, and only the rare connections that need the bigger
 /// futures (h2c, a preface split across packets) box them.
 ///
-/// The wait for the first byte is bounded by `header_read_timeout` (the
-/// time a client has to send its request head) and ends at shutdown.
+/// The wait for the first byte is bounded by `keepalive_timeout` (a new
+/// connection is idle until then) and ends at shutdown; from there the
+/// connection's reads go through [`TimedIo`].
+#[allow(clippy::too_many_arguments)]
 async fn serve_cleartext<S>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
+    activity: Arc<Activity>,
     server: ServerConfig,
     watcher: Watcher,
     mut shutdown: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
 ) where
-    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-        + Send
-        + 'static,
+    S: Service<Request<Incoming>, Response = Answer, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     let sniffed = tokio::select! {
-        sniffed = tokio::time::timeout(server.header_read_timeout, sniff(&stream)) => {
+        sniffed = tokio::time::timeout(server.keepalive_timeout, sniff(&stream)) => {
             sniffed.unwrap_or(Sniffed::Gone)
         }
         () = shutdown_signalled(&mut shutdown) => Sniffed::Gone,
     };
     drop(shutdown);
-    let io = TokioIo::new(stream);
+    let heads = sniffed != Sniffed::Http2;
+    let io = TokioIo::new(TimedIo::new(stream, activity, limits(&server), heads));
     let ended = match sniffed {
         Sniffed::Gone => Ok(()),
         Sniffed::Http1 => {
@@ -277,7 +304,8 @@ pub async fn serve_with<S, H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let server = settings();
-                let service = boxed_service(make_handler(peer));
+                let activity = Arc::new(Activity::default());
+                let service = boxed_service(make_handler(peer), activity.clone());
                 let watcher = graceful.watcher();
                 if let Some(tls) = &tls {
                     let acceptor = tls.acceptor(server.tls.as_ref());
@@ -291,7 +319,9 @@ pub async fn serve_with<S, H, F>(
                             }
                             Err(_) => return,
                         };
-                        let conn = builder(&server).serve_connection(TokioIo::new(stream), service).into_owned();
+                        let heads = stream.get_ref().1.alpn_protocol() != Some(&b"h2"[..]);
+                        let io = TimedIo::new(stream, activity, limits(&server), heads);
+                        let conn = builder(&server).serve_connection(TokioIo::new(io), service).into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(%peer, error = %e, "client connection ended with an error");
                         }
@@ -299,7 +329,7 @@ pub async fn serve_with<S, H, F>(
                     });
                     continue;
                 }
-                tokio::spawn(serve_cleartext(stream, peer, service, server, watcher, shutdown.clone(), permit));
+                tokio::spawn(serve_cleartext(stream, peer, service, activity, server, watcher, shutdown.clone(), permit));
             }
             () = shutdown_signalled(&mut shutdown) => break,
         }
@@ -391,11 +421,15 @@ mod tests {
     async fn served(extra: &str) -> (TcpStream, tokio::task::JoinHandle<()>) {
         let (client, stream) = pair().await;
         let peer = stream.peer_addr().unwrap();
-        let service = boxed_service(|_req: Request<Incoming>| async {
-            Ok::<_, Infallible>(Response::new(ResponseBody::from(
-                bytes::Bytes::from_static(b"ok"),
-            )))
-        });
+        let activity = Arc::new(Activity::default());
+        let service = boxed_service(
+            |_req: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(ResponseBody::from(
+                    bytes::Bytes::from_static(b"ok"),
+                )))
+            },
+            activity.clone(),
+        );
         let graceful = GracefulShutdown::new();
         let (tx, shutdown) = watch::channel(false);
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
@@ -405,6 +439,7 @@ mod tests {
                 stream,
                 peer,
                 service,
+                activity,
                 server,
                 graceful.watcher(),
                 shutdown,
@@ -468,20 +503,108 @@ mod tests {
         }
     }
 
-    /// A client that connects and never sends a byte is closed after
-    /// header_read_timeout, like one that stalls mid-head.
-    #[tokio::test]
-    async fn a_silent_connection_is_closed_after_header_read_timeout() {
-        let (mut client, task) = served("header_read_timeout = \"1s\"").await;
-        let started = tokio::time::Instant::now();
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+    /// Short deadlines for the keep-alive tests: the header timeout, then
+    /// the keep-alive timeout, well apart.
+    const SHORT: &str = "header_read_timeout = \"1s\"\nkeepalive_timeout = \"3s\"";
+
+    /// Reads until the server closes the connection (EOF or reset), within
+    /// `bound`; returns when that was.
+    async fn closed_within(client: &mut TcpStream, bound: Duration) -> tokio::time::Instant {
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(bound, async {
+            while let Ok(n) = client.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the server closes the connection");
+        tokio::time::Instant::now()
+    }
+
+    async fn request_ok(client: &mut TcpStream) {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
             .await
-            .expect("the server closes a silent connection")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
-        assert!(started.elapsed() >= Duration::from_millis(900));
+            .unwrap();
+        let got = read_until(client, b"\r\n\r\nok").await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+
+    /// A client that connects and never sends a byte is idle, not slow: it
+    /// is closed after keepalive_timeout, not after header_read_timeout.
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_keepalive_timeout() {
+        let (mut client, task) = served(SHORT).await;
+        let started = tokio::time::Instant::now();
+        let closed = closed_within(&mut client, Duration::from_secs(10)).await;
+        let after = closed - started;
+        assert!(
+            after >= Duration::from_millis(2900),
+            "closed after {after:?}"
+        );
         task.await.unwrap();
+    }
+
+    /// Between requests too: an idle keep-alive connection outlives the
+    /// header timeout, serves its next request, and is closed once it has
+    /// been idle for keepalive_timeout.
+    #[tokio::test]
+    async fn an_idle_keepalive_connection_outlives_the_header_timeout() {
+        let (mut client, task) = served(SHORT).await;
+        request_ok(&mut client).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        request_ok(&mut client).await;
+        let idle_from = tokio::time::Instant::now();
+        let closed = closed_within(&mut client, Duration::from_secs(10)).await;
+        let idle = closed - idle_from;
+        assert!(
+            idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
+            "closed after {idle:?} idle"
+        );
+        task.await.unwrap();
+    }
+
+    /// Slowloris still loses: a head trickled a byte at a time after an
+    /// idle spell is cut header_read_timeout after its first byte, on a
+    /// fresh connection and on a kept-alive one.
+    #[tokio::test]
+    async fn a_trickling_head_is_cut_at_header_read_timeout() {
+        for kept_alive in [false, true] {
+            let (mut client, task) = served(SHORT).await;
+            if kept_alive {
+                request_ok(&mut client).await;
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let first_byte = tokio::time::Instant::now();
+            let head: &[u8] =
+                b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut buf = [0u8; 1024];
+            // A byte every 100 ms (5.5 s for all of it), watching for the close.
+            for b in head {
+                if client.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                let read = tokio::time::timeout(Duration::from_millis(100), client.read(&mut buf));
+                if let Ok(Ok(0) | Err(_)) = read.await {
+                    break;
+                }
+            }
+            let closed = tokio::time::Instant::now();
+            let after = closed - first_byte;
+            // Closed at 1 s; the trickle notices within its next write or
+            // two, and would have gone on for 5 s.
+            assert!(
+                after >= Duration::from_millis(900) && after < Duration::from_millis(2500),
+                "kept alive {kept_alive}: closed {after:?} after the first byte"
+            );
+            task.await.unwrap();
+        }
     }
 
     /// Every idle client connection is one task; keep its future small
@@ -490,9 +613,13 @@ mod tests {
     async fn the_connection_task_stays_small() {
         let (_client, stream) = pair().await;
         let peer = stream.peer_addr().unwrap();
-        let service = boxed_service(|_req: Request<Incoming>| async {
-            Ok::<_, Infallible>(Response::new(ResponseBody::from(bytes::Bytes::new())))
-        });
+        let activity = Arc::new(Activity::default());
+        let service = boxed_service(
+            |_req: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(ResponseBody::from(bytes::Bytes::new())))
+            },
+            activity.clone(),
+        );
         let graceful = GracefulShutdown::new();
         let (_tx, shutdown) = watch::channel(false);
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
@@ -500,6 +627,7 @@ mod tests {
             stream,
             peer,
             service,
+            activity,
             server_config(""),
             graceful.watcher(),
             shutdown,

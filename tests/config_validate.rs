@@ -122,6 +122,33 @@ fn access_log_sample_is_a_fraction() {
 }
 
 #[test]
+fn keepalive_timeout_default_value_and_errors() {
+    assert_eq!(
+        ok(&file("", "")).server.keepalive_timeout,
+        Duration::from_secs(75)
+    );
+    let c = ok(&file("[server]\nkeepalive_timeout = \"2m\"", ""));
+    assert_eq!(c.server.keepalive_timeout, Duration::from_secs(120));
+    // Located at the value: line 2 of the file, column 21.
+    assert_eq!(
+        load(&file("[server]\nkeepalive_timeout = \"0s\"", "")).err(),
+        Some(vec![
+            "2:21: keepalive_timeout must be above 0, e.g. \"10s\"".to_owned()
+        ])
+    );
+    assert_eq!(
+        load(&file("[server]\nkeepalive_timeout = \"75\"", "")).err(),
+        Some(vec!["2:21: `keepalive_timeout`: invalid duration \"75\": missing or unknown unit after 75; use e.g. \"250ms\", \"30s\", \"5m\", \"1h\" or \"1m30s\"".to_owned()])
+    );
+    assert_eq!(
+        load(&file("[server]\nkeepalive_timeout = 75", "")).err(),
+        Some(vec![
+            "2:21: `keepalive_timeout` in [server] must be a string, found integer".to_owned()
+        ])
+    );
+}
+
+#[test]
 fn tls_needs_cert_and_key() {
     let c = ok(&file(
         "[server]\ntls = { cert = \"c.pem\", key = \"/k.pem\" }",
@@ -462,7 +489,7 @@ fn every_unknown_key_and_type_error_at_once() {
     assert_eq!(
         e,
         [
-            "2:1: unknown key `listn` in [server] (did you mean `listen`?); expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections, access_log_sample",
+            "2:1: unknown key `listn` in [server] (did you mean `listen`?); expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, keepalive_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections, access_log_sample",
             "3:11: `workers` in [server] must be an integer, found string",
             "5:1: unknown key `directory` in [state]; expected one of: dir",
             "6:2: unknown key `metrics` in the top level; expected one of: server, admin, state, upstreams, routes",

@@ -33,7 +33,7 @@ sticky = "session"
 "#;
 
 const BAD_STDERR: &str = r#"error: grayproxy.toml:3:19: `request_timeout`: invalid duration "10": missing or unknown unit after 10; use e.g. "250ms", "30s", "5m", "1h" or "1m30s"
-error: grayproxy.toml:4:1: unknown key `colour` in [server]; expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections, access_log_sample
+error: grayproxy.toml:4:1: unknown key `colour` in [server]; expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, keepalive_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections, access_log_sample
 error: grayproxy.toml:12:10: upstream `reco-v2` is not defined; defined upstreams: reco-v1
 error: grayproxy.toml:13:17: canary_weight 150 is above 100; use 0.0..=100.0
 error: grayproxy.toml:14:10: sticky "session" must be "header:NAME", "cookie:NAME" or "query:NAME"

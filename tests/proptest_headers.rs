@@ -10,7 +10,7 @@ use grayproxy::config::parse;
 use grayproxy::domain::Arm;
 use grayproxy::proxy::forward::{rewrite_request, rewrite_response, ClientInfo};
 use grayproxy::proxy::framing;
-use grayproxy::routing::{decide, RequestView};
+use grayproxy::routing::{decide, RequestView, RouteIndex};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
@@ -167,7 +167,8 @@ proptest! {
         *req.headers_mut() = h;
         let view = RequestView::of(&req);
         let mut rng = SmallRng::seed_from_u64(seed);
-        let d = decide(&config.routes, &view, |i| config.routes[i].canary_weight, &mut rng);
+        let index = RouteIndex::new(&config.routes);
+        let d = decide(&config.routes, &index, &view, |i| config.routes[i].canary_weight, &mut rng);
         prop_assert!(d.is_some(), "the second route matches everything");
     }
 }

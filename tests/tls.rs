@@ -100,6 +100,75 @@ async fn start() -> (
     (p, stable, canary, cert)
 }
 
+/// Over TLS too, an idle connection outlives `header_read_timeout` (1 s)
+/// and is closed after `keepalive_timeout` (3 s): HTTP/1.1 between two
+/// requests, h2 after its last stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_are_kept_for_keepalive_timeout() {
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let dir = TempDir::new();
+    let cert = generate();
+    write_cert(dir.path(), &cert);
+    let toml = split_config(
+        &[stable.addr],
+        &[canary.addr],
+        "tls = { cert = \"cert.pem\", key = \"key.pem\" }\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"3s\"",
+        "canary_weight = 0.0",
+    );
+    let p = TestProxy::start_in(dir, &toml).await;
+    let addr = p.proxy;
+    let get = |uri: &str| {
+        Request::get(uri)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    let s = connect(addr, &[&cert.2], b"http/1.1").await;
+    let (mut h1, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(h1.send_request(get("/a")).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = h1.send_request(get("/b")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    let idle_from = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the proxy closes the idle connection")
+        .unwrap()
+        .ok();
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
+        "http/1.1 closed after {idle:?} idle"
+    );
+
+    let s = connect(addr, &[&cert.2], b"h2").await;
+    let (mut h2, conn) =
+        http2::handshake::<_, _, Empty<Bytes>>(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = h2.send_request(get("https://localhost/c")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    let idle_from = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the proxy closes the idle h2 connection")
+        .unwrap()
+        .ok();
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
+        "h2 closed after {idle:?} idle"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_http1_and_h2_by_alpn() {
     let (p, stable, _canary, cert) = start().await;

@@ -22,10 +22,9 @@
 #
 # A fresh proxy per measurement matters: memory freed by an earlier batch of
 # connections stays in the allocator and would be reused by the next batch,
-# hiding the cost. The grayproxy config raises header_read_timeout to 120 s:
-# hyper runs that timer while it waits for the next request head, so with the
-# default 5 s an idle keep-alive connection is closed after 5 s and a large
-# batch would be partly gone before it is measured.
+# hiding the cost. The grayproxy config sets keepalive_timeout to 120 s, as
+# peer.conf.in does for nginx, so that no idle connection of a large batch is
+# closed before it is measured.
 # Bounded: about RUNS * len(CONNS) * 2 * (2 + N / 3000) s after the build.
 set -euo pipefail
 
@@ -79,9 +78,9 @@ fill peer.conf.in peer.conf
 sed -i -e "s/worker_connections [0-9]*;/worker_connections $((max_n * 2 + 1024));/" \
     -e "s/^worker_processes 1;/worker_processes 1;\nworker_rlimit_nofile $want_fds;/" "$WORK/peer.conf"
 fill grayproxy.toml.in grayproxy.toml
-sed -i -e 's/^workers = 1$/workers = 1\nheader_read_timeout = "120s"\nmax_connections = '"$((max_n + 1024))"'/' \
+sed -i -e 's/^workers = 1$/workers = 1\nkeepalive_timeout = "120s"\nmax_connections = '"$((max_n + 1024))"'/' \
     "$WORK/grayproxy.toml"
-grep -q '^header_read_timeout = "120s"' "$WORK/grayproxy.toml" || { log "could not patch grayproxy.toml"; exit 1; }
+grep -q '^keepalive_timeout = "120s"' "$WORK/grayproxy.toml" || { log "could not patch grayproxy.toml"; exit 1; }
 
 # ---------------------------------------------------------------- backends
 log "starting backends"

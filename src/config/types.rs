@@ -55,8 +55,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Upstream response-header timeout (default 10 s).
     pub request_timeout: Duration,
-    /// Time a client has to send its request head (default 5 s).
+    /// Time a client has to send its request head, counted from the
+    /// request's first byte (default 5 s).
     pub header_read_timeout: Duration,
+    /// How long an idle client connection is kept open, before its first
+    /// request and between requests (default 75 s).
+    pub keepalive_timeout: Duration,
     /// How long shutdown waits for in-flight requests (default 30 s).
     pub shutdown_grace: Duration,
     /// Largest request body (default 10 MiB).

@@ -8,7 +8,9 @@
 
 mod ramp;
 mod route;
+mod shadow;
 
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -222,6 +224,7 @@ fn server(c: &mut Checker<'_>, s: &RawServer) -> ServerConfig {
         tls,
         request_timeout: c.duration(&s.request_timeout, "request_timeout", secs(10)),
         header_read_timeout: c.duration(&s.header_read_timeout, "header_read_timeout", secs(5)),
+        keepalive_timeout: c.duration(&s.keepalive_timeout, "keepalive_timeout", secs(75)),
         shutdown_grace: c.duration(&s.shutdown_grace, "shutdown_grace", secs(30)),
         max_body_bytes: c.positive(&s.max_body_bytes, "max_body_bytes", 10_485_760),
         max_header_bytes: c.positive(&s.max_header_bytes, "max_header_bytes", 65_536),
@@ -244,6 +247,11 @@ impl ServerConfig {
                 "header_read_timeout",
             ),
             (self.connect_timeout, &s.connect_timeout, "connect_timeout"),
+            (
+                self.keepalive_timeout,
+                &s.keepalive_timeout,
+                "keepalive_timeout",
+            ),
         ] {
             if let (true, Some(raw)) = (d.is_zero(), raw) {
                 c.error(raw.at, format!("{key} must be above 0, e.g. \"10s\""));
@@ -441,25 +449,28 @@ fn route_set_checks(c: &mut Checker<'_>, raw: &RawConfig, upstreams: &[Upstream]
             "no [[routes]] defined; every request would get 404 (add a [[routes]] table)",
         );
     }
-    let named: Vec<&Sp<String>> = raw.routes.iter().filter_map(|r| r.name.as_ref()).collect();
-    for (i, n) in named.iter().enumerate() {
-        if let Some(first) = named[..i].iter().find(|m| m.value == n.value) {
-            let line = c.line_of(first.at);
+    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(raw.routes.len());
+    for n in raw.routes.iter().filter_map(|r| r.name.as_ref()) {
+        if let Some(&first) = first_of.get(n.value.as_str()) {
+            let line = c.line_of(first);
             let msg = format!(
                 "route name `{}` is already used on line {line}; route names must be unique",
                 n.value
             );
             c.error(n.at, msg);
+        } else {
+            first_of.insert(&n.value, n.at);
         }
     }
-    route::shadowing(c, &raw.routes);
+    shadow::shadowing(c, &raw.routes);
+    let used: HashSet<&str> = raw
+        .routes
+        .iter()
+        .flat_map(|r| [&r.stable, &r.canary])
+        .filter_map(|s| s.as_ref().map(|s| s.value.as_str()))
+        .collect();
     for u in upstreams {
-        let used = raw.routes.iter().any(|r| {
-            [&r.stable, &r.canary]
-                .iter()
-                .any(|s| s.as_ref().is_some_and(|s| s.value == u.name))
-        });
-        if !used {
+        if !used.contains(u.name.as_str()) {
             if let Some(ru) = raw.upstreams.iter().find(|ru| ru.name.value == u.name) {
                 let msg = format!("upstream `{}` is not used by any route", u.name);
                 c.warn(ru.name.at, msg);

@@ -175,6 +175,7 @@ impl<'s> RequestCtx<'s> {
     fn route<B>(snap: &'s Snapshot, req: &Request<B>, started: Instant) -> Option<Self> {
         let decision = routing::decide(
             &snap.config.routes,
+            &snap.route_index,
             &RequestView::of(req),
             |i| snap.routes.get(i).map(|r| r.weight()).unwrap_or_default(),
             &mut rand::thread_rng(),

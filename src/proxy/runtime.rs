@@ -2,7 +2,7 @@
 //! current config snapshot (swapped atomically on reload) and per-route state
 //! that outlives reloads (live weight, counters, judge window).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -16,6 +16,7 @@ use crate::proxy::fallback::FallbackBudget;
 use crate::proxy::upstream::{Pools, UpstreamPool};
 use crate::ramp::state::RampStatus;
 use crate::ramp::window::{ArmTick, TickCounts, WindowRecorder};
+use crate::routing::RouteIndex;
 
 /// One route's live state. Kept across reloads (looked up by name) so that
 /// counters, the judge window and a ramp-owned weight survive a config edit.
@@ -30,10 +31,12 @@ pub struct RouteRuntime {
     forced: [AtomicU64; 2],
     /// Caps fallbacks to stable.
     pub budget: FallbackBudget,
-    /// Weight-assigned totals since start, folded in from `window` by [`RouteRuntime::drain`].
-    totals: Mutex<[ArmTick; 2]>,
+    /// Weight-assigned totals since start, folded in from `window` by
+    /// [`RouteRuntime::drain`]; `None` until the first request (a route's
+    /// histograms are ~6 KiB, and most routes of a large table are idle).
+    totals: Mutex<Option<Box<[ArmTick; 2]>>>,
     /// Drained from `window` but not yet taken by the ramp as a tick.
-    pending: Mutex<TickCounts>,
+    pending: Mutex<Option<TickCounts>>,
     /// The ramp as `/status` shows it; `None` for routes without a ramp.
     pub ramp_status: Mutex<Option<RampStatus>>,
 }
@@ -47,8 +50,8 @@ impl RouteRuntime {
             window: WindowRecorder::new(),
             forced: [AtomicU64::new(0), AtomicU64::new(0)],
             budget: FallbackBudget::default(),
-            totals: Mutex::new([ArmTick::default(), ArmTick::default()]),
-            pending: Mutex::new(TickCounts::default()),
+            totals: Mutex::new(None),
+            pending: Mutex::new(None),
             ramp_status: Mutex::new(None),
         }
     }
@@ -78,33 +81,46 @@ impl RouteRuntime {
     /// into the pending tick (for the ramp). Called every second, and by the
     /// ramp right before it cuts a tick.
     pub fn drain(&self) {
+        // Most routes of a large table are idle most seconds: skip them
+        // without building an empty tick.
+        if !self.window.has_requests() {
+            return;
+        }
         let tick = self.window.take();
         if tick.is_empty() {
             return;
         }
         {
             let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+            let totals = totals.get_or_insert_with(Box::default);
             totals[Arm::Stable.index()].merge(&tick.stable);
             totals[Arm::Canary.index()].merge(&tick.canary);
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.stable.merge(&tick.stable);
-        pending.canary.merge(&tick.canary);
-        pending.stable_halves[0].merge(&tick.stable_halves[0]);
-        pending.stable_halves[1].merge(&tick.stable_halves[1]);
+        match pending.as_mut() {
+            None => *pending = Some(tick),
+            Some(pending) => {
+                pending.stable.merge(&tick.stable);
+                pending.canary.merge(&tick.canary);
+                pending.stable_halves[0].merge(&tick.stable_halves[0]);
+                pending.stable_halves[1].merge(&tick.stable_halves[1]);
+            }
+        }
     }
 
     /// Everything recorded since the last call: one judge tick.
     pub fn take_tick(&self) -> TickCounts {
         self.drain();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *pending)
+        pending.take().unwrap_or_default()
     }
 
     /// Weight-assigned totals of one arm since start (as of the last drain).
     pub fn totals(&self, arm: Arm) -> ArmTick {
         let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-        totals[arm.index()].clone()
+        totals
+            .as_ref()
+            .map_or_else(ArmTick::default, |t| t[arm.index()].clone())
     }
 }
 
@@ -116,6 +132,8 @@ pub struct Snapshot {
     pub config: Config,
     /// Live state of each route, in `config.routes` order.
     pub routes: Vec<Arc<RouteRuntime>>,
+    /// `config.routes` indexed by host and path prefix, for routing.
+    pub route_index: RouteIndex,
     /// Balancers of each upstream, in `config.upstreams` order.
     pub upstreams: Vec<UpstreamPool>,
     /// When this config was loaded.
@@ -173,9 +191,15 @@ impl Runtime {
         let old = self.current.swap(Arc::new(next));
         self.pools.retain(&live);
         let snapshot = self.snapshot();
+        let names: HashSet<&str> = snapshot
+            .config
+            .routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         routes.retain(|name, _| {
-            let keep = snapshot.config.route(name.as_str()).is_some();
+            let keep = names.contains(name.as_str());
             if !keep {
                 self.metrics.forget_route(name.as_str());
             }
@@ -220,6 +244,7 @@ impl Runtime {
             .map(|u| pools.upstream(u, connect_timeout))
             .collect();
         Snapshot {
+            route_index: RouteIndex::new(&config.routes),
             config,
             routes: route_states,
             upstreams,

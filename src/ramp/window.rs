@@ -7,6 +7,7 @@
 //! [`WindowRecorder::take`] every tick and at every weight change.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -315,8 +316,13 @@ fn next_shard() -> usize {
 /// every `record` costs three relaxed atomic adds at most plus a 7-step
 /// binary search for the bucket. Counters are sharded by thread so that
 /// proxy workers on different cores do not contend.
+///
+/// A shard (3 KiB of counters) is allocated by the first request recorded
+/// into it: in a table of thousands of routes most see little or no
+/// traffic, and eight shards for each would cost 24 KiB per route at start
+/// (240 MiB for 10,000 routes) and a scan of all of it every second.
 pub struct WindowRecorder {
-    shards: Box<[Shard]>,
+    shards: [OnceLock<Box<Shard>>; SHARDS],
 }
 
 impl Default for WindowRecorder {
@@ -334,19 +340,20 @@ impl std::fmt::Debug for WindowRecorder {
 impl WindowRecorder {
     /// An empty recorder.
     pub fn new() -> WindowRecorder {
-        let shards = (0..SHARDS)
-            .map(|_| Shard {
-                canary: AtomicArm::new(),
-                halves: [AtomicArm::new(), AtomicArm::new()],
-            })
-            .collect();
-        WindowRecorder { shards }
+        WindowRecorder {
+            shards: std::array::from_fn(|_| OnceLock::new()),
+        }
     }
 
     /// Counts one weight-assigned request. `half` (0 or 1, from the bucket's
     /// parity; only the low bit is used) matters for stable only.
     pub fn record(&self, arm: Arm, half: usize, error: bool, latency: Duration) {
-        let shard = &self.shards[SHARD.with(|s| *s) % SHARDS];
+        let shard = self.shards[SHARD.with(|s| *s) % SHARDS].get_or_init(|| {
+            Box::new(Shard {
+                canary: AtomicArm::new(),
+                halves: [AtomicArm::new(), AtomicArm::new()],
+            })
+        });
         let a = match arm {
             Arm::Canary => &shard.canary,
             Arm::Stable => &shard.halves[half & 1],
@@ -358,12 +365,22 @@ impl WindowRecorder {
         a.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether a request was recorded since the last `take` (a request
+    /// racing with this answer is seen by the next look).
+    pub fn has_requests(&self) -> bool {
+        self.shards.iter().filter_map(OnceLock::get).any(|s| {
+            [&s.canary, &s.halves[0], &s.halves[1]]
+                .iter()
+                .any(|a| a.requests.load(Ordering::Relaxed) > 0)
+        })
+    }
+
     /// Drains everything recorded since the last `take` (each counter is
     /// swapped to 0; a request racing with `take` lands in one tick or the next).
     pub fn take(&self) -> TickCounts {
         let mut canary = ArmTick::default();
         let mut halves = [ArmTick::default(), ArmTick::default()];
-        for shard in self.shards.iter() {
+        for shard in self.shards.iter().filter_map(OnceLock::get) {
             canary.merge(&shard.canary.take());
             for (h, a) in halves.iter_mut().zip(&shard.halves) {
                 h.merge(&a.take());

@@ -4,7 +4,9 @@
 //! [`Decision`] out. No I/O, no allocation on the request path (CONTRACT §3):
 //!
 //! 1. **Route**: the first route, in file order, whose `match` holds
-//!    ([`find_route`]; see [`matcher::route_matches`] for host and prefix rules).
+//!    (see [`matcher::route_matches`] for host and prefix rules), looked up
+//!    in the table's [`RouteIndex`] built when the config is loaded;
+//!    [`find_route_linear`] is the same answer by trying every route.
 //! 2. **Rules**, in order, first match wins; a rule sends to either arm.
 //! 3. **Weight with a sticky key**: the key's [`sticky::bucket`] against the
 //!    weight ([`sticky::in_canary`]).
@@ -15,6 +17,7 @@
 //! otherwise every client without an id would share one bucket and move
 //! between arms together.
 
+pub mod index;
 pub mod matcher;
 pub mod sticky;
 
@@ -26,11 +29,13 @@ use rand::Rng;
 use crate::config::types::{Condition, Route, StickySource};
 use crate::domain::{Arm, CanaryWeight};
 
+pub use index::RouteIndex;
+
 /// The parts of a request routing looks at, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
     /// The request's host as sent (URI authority or `Host` header), possibly
-    /// with a port or IPv6 brackets; [`find_route`] normalizes it.
+    /// with a port or IPv6 brackets; routing normalizes it.
     pub host: Option<&'a str>,
     /// The raw path, without the query.
     pub path: &'a str,
@@ -111,8 +116,10 @@ pub struct Decision {
     pub bucket: Option<u16>,
 }
 
-/// The index of the first route whose `match` holds, if any.
-pub fn find_route(routes: &[Route], req: &RequestView) -> Option<usize> {
+/// The index of the first route whose `match` holds, if any, by trying the
+/// routes in file order: what [`RouteIndex::find`] answers in time that
+/// does not grow with the table, kept as its reference (and test oracle).
+pub fn find_route_linear(routes: &[Route], req: &RequestView) -> Option<usize> {
     // Normalized at most once, and only if some route asks for a host.
     let mut host: Option<Option<&str>> = None;
     routes.iter().position(|r| {
@@ -130,16 +137,18 @@ fn request_host<'a>(req: &RequestView<'a>) -> Option<&'a str> {
         .filter(|h| !h.is_empty())
 }
 
-/// Routes a request: route, then rules, then weight. `weight_of(route index)`
-/// gives the live weight (the ramp's, or the file's); it is only called when
-/// no rule matched. `None` when no route matches (the proxy answers 404).
+/// Routes a request: route, then rules, then weight. `index` is
+/// [`RouteIndex::new`] of these `routes`. `weight_of(route index)` gives the
+/// live weight (the ramp's, or the file's); it is only called when no rule
+/// matched. `None` when no route matches (the proxy answers 404).
 pub fn decide<R: Rng + ?Sized>(
     routes: &[Route],
+    index: &RouteIndex,
     req: &RequestView,
     weight_of: impl Fn(usize) -> CanaryWeight,
     rng: &mut R,
 ) -> Option<Decision> {
-    let idx = find_route(routes, req)?;
+    let idx = index.find(req)?;
     let route = routes.get(idx)?;
     let key = route.sticky.as_ref().and_then(|s| sticky_key(s, req));
     let bucket = key.map(|k| sticky::bucket(&route.salt, k));

@@ -261,7 +261,7 @@ fn decide_table() {
             headers: &h,
         };
         let w = CanaryWeight::from_basis_points(case.weight_bp);
-        let got = decide(&routes, &req, |_| w, &mut rng);
+        let got = decide(&routes, &RouteIndex::new(&routes), &req, |_| w, &mut rng);
         let want = case.want.map(|(route, arm, reason, bucket)| Decision {
             route,
             arm,
@@ -272,7 +272,7 @@ fn decide_table() {
             failures.push(format!("{}: got {got:?}, want {want:?}", case.name));
         }
         assert_eq!(
-            find_route(&routes, &req),
+            find_route_linear(&routes, &req),
             want.map(|d| d.route),
             "{}",
             case.name
@@ -299,6 +299,7 @@ fn weight_is_only_asked_when_no_rule_matched() {
     let mut rng = StdRng::seed_from_u64(1);
     let d = decide(
         &routes,
+        &RouteIndex::new(&routes),
         &req,
         |_| panic!("weight asked despite a rule"),
         &mut rng,
@@ -319,6 +320,7 @@ fn weight_of_gets_the_route_index() {
     let mut rng = StdRng::seed_from_u64(1);
     let d = decide(
         &routes,
+        &RouteIndex::new(&routes),
         &req,
         |i| {
             if i == 3 {
@@ -356,6 +358,7 @@ fn request_view_of_a_request() {
 #[test]
 fn random_split_is_within_four_sigma() {
     let routes = routes();
+    let index = RouteIndex::new(&routes);
     let h = HeaderMap::new();
     for path in ["/r", "/c"] {
         let req = RequestView {
@@ -368,7 +371,9 @@ fn random_split_is_within_four_sigma() {
         let w = CanaryWeight::from_basis_points(1000);
         let n = 20_000;
         let canary = (0..n)
-            .filter(|_| decide(&routes, &req, |_| w, &mut rng).map(|d| d.arm) == Some(Arm::Canary))
+            .filter(|_| {
+                decide(&routes, &index, &req, |_| w, &mut rng).map(|d| d.arm) == Some(Arm::Canary)
+            })
             .count() as f64;
         let (mean, sigma) = (n as f64 * 0.1, (n as f64 * 0.1 * 0.9).sqrt());
         assert!(
@@ -437,11 +442,12 @@ proptest! {
     ) {
         let (lo, hi) = (lo.min(hi), lo.max(hi));
         let routes = routes();
+        let index = RouteIndex::new(&routes);
         let mut h = HeaderMap::new();
         h.insert("x-user-id", HeaderValue::from_bytes(&key).unwrap());
         let req = RequestView { host: None, path: "/api/recommend", query: None, headers: &h };
         let mut rng = StdRng::seed_from_u64(0);
-        let mut at = |bp| decide(&routes, &req, |_| CanaryWeight::from_basis_points(bp), &mut rng).map(|d| d.arm);
+        let mut at = |bp| decide(&routes, &index, &req, |_| CanaryWeight::from_basis_points(bp), &mut rng).map(|d| d.arm);
         let (low, high) = (at(lo), at(hi));
         let low_canary = low == Some(Arm::Canary);
         prop_assert!(!low_canary || high == Some(Arm::Canary), "{:?} at {} but {:?} at {}", low, lo, high, hi);
@@ -454,7 +460,7 @@ proptest! {
         h.insert("x-user-id", HeaderValue::from_str(&key).unwrap());
         let req = RequestView { host: Some("shop.example"), path: "/api/recommend", query: None, headers: &h };
         let w = CanaryWeight::from_basis_points(bp);
-        let d = decide(&routes, &req, |_| w, &mut StdRng::seed_from_u64(0)).unwrap();
+        let d = decide(&routes, &RouteIndex::new(&routes), &req, |_| w, &mut StdRng::seed_from_u64(0)).unwrap();
         let e = explain(&routes[0], &key, w);
         prop_assert_eq!((d.arm, d.bucket), (e.arm, Some(e.bucket)));
         prop_assert_eq!(d.reason, e.rule.map_or(Reason::Bucket(e.bucket), Reason::Rule));
@@ -479,7 +485,7 @@ proptest! {
         }
         let req = RequestView { host: host.as_deref(), path: &path, query: query.as_deref(), headers: &h };
         let mut rng = StdRng::seed_from_u64(seed);
-        if let Some(d) = decide(&routes, &req, |_| CanaryWeight::from_basis_points(bp), &mut rng) {
+        if let Some(d) = decide(&routes, &RouteIndex::new(&routes), &req, |_| CanaryWeight::from_basis_points(bp), &mut rng) {
             prop_assert!(d.route < routes.len());
             prop_assert!(d.bucket.map_or(true, |b| b < sticky::BUCKETS));
         }

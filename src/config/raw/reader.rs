@@ -276,6 +276,7 @@ impl Reader<'_> {
             tls,
             request_timeout: self.string(t, "request_timeout"),
             header_read_timeout: self.string(t, "header_read_timeout"),
+            keepalive_timeout: self.string(t, "keepalive_timeout"),
             shutdown_grace: self.string(t, "shutdown_grace"),
             max_body_bytes: self.integer(t, "max_body_bytes"),
             max_header_bytes: self.integer(t, "max_header_bytes"),

@@ -1,5 +1,5 @@
 //! Per-route checks: upstream references, weight, sticky source, match and
-//! rules; plus the cross-route shadowing warning.
+//! rules.
 
 use std::collections::HashSet;
 
@@ -386,54 +386,4 @@ fn regex_reason(e: &regex::Error) -> String {
         .rev()
         .find_map(|l| l.strip_prefix("error: "))
         .map_or_else(|| text.replace('\n', " "), str::to_owned)
-}
-
-/// Warns about a route that an earlier route always takes first. Only
-/// certain shadowing is reported (same host or any host, and a path prefix
-/// that contains the later one whether prefixes match by segment or by
-/// character), so the warning is never a false alarm.
-pub(super) fn shadowing(c: &mut Checker<'_>, routes: &[RawRoute]) {
-    let key = |r: &RawRoute| {
-        let m = r.matcher.as_ref();
-        let host = m
-            .and_then(|m| m.host.as_ref())
-            .map(|h| h.value.to_ascii_lowercase());
-        let prefix = m
-            .and_then(|m| m.path_prefix.as_ref())
-            .map(|p| p.value.clone());
-        (host, prefix)
-    };
-    for (j, later) in routes.iter().enumerate() {
-        let (lh, lp) = key(later);
-        let shadow = routes[..j].iter().find(|earlier| {
-            let (eh, ep) = key(earlier);
-            let host_covers = eh.is_none() || eh == lh;
-            let path_covers = match (&ep, &lp) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(e), Some(l)) => {
-                    l == e
-                        || (e.ends_with('/') && l.starts_with(e.as_str()))
-                        || l.starts_with(&format!("{e}/"))
-                }
-            };
-            host_covers && path_covers
-        });
-        if let Some(earlier) = shadow {
-            let name = |r: &RawRoute| {
-                r.name
-                    .as_ref()
-                    .map_or("(unnamed)", |n| n.value.as_str())
-                    .to_owned()
-            };
-            let line = c.line_of(earlier.at);
-            let msg = format!(
-                "route `{}` never matches: route `{}` (line {line}) comes first and matches every request it would; move it earlier or narrow `{}`'s match",
-                name(later),
-                name(earlier),
-                name(earlier)
-            );
-            c.warn(later.at, msg);
-        }
-    }
 }
