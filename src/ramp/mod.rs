@@ -6,6 +6,7 @@
 //! * [`judge`]: the statistics: rollback e-process, gates, guards.
 //! * [`state`]: the state machine: events in, effects out. Every decision
 //!   of the ramp is made there.
+//! * [`history`]: the bounded per-tick history the web UI draws.
 //! * [`command`]: operator commands and why they can be refused.
 //! * [`kpi`]: business-KPI gates (Prometheus checks): pure evaluation and the query client.
 //! * [`handle`]: [`RampHandle`], how the admin API reaches the driver.
@@ -20,6 +21,7 @@ pub mod audit;
 pub mod command;
 pub mod driver;
 pub mod handle;
+pub mod history;
 pub mod judge;
 pub mod kpi;
 pub mod sim;
