@@ -3,22 +3,31 @@
 //! ticks with `?since=`; still there after a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod ramp_support;
+mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use ramp_support::*;
 use serde_json::Value;
+use support::ramp::*;
+use support::{client, eventually, fetch, read, HttpClient, TestProxy};
 
-async fn history(c: &HttpClient, admin: std::net::SocketAddr, query: &str) -> Value {
-    let (code, body) = request(
-        c,
-        Method::GET,
-        &format!("http://{admin}/routes/r/history{query}"),
-        &[],
-    )
-    .await;
+/// `METHOD http://ADMIN{path}`: status and body text.
+async fn call(
+    c: &HttpClient,
+    method: Method,
+    admin: SocketAddr,
+    path: &str,
+) -> (StatusCode, String) {
+    let a = fetch(c, method, &format!("http://{admin}{path}"), &[], None)
+        .await
+        .unwrap();
+    (a.status, a.text())
+}
+
+async fn history(c: &HttpClient, admin: SocketAddr, query: &str) -> Value {
+    let (code, body) = call(c, Method::GET, admin, &format!("/routes/r/history{query}")).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -29,22 +38,24 @@ fn ticks(h: &Value) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_has_a_tick_per_tick_with_evidence_and_survives_a_restart() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
+    let (stable, canary) = (
+        backend("stable", 0.0, 0).await,
+        backend("canary", 0.0, 0).await,
+    );
     let setup = Setup::new(
-        "history",
         stable.addr,
         canary.addr,
         &format!("steps = [10, 50, 100]\n{FAST}"),
     );
-    let app = start(&setup).await;
+    let p = TestProxy::open(&setup.config).await;
     let c = client();
-    let traffic = Traffic::start(app.proxy_addr, 300.0);
+    let traffic = Traffic::start(p.proxy, 300.0);
     // Past the baseline: the judge is calibrated and the canary gets traffic.
     let h = eventually(
         Duration::from_secs(30),
         "ticks with evidence and canary traffic",
         || async {
-            let h = history(&c, app.admin_addr, "").await;
+            let h = history(&c, p.admin, "").await;
             let t = ticks(&h);
             let ok = t.iter().any(|e| e["evidence"].is_object())
                 && t.iter().any(|e| e["canary"]["requests"].as_u64() > Some(0));
@@ -91,44 +102,25 @@ async fn history_has_a_tick_per_tick_with_evidence_and_survives_a_restart() {
 
     // ?since= gives only the newer ticks.
     let last = *at.last().unwrap();
-    let newer = history(&c, app.admin_addr, &format!("?since={last}")).await;
+    let newer = history(&c, p.admin, &format!("?since={last}")).await;
     assert!(ticks(&newer)
         .iter()
         .all(|e| e["at_ms"].as_u64().unwrap() > last));
-    let (code, body) = request(
-        &c,
-        Method::GET,
-        &format!("http://{}/routes/r/history?since=soon", app.admin_addr),
-        &[],
-    )
-    .await;
+    let (code, body) = call(&c, Method::GET, p.admin, "/routes/r/history?since=soon").await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
-    let (code, _) = request(
-        &c,
-        Method::GET,
-        &format!("http://{}/routes/nope/history", app.admin_addr),
-        &[],
-    )
-    .await;
+    let (code, _) = call(&c, Method::GET, p.admin, "/routes/nope/history").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let (code, _) = request(
-        &c,
-        Method::POST,
-        &format!("http://{}/routes/r/history", app.admin_addr),
-        &[],
-    )
-    .await;
+    let (code, _) = call(&c, Method::POST, p.admin, "/routes/r/history").await;
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
 
     // The file beside the state file holds the same ticks.
     let file = read(&setup.state_dir().join("r.history.jsonl"));
     assert!(file.lines().count() >= t.len());
-    app.shutdown();
-    app.wait().await;
+    p.stop().await;
 
     // A restart: the ticks seen before are still there.
-    let app = start(&setup).await;
-    let again = history(&c, app.admin_addr, "").await;
+    let p = TestProxy::open(&setup.config).await;
+    let again = history(&c, p.admin, "").await;
     let before: Vec<u64> = ticks(&again)
         .iter()
         .map(|e| e["at_ms"].as_u64().unwrap())
@@ -140,5 +132,5 @@ async fn history_has_a_tick_per_tick_with_evidence_and_survives_a_restart() {
         before.len(),
         at.len()
     );
-    app.shutdown();
+    p.stop().await;
 }

@@ -540,7 +540,10 @@
     try {
       const doc = await getJSON('/status');
       if (pageErrors.length === 0) setProblem(null);
+      const t0 = performance.now();
       renderStatus(doc);
+      // How long drawing the list took (shown nowhere; the 200-route test reads it).
+      document.body.dataset.renderMs = (performance.now() - t0).toFixed(1);
       await Promise.all([...rows.values()].filter((r) => r.detail).map(refreshHistory));
     } catch (e) {
       setProblem('cannot read /status: ' + e.message);
