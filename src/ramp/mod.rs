@@ -7,6 +7,8 @@
 //! * [`state`]: the state machine: events in, effects out. Every decision
 //!   of the ramp is made there.
 //! * [`history`]: the bounded per-tick history the web UI draws.
+//! * [`segments`]: how per-segment rollback evidence combines (the mean of
+//!   e-values); not wired into the judge yet.
 //! * [`command`]: operator commands and why they can be refused.
 //! * [`kpi`]: business-KPI gates (Prometheus checks): pure evaluation and the query client.
 //! * [`handle`]: [`RampHandle`], how the admin API reaches the driver.
@@ -24,6 +26,7 @@ pub mod handle;
 pub mod history;
 pub mod judge;
 pub mod kpi;
+pub mod segments;
 pub mod sim;
 pub mod state;
 pub mod status;
