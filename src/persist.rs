@@ -8,6 +8,9 @@
 //!   the same directory, fsynced, renamed over the old file, then the
 //!   directory is fsynced: a crash (even `kill -9` or power loss) leaves
 //!   either the old or the new state, never a torn one.
+//! * History: `<state.dir>/<route>.history.jsonl`, the last ticks for the
+//!   web UI's charts (`persist/history.rs` says why it is apart from
+//!   the state file and not fsynced).
 //! * Audit log: `<state.dir>/audit.jsonl`, one [`AuditRecord`] per line with
 //!   a `route` field added, appended and fsynced.
 //! * Loading: a missing file is a fresh ramp; a file that does not parse is
@@ -22,8 +25,11 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::ramp::audit::AuditRecord;
+use crate::ramp::history::{History, HistoryEntry};
 use crate::ramp::state::RampState;
 use crate::ramp::Timestamp;
+
+mod history;
 
 /// Format version written into every state file. Version 2 added the
 /// KPI checks' streaks and the persistence hold to the state; version-1
@@ -217,6 +223,19 @@ pub trait RampStore: Send + Sync + std::fmt::Debug {
     fn save(&self, file: &StateFile) -> Result<(), SaveError>;
     /// Appends one audit record of `route`.
     fn append_audit(&self, route: &str, record: &AuditRecord) -> Result<(), SaveError>;
+    /// `route`'s stored tick history and how many records hold it (the
+    /// driver compacts when that is twice the bound). None by default.
+    fn load_history(&self, _route: &str) -> (History, usize) {
+        (History::default(), 0)
+    }
+    /// Appends one tick to `route`'s history.
+    fn append_history(&self, _route: &str, _entry: &HistoryEntry) -> Result<(), SaveError> {
+        Ok(())
+    }
+    /// Replaces `route`'s stored history with `history` (compaction).
+    fn rewrite_history(&self, _route: &str, _history: &History) -> Result<(), SaveError> {
+        Ok(())
+    }
 }
 
 impl RampStore for Store {
@@ -228,6 +247,15 @@ impl RampStore for Store {
     }
     fn append_audit(&self, route: &str, record: &AuditRecord) -> Result<(), SaveError> {
         Store::append_audit(self, route, record)
+    }
+    fn load_history(&self, route: &str) -> (History, usize) {
+        Store::load_history(self, route)
+    }
+    fn append_history(&self, route: &str, entry: &HistoryEntry) -> Result<(), SaveError> {
+        Store::append_history(self, route, entry)
+    }
+    fn rewrite_history(&self, route: &str, history: &History) -> Result<(), SaveError> {
+        Store::rewrite_history(self, route, history)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod status;
 
 mod auth;
 mod query;
+pub mod ui;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -72,15 +73,22 @@ impl Admin {
                 }
             }
             (&Method::GET, ["routes", name, "explain"]) => self.explain(name, req.uri().query()),
+            (&Method::GET, ["routes", name, "history"]) => {
+                ui::history(&self.runtime, name, req.uri().query())
+            }
+            (&Method::GET, ["ui"]) => ui::asset("").unwrap_or_else(not_found),
+            (&Method::GET, ["ui", file]) => ui::asset(file).unwrap_or_else(not_found),
             (
                 &Method::POST,
                 ["routes", name, action @ ("promote" | "rollback" | "pause" | "resume")],
             ) => self.command(name, action, &req).await,
-            (_, ["metrics" | "status" | "healthz" | "readyz"])
-            | (_, ["routes", _, "explain" | "promote" | "rollback" | "pause" | "resume"]) => {
-                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            }
-            _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+            (_, ["metrics" | "status" | "healthz" | "readyz" | "ui"])
+            | (_, ["ui", _])
+            | (
+                _,
+                ["routes", _, "explain" | "history" | "promote" | "rollback" | "pause" | "resume"],
+            ) => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            _ => not_found(),
         }
     }
 
@@ -216,6 +224,10 @@ fn typed_json(value: &impl serde::Serialize) -> Response<ResponseBody> {
         Ok(v) => json(StatusCode::OK, &v),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+fn not_found() -> Response<ResponseBody> {
+    json_error(StatusCode::NOT_FOUND, "no such admin endpoint")
 }
 
 /// A JSON error answer `{"error": message}`.

@@ -14,7 +14,9 @@ use crate::driver::handle::Reply;
 use crate::persist::{RampStore, StateFile, STATE_VERSION};
 use crate::proxy::runtime::RouteRuntime;
 use crate::ramp::command::{command_name, Command, CommandError};
+use crate::ramp::history::{HistoryEntry, HISTORY_TICKS};
 use crate::ramp::state::{Effect, Phase, RampEvent, RampState, RampStatus};
+use crate::ramp::window::TickCounts;
 use crate::shutdown::shutdown_signalled;
 
 /// What the supervisor tells a route's task.
@@ -49,6 +51,8 @@ pub(super) struct RouteDriver {
     dirty: bool,
     /// A weight was set: restart the tick timer.
     weight_changed: bool,
+    /// Records in the stored history (compacted at twice the bound).
+    history_records: usize,
 }
 
 impl RouteDriver {
@@ -72,7 +76,11 @@ impl RouteDriver {
             load_problem: None,
             dirty: false,
             weight_changed: false,
+            history_records: 0,
         };
+        let (history, records) = d.store.load_history(name);
+        *d.rt.history.lock().unwrap_or_else(|p| p.into_inner()) = history;
+        d.history_records = records;
         match d.store.load(name, d.clock.now()) {
             Ok(Some(file)) => d.resume(file, force_new),
             Ok(None) => {
@@ -140,10 +148,13 @@ impl RouteDriver {
             if self.dirty && self.save(&self.state.clone()).is_ok() {
                 self.recovered();
             }
+            if let Some(counts) = &tick {
+                self.record_history(counts, now);
+            }
             return Ok(false);
         }
         let raises = next.weight().basis_points() > self.state.weight().basis_points();
-        match self.commit(&next, &fx) {
+        let result = match self.commit(&next, &fx) {
             Ok(()) => {
                 self.state = next;
                 self.carry_out(fx);
@@ -153,8 +164,8 @@ impl RouteDriver {
             // Never raise the canary on a state that is not stored.
             Err(e) if raises => {
                 self.dirty = true;
-                if let Some(counts) = tick {
-                    self.hold(&e, counts);
+                if let Some(counts) = &tick {
+                    self.hold(&e, counts.clone());
                 }
                 Err(e)
             }
@@ -164,12 +175,39 @@ impl RouteDriver {
                 self.dirty = true;
                 Ok(true)
             }
+        };
+        if let Some(counts) = &tick {
+            self.record_history(counts, now);
+        }
+        result
+    }
+
+    /// Adds the tick just taken to the route's history (memory and file).
+    /// A failed write is logged and never stops the ramp.
+    fn record_history(&mut self, counts: &TickCounts, now: crate::ramp::Timestamp) {
+        let entry = HistoryEntry::after_tick(&self.state, &self.policy, counts, now);
+        let stored = self.store.append_history(&self.name, &entry);
+        let mut history = self.rt.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.push(entry);
+        let result = match stored {
+            Ok(()) => {
+                self.history_records += 1;
+                if self.history_records < 2 * HISTORY_TICKS {
+                    return;
+                }
+                self.history_records = history.len();
+                self.store.rewrite_history(&self.name, &history)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(route = %self.name, error = %e, "cannot store the ramp history (the charts only)");
         }
     }
 
     /// A tick's decision to raise the weight could not be stored: the state
     /// machine holds, and still judges the tick (a held ramp rolls back).
-    fn hold(&mut self, problem: &str, counts: crate::ramp::window::TickCounts) {
+    fn hold(&mut self, problem: &str, counts: TickCounts) {
         let now = self.clock.now();
         let problem = problem.to_string();
         let mut fx = self

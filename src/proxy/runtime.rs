@@ -14,6 +14,7 @@ use crate::domain::{Arm, CanaryWeight, RouteName};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::fallback::FallbackBudget;
 use crate::proxy::upstream::{Pools, UpstreamPool};
+use crate::ramp::history::History;
 use crate::ramp::state::RampStatus;
 use crate::ramp::window::{ArmTick, TickCounts, WindowRecorder};
 use crate::routing::RouteIndex;
@@ -39,6 +40,8 @@ pub struct RouteRuntime {
     pending: Mutex<Option<TickCounts>>,
     /// The ramp as `/status` shows it; `None` for routes without a ramp.
     pub ramp_status: Mutex<Option<RampStatus>>,
+    /// The ramp's last ticks (`GET /routes/{name}/history`), kept by its driver.
+    pub history: Mutex<History>,
 }
 
 impl RouteRuntime {
@@ -53,6 +56,7 @@ impl RouteRuntime {
             totals: Mutex::new(None),
             pending: Mutex::new(None),
             ramp_status: Mutex::new(None),
+            history: Mutex::new(History::default()),
         }
     }
 

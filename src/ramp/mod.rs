@@ -7,6 +7,9 @@
 //! * [`judge`]: the statistics (docs/judge.md): rollback e-process, gates, guards.
 //! * [`state`]: the state machine: events in, effects out. Every decision
 //!   of the ramp is made there.
+//! * [`history`]: the bounded per-tick history the web UI draws.
+//! * [`segments`]: how per-segment rollback evidence combines (the mean of
+//!   e-values); not wired into the judge yet.
 //! * [`command`]: operator commands and why they can be refused.
 //! * [`kpi`]: business-KPI gates (Prometheus checks): pure evaluation and the query client.
 //! * [`sim`]: the `simulate` engine: the real state machine and judge on
@@ -17,8 +20,10 @@
 
 pub mod audit;
 pub mod command;
+pub mod history;
 pub mod judge;
 pub mod kpi;
+pub mod segments;
 pub mod sim;
 pub mod state;
 pub mod status;
