@@ -19,6 +19,7 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shadow;
 pub mod shutdown;
 pub mod status;
 pub mod tls;
