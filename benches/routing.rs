@@ -60,6 +60,7 @@ fn route() -> Route {
             },
         ],
         ramp: None,
+        shadow: None,
     }
 }
 

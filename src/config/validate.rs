@@ -8,6 +8,7 @@
 
 mod ramp;
 mod route;
+mod shadow;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
