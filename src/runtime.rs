@@ -16,6 +16,7 @@ use crate::proxy::fallback::FallbackBudget;
 use crate::proxy::upstream::{Pools, UpstreamPool};
 use crate::ramp::state::RampStatus;
 use crate::ramp::window::{ArmTick, TickCounts, WindowRecorder};
+use crate::shadow::ShadowLive;
 
 /// One route's live state. Kept across reloads (looked up by name) so that
 /// counters, the judge window and a ramp-owned weight survive a config edit.
@@ -36,6 +37,8 @@ pub struct RouteRuntime {
     pending: Mutex<TickCounts>,
     /// The ramp as `/status` shows it; `None` for routes without a ramp.
     pub ramp_status: Mutex<Option<RampStatus>>,
+    /// Shadow traffic's state (idle unless the route mirrors).
+    pub shadow: Arc<ShadowLive>,
 }
 
 impl RouteRuntime {
@@ -50,6 +53,7 @@ impl RouteRuntime {
             totals: Mutex::new([ArmTick::default(), ArmTick::default()]),
             pending: Mutex::new(TickCounts::default()),
             ramp_status: Mutex::new(None),
+            shadow: Arc::new(ShadowLive::default()),
         }
     }
 

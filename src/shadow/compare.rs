@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::config::types::ShadowConfig;
+
 use super::diff::{diff_json, JsonDiff};
 use super::rank::{overlap_at_k, rbo_ext, RBO_P};
 
@@ -27,6 +29,17 @@ impl Default for CompareSpec {
             item_id: None,
             k: 10,
             ignore: Vec::new(),
+        }
+    }
+}
+
+impl From<&ShadowConfig> for CompareSpec {
+    fn from(c: &ShadowConfig) -> Self {
+        CompareSpec {
+            items: c.items.clone(),
+            item_id: c.item_id.clone(),
+            k: c.k,
+            ignore: c.ignore.clone(),
         }
     }
 }

@@ -10,9 +10,11 @@
 
 pub mod compare;
 pub mod diff;
+pub mod live;
 pub mod noise;
 pub mod rank;
 pub mod report;
 
 pub use compare::{compare, Answer, BodyComparison, CompareSpec, PairComparison};
+pub use live::{InFlightSlot, PairSample, ShadowLive};
 pub use report::ShadowStats;

@@ -186,6 +186,11 @@ impl ShadowStats {
         }
     }
 
+    /// Requests mirrored so far.
+    pub fn mirrored(&self) -> u64 {
+        self.mirrored
+    }
+
     /// The `/status` section.
     pub fn report(&self) -> ShadowReport {
         let mut fields: Vec<FieldDiff> = self
