@@ -3,45 +3,27 @@
 //! report and the pairs waiting for the judge. Plain data behind atomics
 //! and mutexes; no I/O. Kept across reloads with the route.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
 use super::compare::{BodyComparison, PairComparison};
 use super::report::ShadowStats;
+use crate::ramp::judge::paired::Pair;
 use crate::status::ShadowReport;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Pairs kept per judge tick at most (the rest are counted, not kept).
 pub const MAX_PAIRS_PER_TICK: usize = 100_000;
 
-/// One compared pair as the judge sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PairSample {
-    /// Stable failed.
-    pub stable_failed: bool,
-    /// The canary failed.
-    pub canary_failed: bool,
-    /// Stable's latency.
-    pub stable_latency: Duration,
-    /// The canary's latency.
-    pub canary_latency: Duration,
-    /// RBO of the ranked lists, when compared.
-    pub rbo: Option<f64>,
-}
-
-impl PairSample {
-    /// The judge's view of a comparison.
-    pub fn of(pair: &PairComparison) -> PairSample {
-        PairSample {
-            stable_failed: pair.stable_failed,
-            canary_failed: pair.canary_failed,
-            stable_latency: pair.stable_latency,
-            canary_latency: pair.canary_latency,
-            rbo: match &pair.body {
-                BodyComparison::Json { rank: Some(r), .. } => Some(r.rbo),
-                _ => None,
-            },
-        }
+/// The judge's view of a compared pair.
+pub fn judge_pair(pair: &PairComparison) -> Pair {
+    Pair {
+        stable_failed: pair.stable_failed,
+        canary_failed: pair.canary_failed,
+        stable_seconds: pair.stable_latency.as_secs_f64(),
+        canary_seconds: pair.canary_latency.as_secs_f64(),
+        rbo: match &pair.body {
+            BodyComparison::Json { rank: Some(r), .. } => Some(r.rbo),
+            _ => None,
+        },
     }
 }
 
@@ -51,7 +33,7 @@ pub struct ShadowLive {
     in_flight: AtomicUsize,
     phase: AtomicBool,
     stats: Mutex<ShadowStats>,
-    pairs: Mutex<Vec<PairSample>>,
+    pairs: Mutex<Vec<Pair>>,
 }
 
 /// A `max_in_flight` slot, given back when dropped.
@@ -103,12 +85,12 @@ impl ShadowLive {
         self.stats().record_pair(pair);
         let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
         if pairs.len() < MAX_PAIRS_PER_TICK {
-            pairs.push(PairSample::of(pair));
+            pairs.push(judge_pair(pair));
         }
     }
 
     /// The pairs compared since the last call (one judge tick).
-    pub fn take_pairs(&self) -> Vec<PairSample> {
+    pub fn take_pairs(&self) -> Vec<Pair> {
         let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *pairs)
     }

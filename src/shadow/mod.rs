@@ -16,5 +16,5 @@ pub mod rank;
 pub mod report;
 
 pub use compare::{compare, Answer, BodyComparison, CompareSpec, PairComparison};
-pub use live::{InFlightSlot, PairSample, ShadowLive};
+pub use live::{InFlightSlot, ShadowLive};
 pub use report::ShadowStats;

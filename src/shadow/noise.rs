@@ -16,15 +16,7 @@
 /// tested at every look).
 pub const ALPHA: f64 = 0.001;
 
-/// `ln(n!)`: exact sum for small `n`, Stirling's series beyond (error < 1e-10).
-fn ln_factorial(n: u64) -> f64 {
-    if n < 64 {
-        return (2..=n).map(|i| (i as f64).ln()).sum();
-    }
-    let n = n as f64;
-    n * n.ln() - n + 0.5 * (2.0 * std::f64::consts::PI * n).ln() + 1.0 / (12.0 * n)
-        - 1.0 / (360.0 * n * n * n)
-}
+use crate::ramp::judge::paired::ln_factorial;
 
 fn ln_choose(n: u64, k: u64) -> f64 {
     ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)

@@ -14,6 +14,7 @@
 
 mod eprocess;
 mod guards;
+pub mod paired;
 
 use std::collections::VecDeque;
 
