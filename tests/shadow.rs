@@ -402,3 +402,111 @@ async fn canary_assigned_requests_are_not_mirrored() {
     assert_eq!(to_canary.iter().filter(|r| !r.shadow).count(), 20);
     assert_eq!(shadow_of(&proxy.status().await, "r")["mirrored"], 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_half_failing_canary_is_rolled_back_in_the_shadow_phase_having_served_no_user() {
+    let stable = JsonBackend::spawn(|_| (200, Duration::ZERO, reco("v1", &["a", "b"]))).await;
+    let canary = JsonBackend::spawn(|i| {
+        let status = if i % 2 == 0 { 500 } else { 200 };
+        (status, Duration::ZERO, reco("v2", &["a", "b"]))
+    })
+    .await;
+    let state = support::TempDir::new();
+    let text = config(
+        "",
+        &[("stable", stable.addr), ("canary", canary.addr)],
+        &format!(
+            "[state]\ndir = \"{}\"\n{}",
+            state.0.display(),
+            route(
+                "reco",
+                "/",
+                "[routes.ramp]\nsteps = [10, 100]\ntick = \"100ms\"\nbaseline = \"1s\"\nshadow = \"2s\"\nmin_requests = 50",
+            )
+        ),
+    );
+    let proxy = TestProxy::start(&text).await;
+    let c = client();
+    let url = proxy.url("/reco");
+    let users = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let mut served = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let a = get(&c, &url, &[]).await;
+                served.push((a.status.as_u16(), a.arm().to_string()));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            served
+        }
+    });
+    let admin = proxy.admin;
+    let seen_shadowing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    eventually(
+        Duration::from_secs(15),
+        "rolled back in the shadow phase",
+        || {
+            let seen = seen_shadowing.clone();
+            async move {
+                let s = support::admin_json(admin, "/status").await;
+                let state = s["routes"][0]["ramp"]["state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                if state == "shadowing" {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                state == "rolled_back"
+            }
+        },
+    )
+    .await;
+    assert!(
+        seen_shadowing.load(Ordering::SeqCst),
+        "the ramp went through the shadow phase"
+    );
+    let status = proxy.status().await;
+    let decisions: Vec<_> = status["routes"][0]["ramp"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        decisions,
+        ["baseline_started", "shadow_started", "rollback"]
+    );
+    let reason = status["routes"][0]["ramp"]["decisions"][2]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("no user served"), "{reason}");
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.value(
+            "grayproxy_requests_total",
+            &[("route", "reco"), ("arm", "canary")]
+        ),
+        0.0,
+        "the canary served no user"
+    );
+    assert_eq!(status["routes"][0]["arms"]["canary"]["requests"], 0);
+    assert!(
+        canary.received().iter().all(|r| r.shadow),
+        "the canary got mirrored requests only"
+    );
+    let s = shadow_of(&status, "reco");
+    assert!(s["canary_errors"].as_u64().unwrap() > 0, "{s:#}");
+    let pairs = s["compared"].as_u64().unwrap();
+    println!("50 %-error canary rolled back in the shadow phase after about {pairs} pairs, 0 users served");
+    users.abort();
+    // After the rollback the phase is over: without [routes.shadow] nothing is mirrored.
+    let before = canary.received().len();
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, &proxy.url("/reco"), &[]).await.json()["version"],
+            "v1"
+        );
+    }
+    assert_eq!(canary.received().len(), before);
+}
