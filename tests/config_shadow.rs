@@ -1,12 +1,12 @@
 //! `[routes.shadow]` and the ramp's `shadow` / `min_rbo`, through `parse`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use grayproxy::config::types::ShadowConfig;
+use support::config::parsed::*;
 
 fn shadow(lines: &str) -> String {
     file("", &format!("[routes.shadow]\n{lines}"))

@@ -304,11 +304,13 @@ async fn a_slow_or_dead_canary_costs_users_nothing() {
     // Warm the connection pools, then interleave rounds so both routes see the same machine load.
     latencies(&c, &proxy.url("/on"), 20).await;
     latencies(&c, &proxy.url("/off"), 20).await;
+    // One request to each route in turn, so that a burst of load on the
+    // machine falls on all three alike.
     let (mut on, mut off, mut down) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
-        on.extend(latencies(&c, &proxy.url("/on"), 60).await);
-        off.extend(latencies(&c, &proxy.url("/off"), 60).await);
-        down.extend(latencies(&c, &proxy.url("/down"), 60).await);
+    for _ in 0..300 {
+        on.extend(latencies(&c, &proxy.url("/on"), 1).await);
+        off.extend(latencies(&c, &proxy.url("/off"), 1).await);
+        down.extend(latencies(&c, &proxy.url("/down"), 1).await);
     }
     for v in [&mut on, &mut off, &mut down] {
         v.sort();
@@ -411,18 +413,14 @@ async fn a_half_failing_canary_is_rolled_back_in_the_shadow_phase_having_served_
         (status, Duration::ZERO, reco("v2", &["a", "b"]))
     })
     .await;
-    let state = support::TempDir::new();
+    // The kit's config keeps the ramp's state in `state/` beside the file.
     let text = config(
         "",
         &[("stable", stable.addr), ("canary", canary.addr)],
-        &format!(
-            "[state]\ndir = \"{}\"\n{}",
-            state.0.display(),
-            route(
-                "reco",
-                "/",
-                "[routes.ramp]\nsteps = [10, 100]\ntick = \"100ms\"\nbaseline = \"1s\"\nshadow = \"2s\"\nmin_requests = 50",
-            )
+        &route(
+            "reco",
+            "/",
+            "[routes.ramp]\nsteps = [10, 100]\ntick = \"100ms\"\nbaseline = \"1s\"\nshadow = \"2s\"\nmin_requests = 50",
         ),
     );
     let proxy = TestProxy::start(&text).await;
