@@ -17,11 +17,12 @@ fn answer(shift: usize, request_id: u64) -> Vec<u8> {
     let items: Vec<_> = (0..20)
         .map(|i| {
             let id = (i + shift) % 24;
+            let category = ["books", "music", "garden", "toys"][id % 4];
             serde_json::json!({
                 "id": format!("sku-{id:05}"),
                 "score": 1.0 - (i as f64) * 0.031 + (shift as f64) * 0.001,
                 "title": format!("Recommended product number {id}"),
-                "category": ["books", "music", "garden", "toys"][id % 4],
+                "category": category,
                 "price": 9.99 + id as f64,
                 "in_stock": id % 3 != 0,
             })
