@@ -61,6 +61,7 @@ fn route() -> Route {
             },
         ],
         ramp: None,
+        shadow: None,
     }
 }
 

@@ -331,6 +331,21 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         args.route,
         args.config.display()
     );
-    print!("{}", crate::ramp::sim::run(policy, &opts));
+    // The step simulation starts at the first step; the shadow phase before
+    // it is simulated on its own, on mirrored pairs.
+    let steps_only = crate::config::types::RampPolicy {
+        shadow: None,
+        ..policy.clone()
+    };
+    print!("{}", crate::ramp::sim::run(&steps_only, &opts));
+    if policy.shadow.is_some() {
+        let table = crate::ramp::sim::shadow::run(
+            policy,
+            args.stable_error_rate,
+            args.runs.min(1000),
+            args.seed,
+        );
+        print!("{table}");
+    }
     ExitCode::SUCCESS
 }

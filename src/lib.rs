@@ -20,6 +20,7 @@ pub mod ramp;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod shadow;
 pub mod shutdown;
 pub mod status;
 pub mod tls;

@@ -9,7 +9,10 @@ mod cells;
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
 
 use crate::domain::{Arm, CanaryWeight};
 use cells::{RouteCells, RouteFamilies, Shared};
@@ -105,14 +108,55 @@ impl FailureKind {
 }
 
 /// The ramp states, the `state` label of `grayproxy_ramp_state`.
-pub const RAMP_STATES: [&str; 6] = [
+pub const RAMP_STATES: [&str; 7] = [
     "idle",
     "baseline",
+    "shadowing",
     "progressing",
     "paused",
     "promoted",
     "rolled_back",
 ];
+
+/// What became of a request shadow traffic considered, the `result` label
+/// of `grayproxy_shadow_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowResult {
+    /// Mirrored, answered by both, compared.
+    Compared,
+    /// Not mirrored: `max_in_flight` mirrored requests were already running.
+    Skipped,
+    /// Mirrored; the canary failed (5xx or no answer).
+    CanaryError,
+    /// Mirrored; the canary did not finish within the shadow `timeout`.
+    CanaryTimeout,
+}
+
+impl ShadowResult {
+    const ALL: [ShadowResult; 4] = [
+        ShadowResult::Compared,
+        ShadowResult::Skipped,
+        ShadowResult::CanaryError,
+        ShadowResult::CanaryTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowResult::Compared => "compared",
+            ShadowResult::Skipped => "skipped",
+            ShadowResult::CanaryError => "canary_error",
+            ShadowResult::CanaryTimeout => "canary_timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Buckets of `grayproxy_shadow_rbo` (RBO is in [0, 1]).
+const RBO_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0];
 
 /// Outcome of a config reload, the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +174,8 @@ pub struct Metrics {
     /// The per-route families (requests, durations, upstream failures,
     /// fallbacks, weight, ramp state).
     routes: Arc<RouteFamilies>,
+    shadow_requests: IntCounterVec,
+    shadow_rbo: HistogramVec,
     reload_ok: IntCounter,
     reload_error: IntCounter,
     reload_last_ok: IntGauge,
@@ -149,6 +195,23 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
+        let shadow_requests = IntCounterVec::new(
+            Opts::new(
+                "grayproxy_shadow_requests_total",
+                "Requests shadow traffic considered, by result (mirrored answers never count in grayproxy_requests_total).",
+            ),
+            &["route", "result"],
+        )?;
+        let shadow_rbo = HistogramVec::new(
+            HistogramOpts::new(
+                "grayproxy_shadow_rbo",
+                "Rank-biased overlap (p = 0.9) of the canary's ranked list with stable's, per compared pair.",
+            )
+            .buckets(RBO_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(shadow_requests.clone()))?;
+        registry.register(Box::new(shadow_rbo.clone()))?;
         // Like Prometheus' own prometheus_config_last_reload_successful: a
         // counter alone cannot tell "the file is still broken" from "it
         // broke once, an hour ago", so the reload alert reads this gauge.
@@ -164,6 +227,8 @@ impl Metrics {
             reload_error: reloads.with_label_values(&["error"]),
             registry,
             routes,
+            shadow_requests,
+            shadow_rbo,
         })
     }
 
@@ -171,12 +236,23 @@ impl Metrics {
     pub fn route(&self, route: &str) -> RouteMetrics {
         RouteMetrics {
             cells: self.routes.route(route),
+            shadow: ShadowMetrics {
+                results: ShadowResult::ALL
+                    .map(|r| self.shadow_requests.with_label_values(&[route, r.as_str()])),
+                rbo: self.shadow_rbo.with_label_values(&[route]),
+            },
         }
     }
 
     /// Drops the series of a route that a reload removed.
     pub fn forget_route(&self, route: &str) {
         self.routes.forget(route);
+        for r in ShadowResult::ALL {
+            let _ = self
+                .shadow_requests
+                .remove_label_values(&[route, r.as_str()]);
+        }
+        let _ = self.shadow_rbo.remove_label_values(&[route]);
     }
 
     /// Counts one reload attempt.
@@ -206,6 +282,27 @@ impl Metrics {
 #[derive(Clone)]
 pub struct RouteMetrics {
     cells: Arc<RouteCells>,
+    /// Shadow traffic's handles.
+    pub shadow: ShadowMetrics,
+}
+
+/// Pre-resolved shadow-traffic handles of one route.
+#[derive(Clone)]
+pub struct ShadowMetrics {
+    results: [IntCounter; 4],
+    rbo: Histogram,
+}
+
+impl ShadowMetrics {
+    /// Counts one request shadow traffic considered.
+    pub fn record(&self, result: ShadowResult) {
+        self.results[result.index()].inc();
+    }
+
+    /// Observes one pair's RBO.
+    pub fn observe_rbo(&self, rbo: f64) {
+        self.rbo.observe(rbo);
+    }
 }
 
 impl RouteMetrics {

@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use crate::config::types::Route;
 use crate::proxy::runtime::{RouteRuntime, Runtime};
 use crate::status::{ArmTotals, ConfigStatus, ForcedTotals, PerArm, RouteStatus, StatusDocument};
 
@@ -14,7 +15,8 @@ pub fn rfc3339(t: SystemTime) -> String {
     crate::ramp::audit::rfc3339(ms)
 }
 
-fn route_status(name: &str, rt: &RouteRuntime) -> RouteStatus {
+fn route_status(route: &Route, rt: &RouteRuntime) -> RouteStatus {
+    let name = route.name.as_str();
     // Fold what the recorder holds into the totals first, so the document
     // counts every request answered before it was asked for.
     rt.drain();
@@ -34,7 +36,9 @@ fn route_status(name: &str, rt: &RouteRuntime) -> RouteStatus {
         forced: PerArm::from_fn(|arm| ForcedTotals {
             requests: rt.forced(arm),
         }),
-        shadow: None,
+        // Shown once the route mirrors, and kept after a shadow phase ends.
+        shadow: (route.shadow.is_some() || rt.shadow.stats().mirrored() > 0)
+            .then(|| rt.shadow.report()),
     }
 }
 
@@ -46,7 +50,7 @@ pub fn status(runtime: &Runtime) -> StatusDocument {
         .routes
         .iter()
         .zip(&snap.routes)
-        .map(|(route, rt)| route_status(route.name.as_str(), rt))
+        .map(|(route, rt)| route_status(route, rt))
         .collect();
     let last_error = runtime
         .last_error

@@ -57,6 +57,7 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "fallback_budget",
     "rules",
     "ramp",
+    "shadow",
 ];
 pub(crate) const MATCH_KEYS: &[&str] = &["host", "path_prefix"];
 pub(crate) const RULE_KEYS: &[&str] = &["when", "to"];
@@ -76,6 +77,20 @@ pub(crate) const RAMP_KEYS: &[&str] = &[
     "prometheus_url",
     "failures_before_rollback",
     "prometheus_checks",
+    "shadow",
+    "min_rbo",
+];
+pub(crate) const SHADOW_KEYS: &[&str] = &[
+    "percent",
+    "methods",
+    "max_in_flight",
+    "timeout",
+    "items",
+    "item_id",
+    "k",
+    "ignore",
+    "noise_percent",
+    "strip_credentials",
 ];
 pub(crate) const PROM_CHECK_KEYS: &[&str] =
     &["name", "query", "min_ratio", "max_ratio", "min", "max"];
@@ -180,6 +195,23 @@ pub(crate) struct RawRoute {
     pub fallback_budget: Opt<f64>,
     pub rules: Vec<RawRule>,
     pub ramp: Option<RawRamp>,
+    pub shadow: Option<RawShadow>,
+}
+
+/// `[routes.shadow]`.
+#[derive(Debug)]
+pub(crate) struct RawShadow {
+    pub at: usize,
+    pub percent: Opt<f64>,
+    pub methods: List<String>,
+    pub max_in_flight: Opt<i64>,
+    pub timeout: Opt<String>,
+    pub items: Opt<String>,
+    pub item_id: Opt<String>,
+    pub k: Opt<i64>,
+    pub ignore: List<String>,
+    pub noise_percent: Opt<f64>,
+    pub strip_credentials: Opt<bool>,
 }
 
 /// `match = { .. }`.
@@ -226,6 +258,8 @@ pub(crate) struct RawRamp {
     pub prometheus_url: Opt<String>,
     pub failures_before_rollback: Opt<i64>,
     pub prometheus_checks: Vec<RawPromCheck>,
+    pub shadow: Opt<String>,
+    pub min_rbo: Opt<f64>,
 }
 
 /// `[[routes.ramp.prometheus_checks]]`.

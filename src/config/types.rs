@@ -210,6 +210,56 @@ pub struct Route {
     pub rules: Vec<Rule>,
     /// The ramp, when configured.
     pub ramp: Option<RampPolicy>,
+    /// Shadow traffic: `[routes.shadow]`, or its defaults when only the
+    /// ramp's shadow phase asks for it. `None` = nothing is mirrored, and the
+    /// request path pays one branch.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// `[routes.shadow]`, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowConfig {
+    /// Share of the stable-answered requests mirrored, in percent (default 100).
+    pub percent: f64,
+    /// Methods mirrored (default GET, HEAD).
+    pub methods: Vec<http::Method>,
+    /// Concurrent mirrored requests at most (default 64); more are skipped.
+    pub max_in_flight: usize,
+    /// A mirrored exchange slower than this is a canary timeout (default 2 s).
+    pub timeout: Duration,
+    /// Dotted JSON path of the ranked list; `None` = no list comparison.
+    pub items: Option<String>,
+    /// Field naming a list element; `None` = the element itself.
+    pub item_id: Option<String>,
+    /// Depth of the list comparison (default 10).
+    pub k: usize,
+    /// Fields never compared (by key at any depth, or by dotted path).
+    pub ignore: Vec<String>,
+    /// Share of mirrored requests also sent to stable again, in percent (default 10).
+    pub noise_percent: f64,
+    /// Remove `authorization` and `cookie` from mirrored requests (default false).
+    pub strip_credentials: bool,
+    /// `[routes.shadow]` is in the file: mirror always, not only during a
+    /// ramp's shadow phase.
+    pub always: bool,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        ShadowConfig {
+            percent: 100.0,
+            methods: vec![http::Method::GET, http::Method::HEAD],
+            max_in_flight: 64,
+            timeout: Duration::from_secs(2),
+            items: None,
+            item_id: None,
+            k: 10,
+            ignore: Vec::new(),
+            noise_percent: 10.0,
+            strip_credentials: false,
+            always: false,
+        }
+    }
 }
 
 impl Route {
@@ -344,6 +394,12 @@ pub struct RampPolicy {
     pub failures_before_rollback: u32,
     /// Business-KPI gates (`[[routes.ramp.prometheus_checks]]`).
     pub prometheus_checks: Vec<PrometheusCheck>,
+    /// Length of the shadow phase between baseline and the first step
+    /// (`None`: no shadow phase).
+    pub shadow: Option<Duration>,
+    /// Roll back in the shadow phase when the mean RBO of the ranked lists is
+    /// below this (`None`: lists do not decide).
+    pub min_rbo: Option<f64>,
 }
 
 /// One `[[routes.ramp.prometheus_checks]]`: a PromQL template evaluated per
@@ -398,6 +454,8 @@ impl Default for RampPolicy {
             prometheus_url: None,
             failures_before_rollback: 3,
             prometheus_checks: Vec::new(),
+            shadow: None,
+            min_rbo: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 mod ramp;
 mod route;
 mod shadow;
+mod shadowing;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv6Addr, SocketAddr};
@@ -462,7 +463,7 @@ fn route_set_checks(c: &mut Checker<'_>, raw: &RawConfig, upstreams: &[Upstream]
             first_of.insert(&n.value, n.at);
         }
     }
-    shadow::shadowing(c, &raw.routes);
+    shadowing::shadowing(c, &raw.routes);
     let used: HashSet<&str> = raw
         .routes
         .iter()

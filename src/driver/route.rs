@@ -378,6 +378,7 @@ impl RouteDriver {
                 .unwrap_or_else(|p| p.into_inner()) = None;
             self.rt.metrics.set_ramp_state(Phase::Idle.as_str());
         }
+        self.rt.shadow.set_phase_active(false);
     }
 
     pub(super) async fn run(
@@ -393,6 +394,10 @@ impl RouteDriver {
             // file work runs where it does not stall the proxy's workers.
             tokio::select! {
                 _ = timer.tick() => {
+                    let pairs = self.rt.shadow.take_pairs();
+                    if !pairs.is_empty() {
+                        let _ = blocking(|| self.apply(RampEvent::ShadowPairs(pairs)));
+                    }
                     let counts = self.rt.take_tick();
                     let _ = blocking(|| self.apply(RampEvent::Tick(counts)));
                 }
@@ -448,6 +453,10 @@ impl RouteDriver {
     /// Publishes the ramp for `/status` and the metrics.
     pub(super) fn publish(&self) {
         self.rt.metrics.set_ramp_state(self.state.phase().as_str());
+        // Mirroring runs in the shadow phase even without [routes.shadow].
+        self.rt
+            .shadow
+            .set_phase_active(self.state.phase() == Phase::Shadowing);
         *self
             .rt
             .ramp_status

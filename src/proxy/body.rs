@@ -126,6 +126,79 @@ pub enum ResponseBody {
     },
     /// A complete body made by the proxy (errors, admin answers).
     Full(Option<Bytes>),
+    /// Stable's body on a mirrored request: streamed to the client as is,
+    /// and copied (up to a cap) for the shadow comparison.
+    Teed(Box<Tee>),
+}
+
+/// Copies a body while it streams; hands the copy over when the body ends
+/// (`None` when it broke, was dropped unfinished or exceeded the cap).
+pub struct Tee {
+    inner: ResponseBody,
+    copy: Vec<u8>,
+    cap: usize,
+    over: bool,
+    done: Option<tokio::sync::oneshot::Sender<Option<Bytes>>>,
+}
+
+impl Tee {
+    /// Wraps `inner`; the copy goes to `done`.
+    pub fn wrap(
+        inner: ResponseBody,
+        cap: usize,
+        done: tokio::sync::oneshot::Sender<Option<Bytes>>,
+    ) -> ResponseBody {
+        ResponseBody::Teed(Box::new(Tee {
+            inner,
+            copy: Vec::new(),
+            cap,
+            over: false,
+            done: Some(done),
+        }))
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(done) = self.done.take() {
+            let copy =
+                (complete && !self.over).then(|| Bytes::from(std::mem::take(&mut self.copy)));
+            // The comparison may have given up waiting; nothing to do then.
+            let _ = done.send(copy);
+        }
+    }
+
+    fn poll_tee(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if self.copy.len() + data.len() > self.cap {
+                        self.over = true;
+                        self.copy = Vec::new();
+                    } else if !self.over {
+                        self.copy.extend_from_slice(data);
+                    }
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        // HEAD, 204 and 304 answers end without a poll.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
 }
 
 impl ResponseBody {
@@ -166,6 +239,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         match this {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Teed(tee) => tee.poll_tee(cx),
             ResponseBody::Upstream { inner, slot } => {
                 let polled = Pin::new(inner).poll_frame(cx);
                 match &polled {
@@ -190,6 +264,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Teed(tee) => tee.inner.is_end_stream(),
         }
     }
 
@@ -198,6 +273,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+            ResponseBody::Teed(tee) => tee.inner.size_hint(),
         }
     }
 }

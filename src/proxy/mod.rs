@@ -10,6 +10,7 @@ pub mod fallback;
 pub mod forward;
 pub mod framing;
 pub mod health;
+pub mod mirror;
 pub mod outcome;
 pub mod outlier;
 pub mod runtime;
@@ -68,6 +69,13 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let body = RequestBody::limited(body, limit);
         let upstream_req = upstream_request(&snap, parts, body, client, ctx.arm);
+        // One branch for routes without shadow traffic.
+        let mirror = match &ctx.route.shadow {
+            Some(_) if ctx.arm == Arm::Stable => {
+                mirror::start(&snap, ctx.decision.route, ctx.route, ctx.rt, &upstream_req)
+            }
+            _ => None,
+        };
         // Only a request that may fall back needs its head kept for a resend.
         let spare_head = ctx
             .may_fall_back()
@@ -79,7 +87,10 @@ impl Proxy {
             Fallback::Keep(exchange) => exchange,
             Fallback::Resend(stable_req) => ctx.send(stable_req).await,
         };
-        let response = ctx.respond(exchange);
+        let mut response = ctx.respond(exchange);
+        if let Some(mirror) = mirror {
+            response = mirror.attach(response, ctx.outcome, ctx.attempt_started.elapsed());
+        }
         ctx.finish(response, version)
     }
 }

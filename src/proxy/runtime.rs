@@ -18,6 +18,7 @@ use crate::ramp::history::History;
 use crate::ramp::state::RampStatus;
 use crate::ramp::window::{ArmTick, TickCounts, WindowRecorder};
 use crate::routing::RouteIndex;
+use crate::shadow::ShadowLive;
 
 /// One route's live state. Kept across reloads (looked up by name) so that
 /// counters, the judge window and a ramp-owned weight survive a config edit.
@@ -42,6 +43,8 @@ pub struct RouteRuntime {
     pub ramp_status: Mutex<Option<RampStatus>>,
     /// The ramp's last ticks (`GET /routes/{name}/history`), kept by its driver.
     pub history: Mutex<History>,
+    /// Shadow traffic's state (idle unless the route mirrors).
+    pub shadow: Arc<ShadowLive>,
 }
 
 impl RouteRuntime {
@@ -57,6 +60,7 @@ impl RouteRuntime {
             pending: Mutex::new(None),
             ramp_status: Mutex::new(None),
             history: Mutex::new(History::default()),
+            shadow: Arc::new(ShadowLive::default()),
         }
     }
 

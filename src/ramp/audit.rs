@@ -12,7 +12,10 @@ use crate::ramp::Timestamp;
 pub enum Action {
     /// Stable-only calibration began (canary at 0 %).
     BaselineStarted,
-    /// The baseline ended; the ramp starts at the first step.
+    /// The baseline ended; the shadow phase starts (canary on mirrored
+    /// requests only).
+    ShadowStarted,
+    /// The baseline (or shadow phase) ended; the ramp starts at the first step.
     RampStarted,
     /// A step was left for the next one.
     Advance,
@@ -37,6 +40,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::BaselineStarted => "baseline_started",
+            Action::ShadowStarted => "shadow_started",
             Action::RampStarted => "ramp_started",
             Action::Advance => "advance",
             Action::Promote => "promote",

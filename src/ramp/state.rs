@@ -15,6 +15,7 @@
 //! two weights for long.
 
 mod kpi;
+mod shadow;
 mod storage;
 mod tick;
 mod transitions;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::types::RampPolicy;
 use crate::domain::CanaryWeight;
 use crate::ramp::audit::{rfc3339, Action, AuditRecord, Trigger};
+use crate::ramp::judge::paired::{Pair, PairedEvidence};
 use crate::ramp::judge::{Evidence, Judge};
 use crate::ramp::kpi::KpiResult;
 use crate::ramp::status::waiting_for;
@@ -46,6 +48,9 @@ pub enum Phase {
     Idle,
     /// Collecting stable-only history (canary at 0 %).
     Baseline,
+    /// The canary answers mirrored requests only (0 % of users), judged on
+    /// pairs.
+    Shadowing,
     /// On a step, judged every tick.
     Progressing,
     /// Weight frozen (rollback protection stays on).
@@ -62,6 +67,7 @@ impl Phase {
         match self {
             Phase::Idle => "idle",
             Phase::Baseline => "baseline",
+            Phase::Shadowing => "shadowing",
             Phase::Progressing => "progressing",
             Phase::Paused => "paused",
             Phase::Promoted => "promoted",
@@ -77,6 +83,9 @@ pub enum RampEvent {
     Start,
     /// One tick of weight-assigned counts.
     Tick(TickCounts),
+    /// Pairs of mirrored answers compared since the last ones (judged in
+    /// the shadow phase, ignored otherwise).
+    ShadowPairs(Vec<Pair>),
     /// An operator command.
     Command(Command),
     /// The config was reloaded; `new_ramp` when the canary upstream or its endpoints changed.
@@ -188,6 +197,9 @@ pub struct RampState {
     /// The business-KPI checks' streaks and block (absent in version-1 files).
     #[serde(default)]
     kpi: KpiGate,
+    /// The shadow phase's paired evidence.
+    #[serde(default)]
+    shadow: PairedEvidence,
 }
 
 /// Read-only views, for `/status`, the driver and tests.
@@ -282,6 +294,7 @@ impl RampState {
             judge: Judge::new(),
             decisions: VecDeque::new(),
             kpi: KpiGate::default(),
+            shadow: PairedEvidence::default(),
         }
     }
 
@@ -293,6 +306,7 @@ impl RampState {
         match event {
             RampEvent::Start => self.on_start(now, policy, &mut fx),
             RampEvent::Tick(tick) => self.on_tick(&tick, now, policy, &mut fx),
+            RampEvent::ShadowPairs(pairs) => self.on_pairs(&pairs, now, policy, &mut fx),
             RampEvent::Command(c) => self.on_command(c, now, policy, &mut fx),
             RampEvent::ConfigChanged { new_ramp } => self.on_config(new_ramp, now, policy, &mut fx),
             RampEvent::KpiRound { started, results } => {
@@ -434,5 +448,7 @@ pub(crate) fn ms(d: std::time::Duration) -> u64 {
 
 #[cfg(test)]
 mod event_tests;
+#[cfg(test)]
+mod shadow_tests;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,7 @@ pub fn waiting_for(state: &RampState, policy: &RampPolicy) -> Option<String> {
                 human_seconds(left as f64 / 1000.0)
             ))
         }
+        Phase::Shadowing => Some(state.shadow_waiting_for(policy)),
         Phase::Progressing => progressing(state, policy),
     }
 }

@@ -261,6 +261,7 @@ mod tests {
             fallback_budget: 0.2,
             rules: Vec::new(),
             ramp: None,
+            shadow: None,
         }
     }
 

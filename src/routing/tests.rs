@@ -31,6 +31,7 @@ fn route(name: &str) -> RouteBuilder {
         fallback_budget: 0.2,
         rules: Vec::new(),
         ramp: None,
+        shadow: None,
     })
 }
 

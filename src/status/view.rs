@@ -8,7 +8,9 @@ use crate::domain::Arm;
 use crate::ramp::audit::{AuditRecord, Trigger};
 use crate::ramp::judge::{ArmSummary, Evidence};
 use crate::ramp::state::Phase;
-use crate::status::{ArmTotals, ConfigStatus, ForcedTotals, RouteStatus, StatusDocument};
+use crate::status::{
+    ArmTotals, ConfigStatus, ForcedTotals, RouteStatus, ShadowReport, StatusDocument,
+};
 
 /// Width of the weight bar, in characters.
 const BAR_WIDTH: usize = 40;
@@ -159,6 +161,9 @@ fn render_route(out: &mut String, r: &RouteStatus) {
     for arm in [Arm::Stable, Arm::Canary] {
         let _ = writeln!(out, "{}", arm_line(arm, r.arms.get(arm), r.forced.get(arm)));
     }
+    if let Some(s) = &r.shadow {
+        render_shadow(out, s);
+    }
     let decisions = r.ramp.decisions();
     if !decisions.is_empty() {
         let _ = writeln!(out, "  decisions (latest last):");
@@ -166,6 +171,43 @@ fn render_route(out: &mut String, r: &RouteStatus) {
         for d in &decisions[skip..] {
             let _ = writeln!(out, "    {}", decision_line(d));
         }
+    }
+}
+
+/// Fields shown per route in the shadow section.
+const SHOWN_FIELDS: usize = 5;
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
+}
+
+fn render_shadow(out: &mut String, s: &ShadowReport) {
+    let _ = writeln!(
+        out,
+        "  shadow mirrored {} compared {} skipped {} canary errors {} stable errors {} status mismatches {}",
+        s.mirrored, s.compared, s.skipped, s.canary_errors, s.stable_errors, s.status_mismatches
+    );
+    let _ = writeln!(
+        out,
+        "    p99 stable {} canary {}   rbo mean {} p10 {} p50 {}   overlap@k {}",
+        ms(s.stable_p99_seconds),
+        ms(s.canary_p99_seconds),
+        opt(s.rbo.mean),
+        opt(s.rbo.p10),
+        opt(s.rbo.p50),
+        opt(s.overlap_at_k.mean),
+    );
+    for f in s.fields.iter().take(SHOWN_FIELDS) {
+        let mark = if f.flagged { "DIFFERS" } else { "noise" };
+        let _ = writeln!(
+            out,
+            "    {mark:<7} {} {:.1}% (noise {:.1}%) e.g. {} → {}",
+            f.path,
+            f.diff_rate * 100.0,
+            f.noise_rate * 100.0,
+            f.example.stable,
+            f.example.canary
+        );
     }
 }
 
@@ -200,6 +242,38 @@ mod tests {
     use crate::ramp::state::RampStatus;
     use crate::status::sample;
     use crate::status::RouteRamp;
+
+    #[test]
+    fn renders_the_shadow_section() {
+        let mut doc = sample::document();
+        let mut s = crate::status::ShadowReport {
+            mirrored: 10,
+            compared: 9,
+            ..Default::default()
+        };
+        s.rbo.mean = Some(0.8125);
+        s.fields.push(crate::status::FieldDiff {
+            path: "version".to_string(),
+            diff_rate: 1.0,
+            noise_rate: 0.0,
+            flagged: true,
+            example: crate::status::PerArm {
+                stable: serde_json::json!("v1"),
+                canary: serde_json::json!("v2"),
+            },
+        });
+        doc.routes[0].shadow = Some(s);
+        let out = render(&doc);
+        assert!(
+            out.contains("  shadow mirrored 10 compared 9 skipped 0"),
+            "{out}"
+        );
+        assert!(out.contains("rbo mean 0.812"), "{out}");
+        assert!(
+            out.contains("DIFFERS version 100.0% (noise 0.0%) e.g. \"v1\" → \"v2\""),
+            "{out}"
+        );
+    }
 
     #[test]
     fn renders_a_progressing_route() {

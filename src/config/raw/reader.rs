@@ -356,6 +356,9 @@ impl Reader<'_> {
         let ramp = self
             .sub_table(t, "ramp", "[routes.ramp]", RAMP_KEYS)
             .map(|r| self.ramp(&r));
+        let shadow = self
+            .sub_table(t, "shadow", "[routes.shadow]", SHADOW_KEYS)
+            .map(|s| self.shadow(&s));
         RawRoute {
             at: t.at,
             name: self.string(t, "name"),
@@ -369,6 +372,23 @@ impl Reader<'_> {
             fallback_budget: self.number(t, "fallback_budget"),
             rules,
             ramp,
+            shadow,
+        }
+    }
+
+    fn shadow(&mut self, t: &Tbl<'_>) -> RawShadow {
+        RawShadow {
+            at: t.at,
+            percent: self.number(t, "percent"),
+            methods: self.list(t, "methods", "strings", str_value),
+            max_in_flight: self.integer(t, "max_in_flight"),
+            timeout: self.string(t, "timeout"),
+            items: self.string(t, "items"),
+            item_id: self.string(t, "item_id"),
+            k: self.integer(t, "k"),
+            ignore: self.list(t, "ignore", "strings", str_value),
+            noise_percent: self.number(t, "noise_percent"),
+            strip_credentials: self.boolean(t, "strip_credentials"),
         }
     }
 
@@ -424,6 +444,8 @@ impl Reader<'_> {
                     max: self.number(c, "max"),
                 })
                 .collect(),
+            shadow: self.string(t, "shadow"),
+            min_rbo: self.number(t, "min_rbo"),
         }
     }
 }

@@ -33,7 +33,7 @@ pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
         "max_step_duration",
         RampPolicy::default_max_step_duration(interval),
     );
-    let policy = RampPolicy {
+    let mut policy = RampPolicy {
         steps,
         interval,
         tick,
@@ -56,7 +56,10 @@ pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
             .iter()
             .filter_map(|k| check(c, k))
             .collect(),
+        shadow: None,
+        min_rbo: None,
     };
+    super::shadow::ramp_keys(c, r, &mut policy);
     timing(c, r, &policy);
     if policy.prometheus_url.is_none() && r.prometheus_url.is_none() {
         if let Some(k) = r.prometheus_checks.first() {

@@ -37,6 +37,7 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         .filter_map(|rule| rule_of(c, rule, r.sticky.is_some()))
         .collect();
     let ramp = r.ramp.as_ref().map(|ramp| super::ramp::ramp(c, ramp));
+    let shadow = super::shadow::shadow(c, r.shadow.as_ref(), ramp.as_ref());
     warn_weight_with_ramp(c, r);
     if let (Some(s), Some(k), Some(_)) = (&r.stable, &r.canary, stable.zip(canary)) {
         if s.value == k.value {
@@ -66,6 +67,7 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         fallback_budget,
         rules,
         ramp,
+        shadow,
     })
 }
 

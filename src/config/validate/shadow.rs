@@ -1,167 +1,186 @@
-//! The shadowed-route warning: a route that an earlier route always takes
-//! first. Found with a map of the routes seen so far, so a file of 10,000
-//! routes is checked in milliseconds rather than by comparing every pair.
+//! `[routes.shadow]` checks, and the ramp's `shadow` / `min_rbo`.
 
-use std::collections::HashMap;
+use http::Method;
 
 use super::Checker;
-use crate::config::raw::RawRoute;
+use crate::config::raw::{RawRamp, RawShadow};
+use crate::config::types::{RampPolicy, ShadowConfig};
 
-/// A route's match as the warning compares it: host lower-cased as written
-/// (`None` = any host), path prefix as written (`None` = any path).
-pub(super) type MatchKey<'a> = (Option<&'a str>, Option<&'a str>);
+/// Most concurrent mirrored requests a route may ask for.
+const MAX_IN_FLIGHT: i64 = 10_000;
+/// Deepest list comparison.
+const MAX_K: i64 = 1_000;
 
-/// Warns about a route that an earlier route always takes first. Only
-/// certain shadowing is reported (same host or any host, and a path prefix
-/// that contains the later one whether prefixes match by segment or by
-/// character), so the warning is never a false alarm.
-pub(super) fn shadowing(c: &mut Checker<'_>, routes: &[RawRoute]) {
-    let hosts: Vec<Option<String>> = routes
-        .iter()
-        .map(|r| {
-            let host = r.matcher.as_ref().and_then(|m| m.host.as_ref());
-            host.map(|h| h.value.to_ascii_lowercase())
-        })
-        .collect();
-    let keys: Vec<MatchKey<'_>> = routes
-        .iter()
-        .zip(&hosts)
-        .map(|(r, host)| {
-            let prefix = r.matcher.as_ref().and_then(|m| m.path_prefix.as_ref());
-            (host.as_deref(), prefix.map(|p| p.value.as_str()))
-        })
-        .collect();
-    for (later, earlier) in first_shadowing(&keys).into_iter().enumerate() {
-        let (Some(earlier), Some(later)) = (earlier.and_then(|i| routes.get(i)), routes.get(later))
-        else {
-            continue;
-        };
-        let name = |r: &RawRoute| {
-            r.name
-                .as_ref()
-                .map_or("(unnamed)", |n| n.value.as_str())
-                .to_owned()
-        };
-        let line = c.line_of(earlier.at);
-        let msg = format!(
-            "route `{}` never matches: route `{}` (line {line}) comes first and matches every request it would; move it earlier or narrow `{}`'s match",
-            name(later),
-            name(earlier),
-            name(earlier)
-        );
-        c.warn(later.at, msg);
+/// The route's shadow settings: the table's, or the defaults when only the
+/// ramp's shadow phase asks for mirroring; `None` when neither does.
+pub(super) fn shadow(
+    c: &mut Checker<'_>,
+    raw: Option<&RawShadow>,
+    ramp: Option<&RampPolicy>,
+) -> Option<ShadowConfig> {
+    let phase = ramp.is_some_and(|r| r.shadow.is_some());
+    match raw {
+        Some(s) => Some(table(c, s)),
+        None if phase => Some(ShadowConfig::default()),
+        None => None,
     }
 }
 
-/// For each route, the first earlier route that [`covers`] it, if any.
-/// Every prefix that can cover a path prefix `l` is a prefix of it that
-/// ends at a `/`, right before one, or at the end of `l`; so each route
-/// looks up those few candidates, under its own host and under no host,
-/// among the first route seen with each key.
-pub(super) fn first_shadowing(keys: &[MatchKey<'_>]) -> Vec<Option<usize>> {
-    let mut first: HashMap<MatchKey<'_>, usize> = HashMap::with_capacity(keys.len());
-    let mut out = Vec::with_capacity(keys.len());
-    for (j, &(host, prefix)) in keys.iter().enumerate() {
-        let hosts = [None, host];
-        let hosts = if host.is_some() {
-            &hosts[..]
-        } else {
-            &hosts[..1]
-        };
-        let mut found: Option<usize> = None;
-        for &h in hosts {
-            let mut look = |p: Option<&str>| {
-                if let Some(&i) = first.get(&(h, p)) {
-                    found = Some(found.map_or(i, |f| f.min(i)));
-                }
-            };
-            look(None);
-            if let Some(l) = prefix {
-                let bytes = l.as_bytes();
-                for k in 0..=bytes.len() {
-                    let cut = k == bytes.len()
-                        || bytes.get(k) == Some(&b'/')
-                        || (k > 0 && bytes.get(k - 1) == Some(&b'/'));
-                    // `/` is ASCII, so every cut is a char boundary.
-                    if let (true, Some(p)) = (cut, l.get(..k)) {
-                        look(Some(p));
-                    }
-                }
+fn table(c: &mut Checker<'_>, s: &RawShadow) -> ShadowConfig {
+    let d = ShadowConfig::default();
+    let percent = percent(c, &s.percent, "percent", d.percent);
+    let noise_percent = percent_field(c, &s.noise_percent, "noise_percent", d.noise_percent);
+    let methods = match &s.methods {
+        None => d.methods.clone(),
+        Some(list) => {
+            if list.value.is_empty() {
+                c.error(
+                    list.at,
+                    "methods is empty; list the methods to mirror, e.g. [\"GET\", \"HEAD\"]",
+                );
             }
-        }
-        out.push(found);
-        first.entry((host, prefix)).or_insert(j);
-    }
-    out
-}
-
-/// Whether a route matching `earlier` takes every request that one matching
-/// `later` would (the definition [`first_shadowing`] implements; kept as
-/// its test oracle).
-#[cfg(test)]
-fn covers(earlier: MatchKey<'_>, later: MatchKey<'_>) -> bool {
-    let ((eh, ep), (lh, lp)) = (earlier, later);
-    let host_covers = eh.is_none() || eh == lh;
-    let path_covers = match (ep, lp) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(e), Some(l)) => {
-            l == e || (e.ends_with('/') && l.starts_with(e)) || l.starts_with(&format!("{e}/"))
+            list.value
+                .iter()
+                .filter_map(
+                    |m| match Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
+                        Ok(method) => Some(method),
+                        Err(_) => {
+                            c.error(
+                                m.at,
+                                format!(
+                                    "methods: \"{}\" is not an HTTP method, e.g. \"GET\"",
+                                    m.value
+                                ),
+                            );
+                            None
+                        }
+                    },
+                )
+                .collect()
         }
     };
-    host_covers && path_covers
+    let max_in_flight = match &s.max_in_flight {
+        None => d.max_in_flight,
+        Some(m) if (1..=MAX_IN_FLIGHT).contains(&m.value) => m.value as usize,
+        Some(m) => {
+            c.error(
+                m.at,
+                format!("max_in_flight {} must be in 1..={MAX_IN_FLIGHT} (concurrent mirrored requests)", m.value),
+            );
+            d.max_in_flight
+        }
+    };
+    let timeout = c.duration(&s.timeout, "timeout", d.timeout);
+    if timeout.is_zero() {
+        if let Some(t) = &s.timeout {
+            c.error(t.at, "shadow timeout must be above 0, e.g. \"2s\"");
+        }
+    }
+    let k = match &s.k {
+        None => d.k,
+        Some(k) if (1..=MAX_K).contains(&k.value) => k.value as usize,
+        Some(k) => {
+            c.error(
+                k.at,
+                format!(
+                    "k {} must be in 1..={MAX_K} (depth of the list comparison)",
+                    k.value
+                ),
+            );
+            d.k
+        }
+    };
+    if s.item_id.is_some() && s.items.is_none() {
+        c.warn(
+            s.at,
+            "item_id has no effect without items; set items = \"<path of the ranked list>\"",
+        );
+    }
+    let non_empty = |v: &Option<crate::config::raw::Sp<String>>| {
+        v.as_ref()
+            .map(|s| s.value.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    ShadowConfig {
+        percent,
+        methods,
+        max_in_flight,
+        timeout,
+        items: non_empty(&s.items),
+        item_id: non_empty(&s.item_id),
+        k,
+        ignore: s
+            .ignore
+            .as_ref()
+            .map(|l| l.value.iter().map(|i| i.value.clone()).collect())
+            .unwrap_or_default(),
+        noise_percent,
+        strip_credentials: s.strip_credentials.as_ref().is_some_and(|b| b.value),
+        always: true,
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn by_pairs(keys: &[MatchKey<'_>]) -> Vec<Option<usize>> {
-        (0..keys.len())
-            .map(|j| (0..j).find(|&i| covers(keys[i], keys[j])))
-            .collect()
+/// `percent`: in (0, 100].
+fn percent(c: &mut Checker<'_>, v: &crate::config::raw::Opt<f64>, key: &str, default: f64) -> f64 {
+    let Some(p) = v else { return default };
+    if p.value.is_finite() && p.value > 0.0 && p.value <= 100.0 {
+        return p.value;
     }
+    c.error(
+        p.at,
+        format!(
+            "{key} {} must be above 0 and at most 100 (percent of stable-answered requests)",
+            p.value
+        ),
+    );
+    default
+}
 
-    #[test]
-    fn examples() {
-        let keys = [
-            (None, Some("/api/")),        // 0
-            (None, Some("/api/x")),       // 1: under 0
-            (Some("a"), Some("/api")),    // 2: 0 needs `/api/...`
-            (Some("a"), Some("/api/v1")), // 3: under 0 (any host)
-            (Some("b"), Some("/apix")),   // 4: by characters only
-            (Some("b"), None),            // 5
-            (Some("b"), Some("/apix")),   // 6: under 4
-            (None, None),                 // 7
-            (Some("c"), Some("/")),       // 8: under 7
-        ];
-        let want = [
-            None,
-            Some(0),
-            None,
-            Some(0),
-            None,
-            None,
-            Some(4),
-            None,
-            Some(7),
-        ];
-        assert_eq!(first_shadowing(&keys), want);
-        assert_eq!(by_pairs(&keys), want);
+/// `noise_percent`: in [0, 100] (0 turns the noise floor off).
+fn percent_field(
+    c: &mut Checker<'_>,
+    v: &crate::config::raw::Opt<f64>,
+    key: &str,
+    default: f64,
+) -> f64 {
+    let Some(p) = v else { return default };
+    if p.value.is_finite() && (0.0..=100.0).contains(&p.value) {
+        return p.value;
     }
+    c.error(
+        p.at,
+        format!(
+            "{key} {} must be in 0..=100 (percent of mirrored requests sent to stable twice)",
+            p.value
+        ),
+    );
+    default
+}
 
-    proptest! {
-        /// The map lookup finds what comparing every pair finds.
-        #[test]
-        fn agrees_with_comparing_every_pair(
-            raw in proptest::collection::vec(
-                (proptest::option::of("[ab]"), proptest::option::of("[/a\u{fc}]{0,5}")),
-                0..30,
-            ),
-        ) {
-            let keys: Vec<MatchKey<'_>> = raw.iter().map(|(h, p)| (h.as_deref(), p.as_deref())).collect();
-            prop_assert_eq!(first_shadowing(&keys), by_pairs(&keys));
+/// `[routes.ramp] shadow` and `min_rbo` into the policy.
+pub(super) fn ramp_keys(c: &mut Checker<'_>, r: &RawRamp, policy: &mut RampPolicy) {
+    if let Some(s) = &r.shadow {
+        let d = c.duration(&r.shadow, "shadow", std::time::Duration::ZERO);
+        if d.is_zero() {
+            c.error(s.at, "shadow must be a positive duration, e.g. \"5m\" (or leave it out for no shadow phase)");
+        } else {
+            policy.shadow = Some(d);
+        }
+    }
+    if let Some(m) = &r.min_rbo {
+        if m.value.is_finite() && (0.0..=1.0).contains(&m.value) {
+            policy.min_rbo = Some(m.value);
+        } else {
+            c.error(
+                m.at,
+                format!(
+                    "min_rbo {} must be in 0.0..=1.0 (mean rank-biased overlap)",
+                    m.value
+                ),
+            );
+        }
+        if r.shadow.is_none() {
+            c.warn(m.at, "min_rbo has no effect without a shadow phase; add shadow = \"5m\" to [routes.ramp]");
         }
     }
 }

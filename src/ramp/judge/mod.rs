@@ -17,6 +17,7 @@ mod calibration;
 mod eprocess;
 mod evidence;
 mod guards;
+pub mod paired;
 
 use std::collections::VecDeque;
 

@@ -6,6 +6,7 @@
 //! seeded from (seed, scenario, rollout), so threads do not change results.
 
 mod report;
+pub mod shadow;
 pub mod traffic;
 
 use std::time::Duration;

@@ -20,7 +20,10 @@ impl RampState {
         policy: &RampPolicy,
         fx: &mut Vec<Effect>,
     ) {
-        if !matches!(self.phase, Phase::Baseline | Phase::Progressing) {
+        if !matches!(
+            self.phase,
+            Phase::Baseline | Phase::Shadowing | Phase::Progressing
+        ) {
             return;
         }
         let reason = format!(

@@ -30,7 +30,15 @@ impl RampState {
     ) {
         let judging = match self.phase {
             Phase::Baseline => false,
+            Phase::Shadowing => {
+                // Users see stable only: their ticks say nothing of the canary.
+                self.last_tick = Some(now);
+                self.maybe_end_shadow(now, policy, fx);
+                return;
+            }
             Phase::Progressing => true,
+            // Paused in the shadow phase: nothing to calibrate or judge.
+            Phase::Paused if self.paused_from == Some(Phase::Shadowing) => return,
             Phase::Paused => self.paused_from == Some(Phase::Progressing),
             Phase::Idle | Phase::Promoted | Phase::RolledBack => return,
         };
@@ -41,8 +49,12 @@ impl RampState {
                 && now.saturating_sub(self.phase_since) >= ms(policy.baseline)
             {
                 self.judge.finish_calibration(policy);
-                let why = (Action::RampStarted, Trigger::Judge);
-                self.start_ramp(now, policy, fx, why);
+                if policy.shadow.is_some() {
+                    self.start_shadow(now, policy, fx, Trigger::Judge);
+                } else {
+                    let why = (Action::RampStarted, Trigger::Judge);
+                    self.start_ramp(now, policy, fx, why);
+                }
             } else {
                 fx.push(Effect::Persist);
             }

@@ -19,7 +19,7 @@ impl RampState {
         let op = Trigger::Operator;
         match (c, self.phase) {
             (_, Phase::Idle) => {}
-            (Command::Pause, Phase::Baseline | Phase::Progressing) => {
+            (Command::Pause, Phase::Baseline | Phase::Shadowing | Phase::Progressing) => {
                 self.pause(now, policy, fx, op, None);
             }
             // The operator's pause replaces the hold after a failed write:
@@ -43,7 +43,11 @@ impl RampState {
             }
             (
                 Command::Promote,
-                Phase::Baseline | Phase::Progressing | Phase::Paused | Phase::RolledBack,
+                Phase::Baseline
+                | Phase::Shadowing
+                | Phase::Progressing
+                | Phase::Paused
+                | Phase::RolledBack,
             ) => {
                 self.phase = Phase::Promoted;
                 self.clear_pause();
@@ -60,7 +64,11 @@ impl RampState {
             }
             (
                 Command::Rollback,
-                Phase::Baseline | Phase::Progressing | Phase::Paused | Phase::Promoted,
+                Phase::Baseline
+                | Phase::Shadowing
+                | Phase::Progressing
+                | Phase::Paused
+                | Phase::Promoted,
             ) => {
                 self.roll_back(now, policy, fx, op, "rolled back by operator".to_string());
             }
@@ -135,7 +143,10 @@ impl RampState {
         why: (Action, Trigger),
     ) {
         self.clear_pause();
-        if self.judge.is_calibrated() {
+        if self.judge.is_calibrated() && policy.shadow.is_some() {
+            // A new canary is shadowed first, as the first one was.
+            self.start_shadow(now, policy, fx, why.1);
+        } else if self.judge.is_calibrated() {
             self.start_ramp(now, policy, fx, why);
         } else {
             self.phase = Phase::Baseline;

@@ -1,0 +1,309 @@
+//! Shadow traffic in the request path: mirror a stable-answered request to
+//! the canary (and now and then to stable again, for the noise floor),
+//! compare the answers off the request path, drop the canary's.
+//!
+//! The user never waits for the canary: the mirrored exchanges run in their
+//! own task, and stable's body reaches the client exactly as it streams,
+//! copied on the way by a [`Tee`] up to [`MAX_CAPTURE`] bytes. A route
+//! without shadow pays one branch on an `Option` in [`super::Proxy::handle`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use rand::Rng;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::body::{RequestBody, ResponseBody, Tee};
+use super::forward;
+use super::outcome::Outcome;
+use crate::config::types::{Route, ShadowConfig};
+use crate::domain::Arm;
+use crate::metrics::ShadowResult;
+use crate::proxy::runtime::{RouteRuntime, Snapshot};
+use crate::shadow::{compare, Answer, CompareSpec, InFlightSlot, ShadowLive};
+
+/// The header that marks a mirrored request.
+pub const X_GRAYPROXY_SHADOW: HeaderName = HeaderName::from_static("x-grayproxy-shadow");
+/// Largest body copied for comparison (either side); bigger bodies are
+/// compared by status and latency only.
+pub const MAX_CAPTURE: usize = 1 << 20;
+/// How long a comparison waits for the client to finish reading stable's body.
+const STABLE_BODY_WAIT: Duration = Duration::from_secs(60);
+
+/// Stable's side of a mirrored request, sent to the comparison task once
+/// the client's answer is known.
+struct StableHead {
+    status: Option<u16>,
+    failed: bool,
+    latency: Duration,
+    body: Option<oneshot::Receiver<Option<Bytes>>>,
+}
+
+/// A request being mirrored; [`Pending::attach`] hands over stable's answer.
+pub(super) struct Pending {
+    stable: oneshot::Sender<StableHead>,
+}
+
+/// One mirrored exchange's result.
+struct Mirrored {
+    status: Option<u16>,
+    failed: bool,
+    timed_out: bool,
+    latency: Duration,
+    body: Option<Bytes>,
+}
+
+/// Starts mirroring `req` (stable's request, headers already rewritten)
+/// when the route's shadow settings take it. `None` when it is not mirrored.
+pub(super) fn start(
+    snap: &Arc<Snapshot>,
+    route_index: usize,
+    route: &Route,
+    rt: &RouteRuntime,
+    req: &Request<RequestBody>,
+) -> Option<Pending> {
+    let cfg = route.shadow.as_ref()?;
+    let live = &rt.shadow;
+    if !(cfg.always || live.phase_active()) || !cfg.methods.contains(req.method()) {
+        return None;
+    }
+    let mut rng = rand::thread_rng();
+    if cfg.percent < 100.0 && !rng.gen_bool(cfg.percent / 100.0) {
+        return None;
+    }
+    // Only body-less requests are copied: a streamed body is read once.
+    let head = super::resend_head(req)?;
+    let Some(slot) = live.try_slot(cfg.max_in_flight) else {
+        live.stats().record_skipped();
+        rt.metrics.shadow.record(ShadowResult::Skipped);
+        return None;
+    };
+    live.stats().record_mirrored();
+    let noise = (cfg.noise_percent > 0.0 && rng.gen_bool(cfg.noise_percent / 100.0))
+        .then(|| live.try_slot(cfg.max_in_flight))
+        .flatten()
+        .and_then(|slot| Some((copy_for(&head, Arm::Stable, cfg, snap)?, slot)));
+    let canary = copy_for(&head, Arm::Canary, cfg, snap)?;
+    let (tx, rx) = oneshot::channel();
+    let task = MirrorTask {
+        snap: snap.clone(),
+        route_index,
+        live: live.clone(),
+        shadow_metrics: rt.metrics.shadow.clone(),
+    };
+    tokio::spawn(task.run(canary, slot, noise, rx));
+    Some(Pending { stable: tx })
+}
+
+/// A copy of the request for `arm`, marked as shadow traffic.
+fn copy_for(
+    head: &Request<RequestBody>,
+    arm: Arm,
+    cfg: &ShadowConfig,
+    snap: &Snapshot,
+) -> Option<Request<RequestBody>> {
+    let mut copy = super::resend_head(head)?;
+    let headers = copy.headers_mut();
+    forward::set_arm(headers, arm, snap.config.server.arm_header.as_ref());
+    headers.insert(X_GRAYPROXY_SHADOW, HeaderValue::from_static("1"));
+    if cfg.strip_credentials {
+        headers.remove(AUTHORIZATION);
+        headers.remove(COOKIE);
+    }
+    Some(copy)
+}
+
+impl Pending {
+    /// Hands stable's answer to the comparison; its body is teed on the way
+    /// to the client. `outcome` and `latency` are stable's exchange.
+    pub(super) fn attach(
+        self,
+        response: Response<ResponseBody>,
+        outcome: Option<Outcome>,
+        latency: Duration,
+    ) -> Response<ResponseBody> {
+        let answered = matches!(outcome, Some(Outcome::Answered(_)));
+        let (response, body) = if answered {
+            let (tx, rx) = oneshot::channel();
+            (response.map(|b| Tee::wrap(b, MAX_CAPTURE, tx)), Some(rx))
+        } else {
+            (response, None)
+        };
+        let head = StableHead {
+            status: answered.then(|| response.status().as_u16()),
+            failed: outcome.is_some_and(Outcome::is_failure),
+            latency,
+            body,
+        };
+        // The task is gone only if the runtime is shutting down.
+        let _ = self.stable.send(head);
+        response
+    }
+}
+
+/// What the comparison task owns.
+struct MirrorTask {
+    snap: Arc<Snapshot>,
+    route_index: usize,
+    live: Arc<ShadowLive>,
+    shadow_metrics: crate::metrics::ShadowMetrics,
+}
+
+impl MirrorTask {
+    async fn run(
+        self,
+        canary: Request<RequestBody>,
+        canary_slot: InFlightSlot,
+        noise: Option<(Request<RequestBody>, InFlightSlot)>,
+        stable: oneshot::Receiver<StableHead>,
+    ) {
+        let Some((route, _)) = self.snap.route(self.route_index) else {
+            return;
+        };
+        let Some(cfg) = route.shadow.as_ref() else {
+            return;
+        };
+        let canary_fut = async {
+            let answer = self
+                .exchange(route.upstream(Arm::Canary), canary, cfg)
+                .await;
+            // The slot is free at the timeout at the latest.
+            drop(canary_slot);
+            answer
+        };
+        let noise_fut = async {
+            match noise {
+                Some((req, slot)) => {
+                    let answer = self.exchange(route.upstream(Arm::Stable), req, cfg).await;
+                    drop(slot);
+                    Some(answer)
+                }
+                None => None,
+            }
+        };
+        let (canary, noise) = tokio::join!(canary_fut, noise_fut);
+        let Ok(mut head) = stable.await else {
+            // The client's request ended before stable answered: no pair.
+            return;
+        };
+        let stable_body = match head.body.take() {
+            Some(rx) => tokio::time::timeout(STABLE_BODY_WAIT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten(),
+            None => None,
+        };
+        self.record(cfg, &head, stable_body.as_deref(), &canary, noise.as_ref());
+    }
+
+    fn record(
+        &self,
+        cfg: &ShadowConfig,
+        head: &StableHead,
+        stable_body: Option<&[u8]>,
+        canary: &Mirrored,
+        noise: Option<&Mirrored>,
+    ) {
+        let spec = CompareSpec::from(cfg);
+        let stable = Answer {
+            status: head.status,
+            failed: head.failed,
+            latency: head.latency,
+            body: stable_body,
+        };
+        let canary_answer = Answer {
+            status: canary.status,
+            failed: canary.failed,
+            latency: canary.latency,
+            body: canary.body.as_deref(),
+        };
+        let pair = compare(&stable, &canary_answer, &spec);
+        if let crate::shadow::BodyComparison::Json { rank: Some(r), .. } = &pair.body {
+            self.shadow_metrics.observe_rbo(r.rbo);
+        }
+        self.live.record_pair(&pair);
+        let result = if canary.timed_out {
+            ShadowResult::CanaryTimeout
+        } else if canary.failed {
+            ShadowResult::CanaryError
+        } else {
+            ShadowResult::Compared
+        };
+        self.shadow_metrics.record(result);
+        if let (Some(a), Some(b)) = (stable_body, noise.and_then(|n| n.body.as_deref())) {
+            let body = crate::shadow::compare::compare_bodies(a, b, &spec);
+            self.live.stats().record_noise(&body);
+        }
+    }
+
+    /// One mirrored exchange with `upstream`, bounded by the shadow timeout
+    /// (head and body together).
+    async fn exchange(
+        &self,
+        upstream: crate::config::types::UpstreamId,
+        req: Request<RequestBody>,
+        cfg: &ShadowConfig,
+    ) -> Mirrored {
+        let started = Instant::now();
+        let Some(pool) = self.snap.upstreams.get(upstream.0) else {
+            return Mirrored::failed(false, started.elapsed());
+        };
+        let work = async {
+            let (response, slot) = match pool.send(req, cfg.timeout).await {
+                Ok(answer) => answer,
+                Err(f) => {
+                    let timed_out = Outcome::NoAnswer(f.error).failure_kind()
+                        == Some(crate::metrics::FailureKind::Timeout);
+                    return Mirrored::failed(timed_out, started.elapsed());
+                }
+            };
+            let latency = started.elapsed();
+            let status = response.status();
+            let mut body = ResponseBody::upstream(response.into_body(), slot);
+            let body = read_capped(&mut body).await;
+            Mirrored {
+                status: Some(status.as_u16()),
+                failed: Outcome::Answered(status).is_failure(),
+                timed_out: false,
+                latency,
+                body,
+            }
+        };
+        match tokio::time::timeout(cfg.timeout, work).await {
+            Ok(answer) => answer,
+            Err(_) => Mirrored::failed(true, cfg.timeout),
+        }
+    }
+}
+
+impl Mirrored {
+    fn failed(timed_out: bool, latency: Duration) -> Mirrored {
+        Mirrored {
+            status: None,
+            failed: true,
+            timed_out,
+            latency,
+            body: None,
+        }
+    }
+}
+
+/// The whole body, or `None` when it breaks or exceeds [`MAX_CAPTURE`].
+async fn read_capped(body: &mut ResponseBody) -> Option<Bytes> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if out.len() + data.len() > MAX_CAPTURE {
+                return None;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Some(Bytes::from(out))
+}
