@@ -13,5 +13,8 @@ cargo clippy --all-targets -- -D warnings
 echo "== tools the tests drive (prometheus, promtool, systemd-analyze, kubernetes-validate)"
 bash scripts/ecosystem-tools.sh
 
+echo "== etcd for the fleet-mode tests"
+bash scripts/fleet-tools.sh
+
 echo "== cargo test"
 cargo test --no-fail-fast

@@ -54,7 +54,7 @@ pub(super) fn fleet(c: &mut Checker<'_>, f: &RawFleet) -> Option<FleetConfig> {
             c.error(ca_at.at, msg);
         }
     }
-    (c.errors.len() == before).then(|| FleetConfig {
+    (c.errors.len() == before).then_some(FleetConfig {
         etcd,
         prefix,
         replica,
