@@ -362,3 +362,125 @@ async fn unreachable_etcd_is_reported_within_a_lease() {
     assert!(v.term().is_none() && v.leader.is_none());
     s.halt();
 }
+
+async fn link(prefix: &str, replica: &str) -> grayproxy::fleet::link::FleetLink {
+    let mut c = cfg(prefix, replica, &etcd().endpoint);
+    c.lease_ttl = Duration::from_secs(2);
+    grayproxy::fleet::link::FleetLink::start(&c, "d".into())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_leader_sums_commits_and_every_replica_sees_it() {
+    let p = "/t/link";
+    let links = [link(p, "a").await, link(p, "b").await, link(p, "c").await];
+    let leader = eventually(Duration::from_secs(5), || {
+        links.iter().position(|l| l.view().term().is_some())
+    })
+    .await
+    .expect("a leader");
+    let follower = (leader + 1) % 3;
+    for l in &links {
+        l.record("reco", 500, &tick(100, 10, 1));
+        l.publish_counts().await.unwrap();
+    }
+    assert!(
+        links[follower]
+            .fleet_counts("reco", 500)
+            .await
+            .unwrap()
+            .is_none(),
+        "followers do not judge"
+    );
+    let primed = links[leader]
+        .fleet_counts("reco", 500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        primed.counts.is_empty(),
+        "a new term's first read consumes nothing"
+    );
+    for l in &links {
+        l.record("reco", 500, &tick(100, 10, 1));
+        l.publish_counts().await.unwrap();
+    }
+    let t = links[leader]
+        .fleet_counts("reco", 500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.replicas, t.counts.canary.requests, t.counts.canary.errors),
+        (3, 30, 3)
+    );
+
+    // Decisions: the leader commits; every replica's snapshot has it within 1 s.
+    let mut spread = Vec::new();
+    let mut rev = 0;
+    for i in 0..25 {
+        let value = format!("{{\"step\":{i}}}").into_bytes();
+        let decided = tokio::time::Instant::now();
+        let w = links[leader]
+            .commit(
+                "reco",
+                rev,
+                value.clone(),
+                vec![format!("{{\"n\":{i}}}").into_bytes()],
+            )
+            .await
+            .unwrap();
+        let Written::Committed(r) = w else {
+            panic!("{w:?}")
+        };
+        rev = r;
+        let mut last = 0.0f64;
+        for l in &links {
+            let mut rx = l.subscribe();
+            let got = tokio::time::timeout(
+                Duration::from_secs(1),
+                rx.wait_for(|s| s.states.get("reco").is_some_and(|s| s.revision >= r)),
+            )
+            .await;
+            assert!(
+                got.is_ok(),
+                "replica {} did not see revision {r} within 1 s",
+                l.session().replica()
+            );
+            last = last.max(decided.elapsed().as_secs_f64() * 1000.0);
+        }
+        spread.push(last);
+    }
+    let (p50, p99, max) = percentiles(&mut spread);
+    println!("decision -> last of 3 replicas applied, ms: p50 {p50:.2} p99 {p99:.2} max {max:.2}");
+    // The history keeps the last 20, on every replica.
+    let h = eventually(Duration::from_secs(2), || {
+        let s = links[follower].snapshot();
+        (s.history.len() == 20 && s.history.last().is_some_and(|h| h == b"{\"n\":24}"))
+            .then(|| s.history.clone())
+    })
+    .await;
+    assert!(
+        h.is_some(),
+        "{:?}",
+        links[follower].snapshot().history.len()
+    );
+    assert_eq!(h.unwrap()[0], b"{\"n\":5}");
+
+    // A follower's operator command: fenced by the state revision only; a
+    // stale revision conflicts, the current one commits.
+    let w = links[follower]
+        .commit("reco", rev - 1, b"{}".to_vec(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(w, Written::Conflict);
+    let w = links[follower]
+        .commit("reco", rev, b"{\"paused\":true}".to_vec(), vec![])
+        .await
+        .unwrap();
+    assert!(matches!(w, Written::Committed(_)));
+    for l in &links {
+        l.session().shutdown().await;
+    }
+}

@@ -3,7 +3,7 @@
 //! ```text
 //! PREFIX/leader              the leader's replica id, bound to its lease
 //! PREFIX/state/ROUTE         one route's ramp state (JSON), fenced writes only
-//! PREFIX/history/REV         one decision (JSON), written with the state it made
+//! PREFIX/history/MS.N.ID     one decision (JSON), written with the state it made
 //! PREFIX/counts/REPLICA      one replica's counts for all routes, bound to its lease
 //! PREFIX/members/REPLICA     a replica's membership record (no lease: outlives it)
 //! ```
@@ -37,9 +37,11 @@ impl Keys {
         format!("{}/state/", self.prefix)
     }
 
-    /// One history record; zero-padded so key order is revision order.
-    pub fn history(&self, seq: u64) -> String {
-        format!("{}/history/{seq:020}", self.prefix)
+    /// One history record: the decision's time (zero-padded, so key order
+    /// is time order), its index in the commit, and the deciding replica
+    /// (so two replicas deciding in the same millisecond never collide).
+    pub fn history(&self, at_ms: u64, n: usize, replica: &str) -> String {
+        format!("{}/history/{at_ms:015}.{n:03}.{replica}", self.prefix)
     }
 
     /// Prefix of the history.
@@ -87,8 +89,14 @@ mod tests {
         assert_eq!(k.state("reco"), "/gp/shop/state/reco");
         assert_eq!(k.counts("gp-1"), "/gp/shop/counts/gp-1");
         assert_eq!(k.member("gp-1"), "/gp/shop/members/gp-1");
-        assert_eq!(k.history(42), "/gp/shop/history/00000000000000000042");
-        assert!(k.history(9) < k.history(10), "keys sort in revision order");
+        assert_eq!(
+            k.history(42, 1, "gp-1"),
+            "/gp/shop/history/000000000000042.001.gp-1"
+        );
+        assert!(
+            k.history(9, 5, "b") < k.history(10, 0, "a"),
+            "keys sort in time order"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod counts;
 pub mod health;
 pub mod keys;
+pub mod link;
 pub mod members;
 pub mod session;
 pub mod store;
