@@ -45,7 +45,22 @@ pub struct FleetLink {
     acc: Arc<Mutex<Accumulator>>,
     /// The leadership term the consumer belongs to.
     consumer: Arc<tokio::sync::Mutex<(i64, Consumer)>>,
+    /// The last read of every replica's counts: the leader's routes tick
+    /// on their own timers, and one read serves all that tick together.
+    reports: Arc<tokio::sync::Mutex<Option<ReportsRead>>>,
 }
+
+type Reports = Arc<Vec<(String, CountsReport)>>;
+
+/// One read of every replica's counts, and the routes that used it.
+struct ReportsRead {
+    at: tokio::time::Instant,
+    reports: Reports,
+    used_by: std::collections::HashSet<String>,
+}
+
+/// How old a read of the counts may be and still serve another route's tick.
+const REPORTS_FRESH: Duration = Duration::from_millis(250);
 
 impl FleetLink {
     /// Connects, joins the fleet and starts watching its states.
@@ -68,6 +83,7 @@ impl FleetLink {
             snapshot: rx,
             acc: Arc::new(Mutex::new(Accumulator::new(first_generation))),
             consumer: Arc::new(tokio::sync::Mutex::new((0, Consumer::new()))),
+            reports: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -118,23 +134,42 @@ impl FleetLink {
         let Some(term) = self.view().term() else {
             return Ok(None);
         };
-        let store = self.session.store();
-        let (entries, _) = store.list(&store.keys().all_counts()).await?;
-        let reports: Vec<(String, CountsReport)> = entries
-            .iter()
-            .filter_map(|e| {
-                let replica = store
-                    .keys()
-                    .name_under(&store.keys().all_counts(), e.key.as_bytes())?;
-                Some((replica.to_owned(), serde_json::from_slice(&e.value).ok()?))
-            })
-            .collect();
+        let reports = self.reports(route).await?;
         let mut c = self.consumer.lock().await;
         if c.0 != term {
             // A new term: forget what an earlier term of ours consumed.
             *c = (term, Consumer::new());
         }
         Ok(Some(c.1.take(route, weight_bp, &reports)))
+    }
+
+    /// Every replica's counts: a read younger than [`REPORTS_FRESH`] that
+    /// `route` has not used yet, else a new one.
+    async fn reports(&self, route: &str) -> Result<Reports, StoreError> {
+        let mut cache = self.reports.lock().await;
+        if let Some(read) = cache.as_mut() {
+            if read.at.elapsed() < REPORTS_FRESH && read.used_by.insert(route.to_owned()) {
+                return Ok(read.reports.clone());
+            }
+        }
+        let store = self.session.store();
+        let dir = store.keys().all_counts();
+        let (entries, _) = store.list(&dir).await?;
+        let reports: Reports = Arc::new(
+            entries
+                .iter()
+                .filter_map(|e| {
+                    let replica = store.keys().name_under(&dir, e.key.as_bytes())?;
+                    Some((replica.to_owned(), serde_json::from_slice(&e.value).ok()?))
+                })
+                .collect(),
+        );
+        *cache = Some(ReportsRead {
+            at: tokio::time::Instant::now(),
+            reports: reports.clone(),
+            used_by: [route.to_owned()].into(),
+        });
+        Ok(reports)
     }
 
     /// Commits `route`'s next state (and its decisions) if the state is
