@@ -1,9 +1,10 @@
 //! Builds and wires the running proxy: listeners, admin API, reload, the
-//! per-second stats drain. Exposes the bound addresses (port 0 works).
+//! ramp driver, the per-second stats drain. Exposes the bound addresses
+//! (port 0 works). A running [`App`] always has its ramp driver.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,7 +14,9 @@ use tokio::task::JoinSet;
 use crate::admin::{self, Admin};
 use crate::config::{self, ConfigDiff};
 use crate::metrics::Metrics;
-use crate::ramp::driver::RampHandle;
+use crate::persist::Store;
+use crate::ramp::driver::Driver;
+use crate::ramp::handle::RampHandle;
 use crate::reload;
 use crate::runtime::Runtime;
 use crate::server::{self, shutdown_signalled};
@@ -45,6 +48,16 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// How to start an [`App`]; the default is what `grayproxy run` does.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// How long the ramp driver waits before it loads the ramps' state and
+    /// takes over their routes' weights (until then the file's weight
+    /// applies). The demo warms its connection pools first, so that the
+    /// cold start's slow requests do not calibrate the baseline.
+    pub ramp_delay: Duration,
+}
+
 /// A running grayproxy.
 pub struct App {
     /// Where the proxy listens.
@@ -58,13 +71,19 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     ready: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    /// The ramp driver, once started (the admin API's mutating endpoints use it).
-    ramp: Arc<OnceLock<RampHandle>>,
+    /// Operator commands to the ramp driver (the admin API has a clone).
+    ramp: RampHandle,
 }
 
 impl App {
-    /// Loads the config at `path`, binds the listeners and starts serving.
+    /// Loads the config at `path`, binds the listeners and starts serving,
+    /// the ramp driver included.
     pub async fn start(path: &Path) -> Result<App, StartError> {
+        App::start_with(path, StartOptions::default()).await
+    }
+
+    /// [`App::start`] with options.
+    pub async fn start_with(path: &Path, options: StartOptions) -> Result<App, StartError> {
         let loaded = config::load(path).map_err(StartError::Config)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
@@ -86,7 +105,7 @@ impl App {
         let (ready_tx, ready_rx) = watch::channel(false);
         let (reloads, _) = broadcast::channel(16);
         let mut tasks = JoinSet::new();
-        let ramp = Arc::new(OnceLock::new());
+        let ramp = spawn_ramp(&mut tasks, &runtime, &reloads, &shutdown_rx, &options);
         tasks.spawn(server::serve_proxy(
             proxy_listener,
             runtime.clone(),
@@ -136,14 +155,9 @@ impl App {
         self.tasks.spawn(task);
     }
 
-    /// Hands the running ramp driver to the admin API (see [`crate::ramp::driver::start`]).
-    pub fn set_ramp_handle(&self, handle: RampHandle) {
-        let _ = self.ramp.set(handle);
-    }
-
-    /// The ramp driver, when started.
-    pub fn ramp_handle(&self) -> Option<&RampHandle> {
-        self.ramp.get()
+    /// Sends operator commands to the ramp driver.
+    pub fn ramp(&self) -> &RampHandle {
+        &self.ramp
     }
 
     /// Waits until every task has finished (after [`App::shutdown`]).
@@ -156,6 +170,25 @@ impl App {
             }
         }
     }
+}
+
+/// Builds the ramp driver (its state in `state.dir`) and runs it among `tasks`.
+fn spawn_ramp(
+    tasks: &mut JoinSet<()>,
+    runtime: &Arc<Runtime>,
+    reloads: &broadcast::Sender<Arc<ConfigDiff>>,
+    shutdown: &watch::Receiver<bool>,
+    options: &StartOptions,
+) -> RampHandle {
+    let store = Arc::new(Store::new(runtime.snapshot().config.state.dir.clone()));
+    let (driver, ramp) = Driver::new(
+        runtime.clone(),
+        store,
+        reloads.subscribe(),
+        shutdown.clone(),
+    );
+    tasks.spawn(driver.run(options.ramp_delay));
+    ramp
 }
 
 /// Refuses a network-reachable admin API without a token, and warns when

@@ -218,14 +218,13 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let mut app = match App::start(path).await {
+        let app = match App::start(path).await {
             Ok(app) => app,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
         };
-        crate::ramp::driver::start(&mut app);
         wait_for_termination().await;
         tracing::info!("shutting down: draining in-flight requests");
         app.shutdown();

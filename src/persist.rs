@@ -1,6 +1,7 @@
-//! Durable ramp state (CONTRACT §4): one JSON state file per route, written
-//! atomically after every change, and one append-only `audit.jsonl` with a
-//! line per decision.
+//! Durable ramp state (see `docs/ramp.md`, "Files"): one JSON state file
+//! per route, written atomically after every change, and one append-only
+//! `audit.jsonl` with a line per decision. The driver reaches it through
+//! [`RampStore`], so another store (a replicated one) can take its place.
 //!
 //! * State file: `<state.dir>/<route>.ramp.json` (the route name with bytes
 //!   outside `[A-Za-z0-9._-]` written as `%XX`). Written to a temp file in
@@ -24,8 +25,13 @@ use crate::ramp::audit::AuditRecord;
 use crate::ramp::state::RampState;
 use crate::ramp::Timestamp;
 
-/// Format version written into every state file.
-pub const STATE_VERSION: u32 = 1;
+/// Format version written into every state file. Version 2 added the
+/// KPI checks' streaks and the persistence hold to the state; version-1
+/// files load with both at their defaults.
+pub const STATE_VERSION: u32 = 2;
+
+/// The oldest state file version that still loads.
+pub const OLDEST_STATE_VERSION: u32 = 1;
 
 /// Name of the audit log inside the state directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -131,10 +137,10 @@ impl Store {
             }
         };
         let reason = match serde_json::from_slice::<StateFile>(&bytes) {
-            Ok(file) if file.version == STATE_VERSION && file.route == route => {
+            Ok(file) if known_version(file.version) && file.route == route => {
                 return Ok(Some(file))
             }
-            Ok(file) if file.version != STATE_VERSION => {
+            Ok(file) if !known_version(file.version) => {
                 format!("unknown version {}", file.version)
             }
             Ok(file) => format!("it belongs to route `{}`", file.route),
@@ -195,6 +201,33 @@ impl Store {
             let _ = sync_dir(parent);
         }
         Ok(())
+    }
+}
+
+fn known_version(v: u32) -> bool {
+    (OLDEST_STATE_VERSION..=STATE_VERSION).contains(&v)
+}
+
+/// Where the ramp driver keeps each route's state and the audit records.
+/// [`Store`] (files in `state.dir`) is the one there is today.
+pub trait RampStore: Send + Sync + std::fmt::Debug {
+    /// `route`'s stored state: `Ok(None)` when there is none yet.
+    fn load(&self, route: &str, now_ms: Timestamp) -> Result<Option<StateFile>, LoadError>;
+    /// Stores `file` (all or nothing).
+    fn save(&self, file: &StateFile) -> Result<(), SaveError>;
+    /// Appends one audit record of `route`.
+    fn append_audit(&self, route: &str, record: &AuditRecord) -> Result<(), SaveError>;
+}
+
+impl RampStore for Store {
+    fn load(&self, route: &str, now_ms: Timestamp) -> Result<Option<StateFile>, LoadError> {
+        Store::load(self, route, now_ms)
+    }
+    fn save(&self, file: &StateFile) -> Result<(), SaveError> {
+        Store::save(self, file)
+    }
+    fn append_audit(&self, route: &str, record: &AuditRecord) -> Result<(), SaveError> {
+        Store::append_audit(self, route, record)
     }
 }
 
@@ -340,6 +373,31 @@ mod tests {
     }
 
     #[test]
+    fn version_1_files_load_and_unknown_versions_do_not() {
+        let dir = tmp_dir("v1");
+        let store = Store::new(&dir);
+        let f = state_file("r");
+        store.save(&f).unwrap();
+        let path = store.state_path("r");
+        // What version 1 wrote: no KPI bookkeeping, no persistence hold.
+        let mut v1: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        v1["version"] = 1.into();
+        let state = v1["state"].as_object_mut().unwrap();
+        assert!(state.remove("kpi").is_some() && state.remove("persist_hold").is_some());
+        fs::write(&path, serde_json::to_vec(&v1).unwrap()).unwrap();
+        let loaded = store.load("r", 0).unwrap().unwrap();
+        assert_eq!((loaded.version, &loaded.state), (1, &f.state));
+        // A version from the future is not guessed at.
+        v1["version"] = (STATE_VERSION + 1).into();
+        fs::write(&path, serde_json::to_vec(&v1).unwrap()).unwrap();
+        assert!(matches!(
+            store.load("r", 1),
+            Err(LoadError::Corrupt { reason, .. }) if reason == "unknown version 3"
+        ));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn unreadable_file_is_moved_aside_not_overwritten() {
         let dir = tmp_dir("unreadable");
         let store = Store::new(&dir);
@@ -368,7 +426,7 @@ mod tests {
         fs::rename(&dir, &moved).unwrap();
         fs::write(&dir, b"not a dir").unwrap();
         assert!(store.save(&f).is_err());
-        assert!(store.append_audit("r", &f.state.decisions[0]).is_err());
+        assert!(store.append_audit("r", &f.state.decisions()[0]).is_err());
         fs::remove_file(&dir).unwrap();
         fs::rename(&moved, &dir).unwrap();
         assert_eq!(store.load("r", 0).unwrap(), Some(f));
@@ -380,7 +438,7 @@ mod tests {
         let dir = tmp_dir("audit");
         let store = Store::new(&dir);
         let f = state_file("a/b");
-        for rec in &f.state.decisions {
+        for rec in f.state.decisions() {
             store.append_audit("a/b", rec).unwrap();
         }
         let text = fs::read_to_string(store.audit_path()).unwrap();
@@ -392,7 +450,7 @@ mod tests {
         assert_eq!(lines[0]["route"], "a/b");
         assert_eq!(lines[0]["action"], "baseline_started");
         assert_eq!(lines[1]["action"], "pause");
-        assert_eq!(f.state.phase, Phase::Paused);
+        assert_eq!(f.state.phase(), Phase::Paused);
         let _ = fs::remove_dir_all(dir);
     }
 

@@ -225,9 +225,7 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     let dir = TempDir::new("eco-live");
     let config = dir.path().join("grayproxy.toml");
     std::fs::write(&config, route_config(stable, canary, "30.0")).unwrap();
-    let mut app = App::start(&config).await.expect("grayproxy starts");
-    // As `grayproxy run` does: the ramp driver owns ramped routes' weights.
-    grayproxy::ramp::driver::start(&mut app);
+    let app = App::start(&config).await.expect("grayproxy starts");
     let admin = app.admin_addr;
 
     let rules = repo().join("deploy/prometheus/rules");

@@ -122,9 +122,7 @@ async fn start(dir: &TempDir, routes: &str) -> App {
     );
     let path = dir.path().join("grayproxy.toml");
     std::fs::write(&path, config).unwrap();
-    let mut app = App::start(&path).await.expect("grayproxy starts");
-    grayproxy::ramp::driver::start(&mut app);
-    app
+    App::start(&path).await.expect("grayproxy starts")
 }
 
 /// Steady traffic on `paths` so the built-in judge has requests on both arms.

@@ -5,7 +5,7 @@ pub mod status;
 mod auth;
 
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::body::ResponseBody;
-use crate::ramp::driver::{self, CommandError, RampHandle};
+use crate::ramp::handle::{parse_command, CommandError, RampHandle};
 use crate::routing;
 use crate::runtime::Runtime;
 
@@ -26,16 +26,16 @@ const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Admin {
     runtime: Arc<Runtime>,
     ready: watch::Receiver<bool>,
-    ramp: Arc<OnceLock<RampHandle>>,
+    ramp: RampHandle,
 }
 
 impl Admin {
     /// An admin API over the runtime; `ready` turns true once listeners are
-    /// up; `ramp` holds the ramp driver once it is started.
+    /// up; `ramp` sends commands to the ramp driver.
     pub fn new(
         runtime: Arc<Runtime>,
         ready: watch::Receiver<bool>,
-        ramp: Arc<OnceLock<RampHandle>>,
+        ramp: RampHandle,
     ) -> Arc<Admin> {
         Arc::new(Admin {
             runtime,
@@ -96,16 +96,10 @@ impl Admin {
         // Route names are free text; clients (the CLI) percent-encode them.
         let decoded = percent_decode(name);
         let name = decoded.as_deref().unwrap_or(name);
-        let Some(command) = driver::parse_command(action) else {
+        let Some(command) = parse_command(action) else {
             return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
         };
-        let Some(ramp) = self.ramp.get() else {
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the ramp driver is not running",
-            );
-        };
-        let answer = tokio::time::timeout(COMMAND_TIMEOUT, ramp.command(name, command))
+        let answer = tokio::time::timeout(COMMAND_TIMEOUT, self.ramp.command(name, command))
             .await
             .unwrap_or_else(|_| {
                 Err(CommandError::Persist(format!(

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::app::App;
+use crate::app::{App, StartOptions};
 use crate::demo::backend::{BackendSpec, DemoBackend};
 use crate::demo::traffic::TrafficStats;
 use crate::persist::AUDIT_FILE;
@@ -251,7 +251,14 @@ async fn run_in(
     write_private(&dir.join("admin.token"), &format!("{token}\n"))
         .and_then(|()| std::fs::write(&config, config_text(stable, canary)))
         .map_err(|e| format!("cannot write the demo config in {}: {e}", dir.display()))?;
-    let mut app = App::start(&config).await.map_err(|e| e.to_string())?;
+    // Connections are opened and pools filled before the ramp starts, so
+    // the cold start's slow first requests do not calibrate the baseline
+    // p99 (the slow-request threshold). Until the driver runs, the file's
+    // weight (0) sends everything to stable.
+    let options = StartOptions { ramp_delay: WARMUP };
+    let app = App::start_with(&config, options)
+        .await
+        .map_err(|e| e.to_string())?;
     print_banner(&app, opts, stable, canary, &token);
 
     let stats = Arc::new(TrafficStats::default());
@@ -261,12 +268,7 @@ async fn run_in(
         stats.clone(),
         stop_rx,
     ));
-    // Connections are opened and pools filled before the ramp starts, so
-    // the cold start's slow first requests do not calibrate the baseline
-    // p99 (the slow-request threshold). Until the driver runs, the file's
-    // weight (0) sends everything to stable.
     tokio::time::sleep(WARMUP).await;
-    crate::ramp::driver::start(&mut app);
     let started = Instant::now();
     let live = std::io::stdout().is_terminal();
     let ending = watch_ramp(&app, opts, &stats, started, live).await;

@@ -60,6 +60,9 @@ pub enum Trigger {
     Operator,
     /// A config reload.
     Config,
+    /// The state's storage: a write that failed (the ramp holds) or works
+    /// again, a stored state that could not be loaded.
+    Persistence,
 }
 
 /// One decision, as appended to `audit.jsonl` and shown in `/status`.

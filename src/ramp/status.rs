@@ -21,21 +21,21 @@ pub fn human_seconds(s: f64) -> String {
 
 /// What `state` waits for, or `None` when nothing (or nothing more) is due.
 pub fn waiting_for(state: &RampState, policy: &RampPolicy) -> Option<String> {
-    match state.phase {
+    match state.phase() {
         Phase::Idle | Phase::Promoted => None,
         Phase::RolledBack => Some(
             "rolled back: `resume` (or a new canary) starts a new ramp from the first step"
                 .to_string(),
         ),
-        Phase::Paused => Some(match &state.pause_reason {
+        Phase::Paused => Some(match state.pause_reason() {
             Some(r) => format!("paused: {r}; `resume` continues"),
             None => "paused by operator; `resume` continues".to_string(),
         }),
         Phase::Baseline => {
             let done = state
-                .last_tick
-                .unwrap_or(state.phase_since)
-                .saturating_sub(state.phase_since);
+                .last_tick()
+                .unwrap_or(state.phase_since())
+                .saturating_sub(state.phase_since());
             let left = ms(policy.baseline).saturating_sub(done);
             Some(format!(
                 "baseline: {} more of stable-only history",
@@ -47,15 +47,15 @@ pub fn waiting_for(state: &RampState, policy: &RampPolicy) -> Option<String> {
 }
 
 fn progressing(state: &RampState, policy: &RampPolicy) -> Option<String> {
-    if state.hold {
+    if state.hold() {
         return Some("hold: shared degradation (stable is failing or slow too); the ramp holds until it ends".to_string());
     }
-    if let Some(why) = &state.advance_blocked {
+    if let Some(why) = state.kpi().blocked() {
         return Some(format!("KPI checks: {why}"));
     }
     let mut needs = Vec::new();
-    let now = state.last_tick.unwrap_or(state.step_since);
-    let on_step = now.saturating_sub(state.step_since);
+    let now = state.last_tick().unwrap_or(state.step_since());
+    let on_step = now.saturating_sub(state.step_since());
     let secs = on_step as f64 / 1000.0;
     if on_step < ms(policy.interval) {
         needs.push(format!(
@@ -64,8 +64,8 @@ fn progressing(state: &RampState, policy: &RampPolicy) -> Option<String> {
         ));
     }
     for (name, n) in [
-        ("canary", state.step_canary.requests),
-        ("stable", state.step_stable.requests),
+        ("canary", state.step_canary().requests),
+        ("stable", state.step_stable().requests),
     ] {
         if n < policy.min_requests {
             let missing = policy.min_requests - n;
@@ -80,9 +80,9 @@ fn progressing(state: &RampState, policy: &RampPolicy) -> Option<String> {
             needs.push(format!("{name} needs {missing} more requests{eta}"));
         }
     }
-    if let Some(g) = state.judge.last.as_ref().and_then(|v| v.gate.as_ref()) {
+    if let Some(g) = state.judge().last.as_ref().and_then(|v| v.gate.as_ref()) {
         if !g.passed {
-            let eta = match state.judge.gate_eta_seconds() {
+            let eta = match state.judge().gate_eta_seconds() {
                 Some(s) => format!("about {} at the recent trend", human_seconds(s)),
                 None => "no trend yet".to_string(),
             };

@@ -343,9 +343,7 @@ max_step_duration = "1m""#;
 
 /// Starts the app with the ramp driver.
 pub async fn start(setup: &Setup) -> App {
-    let mut app = App::start(&setup.config).await.unwrap();
-    grayproxy::ramp::driver::start(&mut app);
-    app
+    App::start(&setup.config).await.unwrap()
 }
 
 /// The `action` of each audit record.

@@ -167,14 +167,14 @@ pub fn run_one(
                 weight = w.percent() / 100.0;
             }
         }
-        if ramp_start.is_none() && state.phase != Phase::Baseline {
+        if ramp_start.is_none() && state.phase() != Phase::Baseline {
             ramp_start = Some(now);
         }
         let since = ramp_start.map_or(0, |s| now - s);
-        match state.phase {
+        match state.phase() {
             Phase::RolledBack | Phase::Promoted => {
                 return RunOutcome {
-                    phase: state.phase,
+                    phase: state.phase(),
                     decision_s: Some(since as f64 / 1000.0),
                     canary_requests: exposure,
                     explained: true,
@@ -182,7 +182,7 @@ pub fn run_one(
             }
             _ if since >= ms(horizon) => {
                 return RunOutcome {
-                    phase: state.phase,
+                    phase: state.phase(),
                     decision_s: None,
                     canary_requests: exposure,
                     explained: state.status(policy).waiting_for.is_some(),

@@ -24,7 +24,7 @@ fn arm(requests: u64, errors: u64, slow: u64) -> ArmTick {
 
 /// `n` requests at canary weight `w`; stable 0.5 % errors, 1 % slow; the
 /// canary's rates are `mult` times that.
-fn tick(n: u64, w: f64, mult: f64) -> TickCounts {
+pub(super) fn tick(n: u64, w: f64, mult: f64) -> TickCounts {
     let nc = (n as f64 * w).round() as u64;
     let ns = n - nc;
     let c = arm(
@@ -45,18 +45,18 @@ fn tick(n: u64, w: f64, mult: f64) -> TickCounts {
     )
 }
 
-struct Run {
-    state: RampState,
-    policy: RampPolicy,
-    now: Timestamp,
-    log: Vec<Effect>,
+pub(super) struct Run {
+    pub(super) state: RampState,
+    pub(super) policy: RampPolicy,
+    pub(super) now: Timestamp,
+    pub(super) log: Vec<Effect>,
 }
 
 impl Run {
-    fn new() -> Run {
+    pub(super) fn new() -> Run {
         Run::with(RampPolicy::default())
     }
-    fn with(policy: RampPolicy) -> Run {
+    pub(super) fn with(policy: RampPolicy) -> Run {
         Run {
             state: RampState::new(&policy, 0),
             policy,
@@ -64,7 +64,7 @@ impl Run {
             log: Vec::new(),
         }
     }
-    fn tick(&mut self, n: u64, mult: f64) -> Vec<Effect> {
+    pub(super) fn tick(&mut self, n: u64, mult: f64) -> Vec<Effect> {
         self.now += 10_000;
         let w = self.state.weight().percent() / 100.0;
         let fx = self
@@ -73,15 +73,15 @@ impl Run {
         self.log.extend(fx.clone());
         fx
     }
-    fn cmd(&mut self, c: Command) -> Vec<Effect> {
+    pub(super) fn cmd(&mut self, c: Command) -> Vec<Effect> {
         self.state.on(RampEvent::Command(c), self.now, &self.policy)
     }
-    fn through_baseline(&mut self) {
+    pub(super) fn through_baseline(&mut self) {
         while self.state.phase == Phase::Baseline {
             self.tick(2000, 1.0);
         }
     }
-    fn actions(&self) -> Vec<Action> {
+    pub(super) fn actions(&self) -> Vec<Action> {
         self.log
             .iter()
             .filter_map(|e| {
@@ -95,7 +95,7 @@ impl Run {
     }
 }
 
-fn weight_set(fx: &[Effect]) -> Option<f64> {
+pub(super) fn weight_set(fx: &[Effect]) -> Option<f64> {
     fx.iter().find_map(|e| {
         if let Effect::SetWeight(w) = e {
             Some(w.percent())

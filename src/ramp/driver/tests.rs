@@ -5,9 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::*;
-use crate::domain::Arm;
+use std::sync::Arc;
+
+use super::canary_fingerprint;
+use super::route::RouteDriver;
+use crate::domain::{Arm, CanaryWeight};
 use crate::metrics::Metrics;
+use crate::persist::Store;
+use crate::ramp::command::{Command, CommandError};
+use crate::ramp::state::{Phase, RampEvent};
 use crate::runtime::Runtime;
 
 const CONFIG: &str = r#"
@@ -77,11 +83,11 @@ async fn second(d: &mut RouteDriver) {
 async fn healthy_ramp_is_persisted_at_every_step_and_restarts_from_the_file() {
     let state_dir = dir("healthy");
     let mut d = driver(&state_dir);
-    assert_eq!(d.state.phase, Phase::Baseline);
+    assert_eq!(d.state.phase(), Phase::Baseline);
     for _ in 0..3 {
         second(&mut d).await;
     }
-    assert_eq!(d.state.phase, Phase::Progressing);
+    assert_eq!(d.state.phase(), Phase::Progressing);
     assert_eq!(d.rt.weight().percent(), 10.0);
     // A restart mid-ramp (the task dropped without a goodbye) resumes exactly.
     let restarted = driver(&state_dir);
@@ -89,14 +95,14 @@ async fn healthy_ramp_is_persisted_at_every_step_and_restarts_from_the_file() {
     assert_eq!(restarted.rt.weight().percent(), 10.0);
     // A tick that decides nothing still moves the judge: it is on disk too.
     second(&mut d).await;
-    assert_eq!(d.state.phase, Phase::Progressing);
+    assert_eq!(d.state.phase(), Phase::Progressing);
     let file = Store::new(&state_dir).load("r", 0).unwrap().unwrap();
     assert_eq!(file.state, d.state);
-    assert_eq!(file.state.step_canary.requests, 10);
+    assert_eq!(file.state.step_canary().requests, 10);
     for _ in 0..3 {
         second(&mut d).await;
     }
-    assert_eq!(d.state.phase, Phase::Promoted);
+    assert_eq!(d.state.phase(), Phase::Promoted);
     assert_eq!(d.error, None);
     let status = d.rt.ramp_status.lock().unwrap().clone().unwrap();
     assert_eq!(status.state, Phase::Promoted);
@@ -124,7 +130,12 @@ async fn no_raise_on_unpersisted_state_then_continues_when_writable() {
         second(&mut d).await;
     }
     // The baseline is over, but the first step is not taken: it is not on disk.
-    assert_eq!(d.state.phase, Phase::Paused, "{:?}", d.state.pause_reason);
+    assert_eq!(
+        d.state.phase(),
+        Phase::Paused,
+        "{:?}",
+        d.state.pause_reason()
+    );
     assert_eq!(d.rt.weight(), CanaryWeight::ZERO);
     assert!(d.error.as_deref().unwrap().contains("cannot persist"));
     let status = d.rt.ramp_status.lock().unwrap().clone().unwrap();
@@ -144,7 +155,7 @@ async fn no_raise_on_unpersisted_state_then_continues_when_writable() {
         second(&mut d).await;
     }
     assert_eq!(d.error, None);
-    assert_eq!(d.state.phase, Phase::Progressing);
+    assert_eq!(d.state.phase(), Phase::Progressing);
     assert_eq!(d.rt.weight().percent(), 10.0);
     let file = Store::new(&state_dir).load("r", 0).unwrap().unwrap();
     assert_eq!(file.state, d.state);
@@ -169,7 +180,7 @@ async fn rollback_applies_even_when_it_cannot_be_persisted() {
     second(&mut d).await;
     assert_eq!(d.error, None, "the dirty state is written on the next tick");
     let file = Store::new(&state_dir).load("r", 0).unwrap().unwrap();
-    assert_eq!(file.state.phase, Phase::RolledBack);
+    assert_eq!(file.state.phase(), Phase::RolledBack);
     let _ = std::fs::remove_dir_all(state_dir);
 }
 
@@ -179,13 +190,13 @@ async fn corrupt_file_holds_at_zero_and_commands_report_their_state() {
     std::fs::create_dir_all(&state_dir).unwrap();
     std::fs::write(state_dir.join("r.ramp.json"), b"\0\0\0").unwrap();
     let mut d = driver(&state_dir);
-    assert_eq!(d.state.phase, Phase::Paused);
+    assert_eq!(d.state.phase(), Phase::Paused);
     assert_eq!(d.rt.weight(), CanaryWeight::ZERO);
     assert!(d.status().error.unwrap().contains("corrupt"));
     for _ in 0..5 {
         second(&mut d).await;
     }
-    assert_eq!(d.state.phase, Phase::Paused, "never moves by itself");
+    assert_eq!(d.state.phase(), Phase::Paused, "never moves by itself");
     assert_eq!(d.rt.weight(), CanaryWeight::ZERO);
     assert!(
         d.status().error.unwrap().contains("corrupt"),
@@ -197,17 +208,4 @@ async fn corrupt_file_holds_at_zero_and_commands_report_their_state() {
     assert_eq!(s.state, Phase::Baseline);
     assert_eq!(s.error, None, "the operator has acted");
     let _ = std::fs::remove_dir_all(state_dir);
-}
-
-#[test]
-fn command_names_round_trip() {
-    for c in [
-        Command::Pause,
-        Command::Resume,
-        Command::Promote,
-        Command::Rollback,
-    ] {
-        assert_eq!(parse_command(command_name(c)), Some(c));
-    }
-    assert_eq!(parse_command("explain"), None);
 }
