@@ -63,7 +63,7 @@ fn counts_value_and_state_sizes() {
         s.on(RampEvent::Tick(tick(i)), i * 1000, &policy);
         max = max.max(serde_json::to_vec(&s).unwrap().len());
     }
-    let record = serde_json::to_vec(&s.decisions[0]).unwrap().len();
+    let record = serde_json::to_vec(&s.decisions()[0]).unwrap().len();
     println!("one decision record: {record} bytes");
-    println!("ramp state value: {} bytes now, {max} at most over the run ({} decisions kept, {:?} step {})", serde_json::to_vec(&s).unwrap().len(), s.decisions.len(), s.phase, s.step);
+    println!("ramp state value: {} bytes now, {max} at most over the run ({} decisions kept, {:?} step {})", serde_json::to_vec(&s).unwrap().len(), s.decisions().len(), s.phase(), s.step());
 }

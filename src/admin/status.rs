@@ -67,12 +67,37 @@ pub fn status(runtime: &Runtime) -> Value {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    json!({
+    let mut doc = json!({
         "routes": routes,
         "config": {
             "path": snap.config.path.display().to_string(),
             "loaded_at": rfc3339(snap.loaded_at),
             "last_error": last_error,
         },
+    });
+    if let (Some(link), Value::Object(map)) = (runtime.fleet.get(), &mut doc) {
+        map.insert("fleet".into(), fleet_json(link));
+    }
+    doc
+}
+
+/// The `fleet` section: this replica, the leader, etcd's health (and since
+/// when), every replica ever seen, and the fleet's last decisions.
+fn fleet_json(link: &crate::fleet::link::FleetLink) -> Value {
+    let view = link.view();
+    let decisions: Vec<Value> = link
+        .snapshot()
+        .history
+        .iter()
+        .filter_map(|d| serde_json::from_slice(d).ok())
+        .collect();
+    json!({
+        "replica": view.replica,
+        "leader": view.leader,
+        "role": if view.term().is_some() { "leader" } else { "follower" },
+        "etcd": view.etcd.as_str(),
+        "etcd_since": crate::ramp::audit::rfc3339(view.etcd_since),
+        "replicas": view.replicas,
+        "decisions": decisions,
     })
 }

@@ -9,5 +9,6 @@ pub mod health;
 pub mod keys;
 pub mod link;
 pub mod members;
+pub mod runner;
 pub mod session;
 pub mod store;
