@@ -36,6 +36,16 @@ pub(super) async fn fleet_changed(
     }
 }
 
+/// A route's state as stored in etcd: the state file's content, and which
+/// replica wrote it (for operators reading etcd, and the fencing tests).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FleetState {
+    /// The replica that committed this version.
+    written_by: String,
+    #[serde(flatten)]
+    file: StateFile,
+}
+
 /// A route task's link to the fleet.
 pub(crate) struct FleetRoute {
     pub(crate) link: FleetLink,
@@ -65,8 +75,8 @@ impl FleetRoute {
         if stored.revision <= self.revision {
             return None;
         }
-        match serde_json::from_slice::<StateFile>(&stored.value) {
-            Ok(file) => Some((file, stored.revision)),
+        match serde_json::from_slice::<FleetState>(&stored.value) {
+            Ok(s) => Some((s.file, stored.revision)),
             Err(e) => {
                 tracing::error!(route, error = %e, "fleet: the stored ramp state cannot be read; ignoring it");
                 None
@@ -182,7 +192,9 @@ impl RouteDriver {
             saved_at_ms: self.clock.now(),
             state: state.clone(),
         };
-        let value = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+        let written_by = f.link.session().replica().to_owned();
+        let value =
+            serde_json::to_vec(&FleetState { written_by, file }).map_err(|e| e.to_string())?;
         let records: Vec<_> = fx
             .iter()
             .filter_map(|e| match e {
