@@ -75,7 +75,7 @@ impl Etcd {
              --listen-client-urls http://127.0.0.1:{c} --advertise-client-urls http://127.0.0.1:{c} \
              --listen-peer-urls http://127.0.0.1:{p} --initial-advertise-peer-urls http://127.0.0.1:{p} \
              --initial-cluster t=http://127.0.0.1:{p} --log-level error --logger zap \
-             >>'{dir}/etcd.log' 2>&1 & pid=$!; echo $pid; cat >/dev/null; kill -9 $pid",
+             >>'{dir}/etcd.log' 2>&1 & pid=$!; echo $pid; cat >/dev/null; kill -9 $pid 2>/dev/null",
             dir = self.dir.display()
         );
         let mut child = Command::new("sh")
