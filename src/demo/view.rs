@@ -201,6 +201,9 @@ pub fn render(status: &Value) -> String {
         }
         render_route(&mut out, r);
     }
+    if let Some(fleet) = status.get("fleet") {
+        render_fleet(&mut out, fleet);
+    }
     if let Some(cfg) = status.get("config") {
         let path = str_at(cfg, &["path"]).unwrap_or("?");
         let at = str_at(cfg, &["loaded_at"]).unwrap_or("?");
@@ -210,6 +213,41 @@ pub fn render(status: &Value) -> String {
         }
     }
     out
+}
+
+/// The `fleet` section: who leads, etcd's health, every replica.
+fn render_fleet(out: &mut String, f: &Value) {
+    let me = str_at(f, &["replica"]).unwrap_or("?");
+    let leader = str_at(f, &["leader"]).unwrap_or("none");
+    let role = str_at(f, &["role"]).unwrap_or("?");
+    let etcd = str_at(f, &["etcd"]).unwrap_or("?");
+    let since = str_at(f, &["etcd_since"]).unwrap_or("?");
+    let _ = writeln!(out, "\nfleet: this replica {me} ({role}), leader {leader}");
+    let _ = writeln!(out, "  etcd {etcd} since {since}");
+    let replicas = f
+        .get("replicas")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let alive = replicas
+        .iter()
+        .filter(|m| m.get("alive") == Some(&Value::Bool(true)))
+        .count();
+    let _ = writeln!(out, "  replicas: {alive} of {} alive", replicas.len());
+    for m in replicas {
+        let name = str_at(m, &["replica"]).unwrap_or("?");
+        let state = if m.get("alive") == Some(&Value::Bool(true)) {
+            "alive"
+        } else {
+            "gone"
+        };
+        let drift = if m.get("config_drift") == Some(&Value::Bool(true)) {
+            "  config differs from the leader's"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "    {name:<20} {state}{drift}");
+    }
 }
 
 /// `grayproxy status [--admin URL] [--watch]`.
@@ -252,6 +290,34 @@ pub fn status_command(admin: &str, watch: bool) -> ExitCode {
             print!("{CLEAR}grayproxy status — {admin} (every 1 s, Ctrl-C to stop)\n\n{text}");
         }
     })
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+
+    #[test]
+    fn fleet_section_renders() {
+        let status = serde_json::json!({
+            "routes": [],
+            "fleet": {"replica": "gp-1", "leader": "gp-2", "role": "follower", "etcd": "unreachable",
+                      "etcd_since": "2026-12-03T08:00:00Z",
+                      "replicas": [{"replica": "gp-1", "alive": true},
+                                   {"replica": "gp-2", "alive": true, "config_drift": true},
+                                   {"replica": "gp-3", "alive": false}]}
+        });
+        let text = render(&status);
+        for want in [
+            "fleet: this replica gp-1 (follower), leader gp-2",
+            "etcd unreachable since 2026-12-03T08:00:00Z",
+            "replicas: 2 of 3 alive",
+            "gp-2                 alive  config differs from the leader's",
+            "gp-3                 gone",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!render(&serde_json::json!({"routes": []})).contains("fleet"));
+    }
 }
 
 #[cfg(test)]
