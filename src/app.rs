@@ -19,7 +19,8 @@ use crate::ramp::driver::Driver;
 use crate::ramp::handle::RampHandle;
 use crate::reload;
 use crate::runtime::Runtime;
-use crate::server::{self, shutdown_signalled};
+use crate::server;
+use crate::shutdown::shutdown_signalled;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

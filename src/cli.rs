@@ -1,6 +1,9 @@
-//! The command line (CONTRACT §1).
+//! The command line: the verbs (`run`, `check`, `status`, the operator
+//! commands, `simulate`, `demo`) and their exit codes, as the README lists
+//! them.
 
 pub mod client;
+pub mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -148,7 +151,8 @@ pub fn init_logging_at(format: LogFormat, default: &str) {
     };
 }
 
-/// Runs the parsed command; the exit code follows the contract.
+/// Runs the parsed command: exit 0 on success, 1 on an error (an invalid
+/// config, an unreachable or refusing admin API); `demo` has its own codes.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Demo(_) => init_logging_at(cli.log_format, "warn"),
@@ -169,7 +173,7 @@ pub fn run(cli: Cli) -> ExitCode {
             stable_error_rate: a.stable_error_rate,
             rps: a.rps,
         }),
-        Command::Status(a) => crate::demo::view::status_command(&a.admin, a.watch),
+        Command::Status(a) => status::status_command(&a.admin, a.watch),
     }
 }
 
@@ -225,7 +229,7 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        wait_for_termination().await;
+        crate::shutdown::wait_for_termination().await;
         tracing::info!("shutting down: draining in-flight requests");
         app.shutdown();
         app.wait().await;
@@ -265,8 +269,7 @@ fn operator(args: &OperatorArgs, action: &str) -> ExitCode {
         &token,
     )) {
         Ok(answer) => {
-            let ramp = answer.get("ramp").cloned().unwrap_or_default();
-            println!("{}", client::describe_ramp(&args.route, &ramp));
+            println!("{}", client::describe_ramp(&args.route, &answer.ramp));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -330,30 +333,4 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
     );
     print!("{}", crate::ramp::sim::run(policy, &opts));
     ExitCode::SUCCESS
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -20,4 +20,6 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
+pub mod status;
 pub mod tls;

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::config::{self, ConfigDiff};
 use crate::metrics::ReloadResult;
 use crate::runtime::Runtime;
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 /// Editors write a file in several steps; wait this long after the last
 /// event before reading it.

@@ -22,16 +22,8 @@ use crate::proxy::body::ResponseBody;
 use crate::proxy::forward::ClientInfo;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
+use crate::shutdown::shutdown_signalled;
 use crate::tls::ServerTls;
-
-/// Resolves when `shutdown` flips to true (or its sender is gone).
-pub async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}
 
 /// hyper's default HTTP/1 header count limit (`DEFAULT_MAX_HEADERS`).
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;

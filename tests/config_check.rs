@@ -109,8 +109,8 @@ fn contract_example_loads_with_documented_values() {
         c.admin.listen,
         "127.0.0.1:9901".parse::<SocketAddr>().unwrap()
     );
-    // Relative to the config file's directory, per CONTRACT §2.
-    assert_eq!(c.admin.token_file, Some(dir.join("config/admin.token")));
+    // Relative to the config file's directory (README, configuration reference).
+    assert_eq!(c.admin.token_file, Some(dir.join("admin.token")));
     assert_eq!(c.state.dir, dir.join("state"));
 
     let ups: Vec<(&str, String)> = c
@@ -163,16 +163,41 @@ fn contract_example_loads_with_documented_values() {
         ]
     );
 
-    // CONTRACT §4: with a ramp, `check` warns that canary_weight is ignored.
+    // With a ramp, `check` warns that canary_weight is ignored.
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
-        ["warning: config/grayproxy.toml:26:17: canary_weight is ignored: the ramp (line 45) owns the weight; remove canary_weight"]
+        ["warning: config/grayproxy.toml:27:17: canary_weight is ignored: the ramp (line 46) owns the weight; remove canary_weight"]
     );
     assert_eq!(
         loaded.summary(),
         "ok: config/grayproxy.toml: 2 upstreams, 1 route (recommend: canary 5% with ramp 1→100%)"
     );
+}
+
+/// Every relative path in the shipped config resolves beside it, to the
+/// files the README tells a user to create (the token file used to resolve
+/// to `config/config/admin.token`).
+#[test]
+fn shipped_config_paths_are_the_ones_the_readme_names() {
+    let c = load(Path::new("config/grayproxy.toml")).unwrap().config;
+    let token = c.admin.token_file.unwrap();
+    assert_eq!(token, std::path::absolute("config/admin.token").unwrap());
+    assert_eq!(c.state.dir, std::path::absolute("config/state").unwrap());
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    assert!(
+        readme.contains("openssl rand -hex 32 > config/admin.token"),
+        "the README's quick start creates the token file the shipped config names"
+    );
+    // The same through `check` from another working directory: paths do not
+    // depend on where grayproxy is started.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grayproxy"))
+        .args(["check", "-c"])
+        .arg(std::path::absolute("config/grayproxy.toml").unwrap())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
 fn describe(c: &Condition) -> String {

@@ -84,6 +84,31 @@ fn ramp_timing() {
     );
 }
 
+/// A default never makes a file invalid: an interval longer than 30 min
+/// without `max_step_duration` gets a longer default (4 × interval), while
+/// a value the user wrote is still checked.
+#[test]
+fn max_step_duration_default_follows_the_interval() {
+    let policy = |lines: &str| ok(&ramp(lines)).routes[0].ramp.clone().unwrap();
+    assert_eq!(
+        policy("interval = \"1h\"").max_step_duration,
+        Duration::from_secs(4 * 3600)
+    );
+    assert_eq!(
+        policy("interval = \"10m\"").max_step_duration,
+        Duration::from_secs(40 * 60)
+    );
+    // Up to 7.5 min the 30 min default stands.
+    for interval in ["30s", "5m", "7m30s"] {
+        let p = policy(&format!("interval = \"{interval}\""));
+        assert_eq!(p.max_step_duration, Duration::from_secs(1800), "{interval}");
+    }
+    assert_eq!(
+        policy("interval = \"1h\"\nmax_step_duration = \"2h\"").max_step_duration,
+        Duration::from_secs(7200)
+    );
+}
+
 #[test]
 fn ramp_judge_parameters() {
     let e = |l: &str| one_err(&ramp(l));

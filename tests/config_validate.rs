@@ -96,6 +96,32 @@ fn server_durations_and_limits() {
 }
 
 #[test]
+fn access_log_sample_is_a_fraction() {
+    assert_eq!(ok(&file("", "")).server.access_log_sample, None);
+    for (text, want) in [("0.0", 0.0), ("0.01", 0.01), ("1", 1.0), ("1.0", 1.0)] {
+        let c = ok(&file(&format!("[server]\naccess_log_sample = {text}"), ""));
+        assert_eq!(c.server.access_log_sample, Some(want), "{text}");
+    }
+    // Out of range: an error at the value, saying what to write instead.
+    for text in ["1.5", "-0.1", "100", "nan", "inf"] {
+        let e = load(&file(&format!("[server]\naccess_log_sample = {text}"), "")).unwrap_err();
+        assert_eq!(
+            e,
+            [format!(
+                "2:21: access_log_sample {} is outside 0.0..=1.0; use a fraction of requests \
+                 (1.0 = every request, 0.01 = one in a hundred, 0.0 = off)",
+                text.parse::<f64>().unwrap()
+            )],
+            "{text}"
+        );
+    }
+    assert_eq!(
+        one_err(&file("[server]\naccess_log_sample = \"1%\"", "")),
+        "`access_log_sample` in [server] must be a number, found string"
+    );
+}
+
+#[test]
 fn tls_needs_cert_and_key() {
     let c = ok(&file(
         "[server]\ntls = { cert = \"c.pem\", key = \"/k.pem\" }",
@@ -436,7 +462,7 @@ fn every_unknown_key_and_type_error_at_once() {
     assert_eq!(
         e,
         [
-            "2:1: unknown key `listn` in [server] (did you mean `listen`?); expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections",
+            "2:1: unknown key `listn` in [server] (did you mean `listen`?); expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections, access_log_sample",
             "3:11: `workers` in [server] must be an integer, found string",
             "5:1: unknown key `directory` in [state]; expected one of: dir",
             "6:2: unknown key `metrics` in the top level; expected one of: server, admin, state, upstreams, routes",

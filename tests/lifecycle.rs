@@ -1,4 +1,4 @@
-//! The real binary's life (CONTRACT §1, §7), driven like an operator would:
+//! The real binary's life (README: commands, hot reload), driven like an operator would:
 //! `check` a bad file and the shipped one; `run`, serve, break the file, keep
 //! serving, fix it, SIGHUP; SIGTERM with slow requests in flight.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,7 +33,7 @@ sticky = "session"
 "#;
 
 const BAD_STDERR: &str = r#"error: grayproxy.toml:3:19: `request_timeout`: invalid duration "10": missing or unknown unit after 10; use e.g. "250ms", "30s", "5m", "1h" or "1m30s"
-error: grayproxy.toml:4:1: unknown key `colour` in [server]; expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections
+error: grayproxy.toml:4:1: unknown key `colour` in [server]; expected one of: listen, arm_header, workers, tls, request_timeout, header_read_timeout, shutdown_grace, max_body_bytes, max_header_bytes, max_headers, connect_timeout, max_connections, access_log_sample
 error: grayproxy.toml:12:10: upstream `reco-v2` is not defined; defined upstreams: reco-v1
 error: grayproxy.toml:13:17: canary_weight 150 is above 100; use 0.0..=100.0
 error: grayproxy.toml:14:10: sticky "session" must be "header:NAME", "cookie:NAME" or "query:NAME"
@@ -66,7 +66,7 @@ fn check_accepts_the_shipped_config_with_a_one_line_summary() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "warning: config/grayproxy.toml:26:17: canary_weight is ignored: the ramp (line 45) owns the weight; remove canary_weight\n"
+        "warning: config/grayproxy.toml:27:17: canary_weight is ignored: the ramp (line 46) owns the weight; remove canary_weight\n"
     );
 }
 
@@ -154,6 +154,73 @@ async fn run_break_keep_serving_fix_sighup_sigterm() {
     proxy.signal("TERM");
     let status = proxy.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "logs:\n{}", proxy.logs().join("\n"));
+}
+
+/// `server.access_log_sample` is read from the live config: on at 1.0, off
+/// at 0.0 after a reload, on again after the next. The requests made while
+/// it was off go to the canary, the logged ones to stable, so one stray line
+/// from the off period would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_sample_follows_the_file() {
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let ups = [("stable", stable.addr), ("canary", canary.addr)];
+    let dir = TempDir::new();
+    let path = dir.join("grayproxy.toml");
+    let text = |sample: &str, weight: &str| {
+        config(
+            &format!("access_log_sample = {sample}"),
+            &ups,
+            &route(weight),
+        )
+    };
+    std::fs::write(&path, text("1.0", "0.0")).unwrap();
+    let proxy = Binary::start(&path);
+    let access_arms = |proxy: &Binary| -> Vec<String> {
+        proxy
+            .logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .map(|v| v["fields"]["arm"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let (c, admin) = (client(), proxy.admin);
+    let url = format!("http://{}/reco", proxy.proxy);
+    assert_eq!(get(&c, &url, &[]).await.arm(), "stable");
+    eventually(Duration::from_secs(5), "an access line", || {
+        let n = access_arms(&proxy).len();
+        async move { n == 1 }
+    })
+    .await;
+
+    write_atomically(&path, &text("0.0", "100.0"));
+    eventually(
+        Duration::from_secs(5),
+        "sample 0.0 applied",
+        || async move { route_weight(&admin_json(admin, "/status").await, "reco") == 100.0 },
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(&c, &url, &[]).await.arm(), "canary");
+    }
+
+    write_atomically(&path, &text("1.0", "0.0"));
+    eventually(
+        Duration::from_secs(5),
+        "sample 1.0 applied",
+        || async move { route_weight(&admin_json(admin, "/status").await, "reco") == 0.0 },
+    )
+    .await;
+    assert_eq!(get(&c, &url, &[]).await.arm(), "stable");
+    // Lines arrive in the order they were written: the canary requests'
+    // lines, had there been any, would come before this one.
+    eventually(Duration::from_secs(5), "a second access line", || {
+        let n = access_arms(&proxy).len();
+        async move { n >= 2 }
+    })
+    .await;
+    assert_eq!(access_arms(&proxy), ["stable", "stable"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

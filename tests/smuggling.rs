@@ -286,3 +286,65 @@ async fn malformed_and_smuggling_requests_are_refused() {
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+/// RFC 9112 §3.2: a Host field with an invalid value, or more than one Host
+/// line, is answered 400 (with the usual JSON error body) and never
+/// forwarded; the route here matches any host, so forwarding would be a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_or_repeated_host_is_answered_400_and_not_forwarded() {
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let p = Proxy::start(&config(
+        &[stable.addr],
+        &[canary.addr],
+        "",
+        "canary_weight = 0.0",
+    ))
+    .await;
+    let addr = p.app.proxy_addr;
+    let invalid = [
+        "Host: shop example",
+        "Host: shop.example/x",
+        "Host: user@shop.example",
+        "Host: shop.example:80x",
+        "Host: a:b:c",
+        "Host: [::1",
+        "Host: [::1]x",
+        "Host: shop%zz.example",
+        "Host: \"shop.example\"",
+        "Host: shop.example\r\nHost: shop.example",
+        "Host: shop.example\r\nHost: other.example",
+    ];
+    for host in invalid {
+        let request = format!("GET /in HTTP/1.1\r\n{host}\r\n\r\n");
+        let a = exchange(addr, request.as_bytes(), Duration::from_secs(3)).await;
+        assert_eq!(a.statuses, [400], "{host:?}: {}", a.text);
+        assert!(
+            a.text.ends_with(r#"{"error":"malformed request"}"#),
+            "{host:?}: {}",
+            a.text
+        );
+        assert!(a.closed, "{host:?}: the connection is closed");
+    }
+    assert_eq!(stable.count(), 0, "an invalid Host reached the upstream");
+
+    // Valid hosts (the positive control) are forwarded as before.
+    let valid = [
+        "shop.example",
+        "Shop.Example:8080",
+        "[::1]:8080",
+        "[v1.fe80::a+en1]",
+        "127.0.0.1",
+        "xn--bcher-kva.example",
+        "a-1_b~c!$&'()*+,;=.example",
+        "shop%41.example",
+        "shop.example:",
+        "",
+    ];
+    for host in valid {
+        let request = format!("GET /in HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let a = exchange(addr, request.as_bytes(), Duration::from_millis(300)).await;
+        assert_eq!(a.statuses, [200], "{host:?}: {}", a.text);
+    }
+    assert_eq!(stable.count(), valid.len() as u64);
+}

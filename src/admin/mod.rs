@@ -1,8 +1,10 @@
-//! The admin API (CONTRACT §5): metrics, status, explain, health.
+//! The admin API: metrics, status, explain, health, and the operator
+//! commands (endpoints listed in the README's admin API section).
 
 pub mod status;
 
 mod auth;
+mod query;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::proxy::body::ResponseBody;
 use crate::ramp::handle::{parse_command, CommandError, RampHandle};
 use crate::routing;
 use crate::runtime::Runtime;
+use crate::status::CommandAnswer;
 
 /// How long an operator command may wait for the ramp driver.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -53,7 +56,7 @@ impl Admin {
                 Ok(text) => text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
                 Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             },
-            (&Method::GET, ["status"]) => json(StatusCode::OK, &status::status(&self.runtime)),
+            (&Method::GET, ["status"]) => typed_json(&status::status(&self.runtime)),
             (&Method::GET, ["healthz"]) => {
                 text_response(StatusCode::OK, "text/plain", "ok\n".into())
             }
@@ -94,8 +97,7 @@ impl Admin {
             return json_error(denied.status(), &denied.to_string());
         }
         // Route names are free text; clients (the CLI) percent-encode them.
-        let decoded = percent_decode(name);
-        let name = decoded.as_deref().unwrap_or(name);
+        let name = &*query::path_segment(name);
         let Some(command) = parse_command(action) else {
             return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
         };
@@ -116,8 +118,10 @@ impl Admin {
                     weight = status.weight,
                     "operator command applied"
                 );
-                let body = serde_json::json!({"route": name, "ramp": status});
-                json(StatusCode::OK, &body)
+                typed_json(&CommandAnswer {
+                    route: name.to_string(),
+                    ramp: status,
+                })
             }
             Err(e) => {
                 let code = match &e {
@@ -136,6 +140,7 @@ impl Admin {
     }
 
     fn explain(&self, name: &str, query: Option<&str>) -> Response<ResponseBody> {
+        let name = &*query::path_segment(name);
         let snap = self.runtime.snapshot();
         let Some(index) = snap
             .config
@@ -148,17 +153,22 @@ impl Admin {
         let Some((route, rt)) = snap.route(index) else {
             return json_error(StatusCode::NOT_FOUND, &format!("no route named `{name}`"));
         };
-        let key = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|pair| pair.strip_prefix("key="));
-        let Some(key) = key.filter(|k| !k.is_empty()) else {
-            return json_error(StatusCode::BAD_REQUEST, "pass the sticky key as ?key=K");
+        // The query string only carries the key here: decode it as clients
+        // encode it (`M%C3%BCller` is `Müller`, `a+b` is `a b`).
+        let key = match query::query_param(query, "key") {
+            Ok(Some(key)) if !key.is_empty() => key,
+            Ok(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "pass the sticky key as ?key=K (percent-encoded)",
+                )
+            }
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, &format!("?key=: {e}"));
+            }
         };
-        // The key is compared as sent by clients, so percent-decoding the
-        // query here would make `explain` disagree with the proxy.
         let weight = rt.weight();
-        let e = routing::explain(route, key, weight);
+        let e = routing::explain(route, &key, weight);
         let body = serde_json::json!({
             "route": name,
             "key": key,
@@ -170,33 +180,6 @@ impl Admin {
         });
         json(StatusCode::OK, &body)
     }
-}
-
-/// `%XX`-decodes a path segment; `None` when it is not valid UTF-8 or has no escapes.
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return None;
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Serves the admin API until `shutdown`.
@@ -226,6 +209,15 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseB
     text_response(status, "application/json", value.to_string())
 }
 
+/// A JSON answer of a typed document (`/status`, command answers). Through
+/// a `Value`, so its keys come out sorted like every other admin answer.
+fn typed_json(value: &impl serde::Serialize) -> Response<ResponseBody> {
+    match serde_json::to_value(value) {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 /// A JSON error answer `{"error": message}`.
 pub fn json_error(status: StatusCode, message: &str) -> Response<ResponseBody> {
     json(status, &serde_json::json!({ "error": message }))
@@ -242,17 +234,4 @@ fn text_response(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn route_names_are_percent_decoded() {
-        assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
-        assert_eq!(percent_decode("plain"), None);
-        assert_eq!(percent_decode("50%").as_deref(), Some("50%"));
-        assert_eq!(percent_decode("%ff"), None);
-    }
 }

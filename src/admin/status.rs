@@ -1,11 +1,12 @@
-//! The `/status` document (CONTRACT §5).
+//! Builds the `/status` document ([`StatusDocument`]) from the live runtime.
 
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
-
-use crate::domain::Arm;
 use crate::runtime::{RouteRuntime, Runtime};
+use crate::status::{
+    ArmTotals, ConfigStatus, EtcdHealth, FleetRole, FleetStatus, ForcedTotals, PerArm,
+    ReplicaStatus, RouteStatus, StatusDocument,
+};
 
 /// RFC 3339 UTC time of a `SystemTime`.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -16,88 +17,86 @@ pub fn rfc3339(t: SystemTime) -> String {
     crate::ramp::audit::rfc3339(ms)
 }
 
-fn arm_json(rt: &RouteRuntime, arm: Arm) -> Value {
-    let totals = rt.totals(arm);
-    let error_rate = if totals.requests == 0 {
-        0.0
-    } else {
-        totals.errors_clamped() as f64 / totals.requests as f64
-    };
-    json!({
-        "requests": totals.requests,
-        "errors": totals.errors_clamped(),
-        "error_rate": error_rate,
-        "p99_seconds": totals.latency.quantile(0.99).unwrap_or(0.0),
-    })
+fn route_status(name: &str, rt: &RouteRuntime) -> RouteStatus {
+    // Fold what the recorder holds into the totals first, so the document
+    // counts every request answered before it was asked for.
+    rt.drain();
+    let ramp = rt
+        .ramp_status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    RouteStatus {
+        name: name.to_string(),
+        canary_weight: rt.weight().percent(),
+        ramp: ramp.into(),
+        arms: PerArm::from_fn(|arm| {
+            let t = rt.totals(arm);
+            ArmTotals::new(t.requests, t.errors, t.latency.quantile(0.99))
+        }),
+        forced: PerArm::from_fn(|arm| ForcedTotals {
+            requests: rt.forced(arm),
+        }),
+        shadow: None,
+    }
 }
 
 /// The whole `/status` document.
-pub fn status(runtime: &Runtime) -> Value {
+pub fn status(runtime: &Runtime) -> StatusDocument {
     let snap = runtime.snapshot();
-    let routes: Vec<Value> = snap
+    let routes = snap
         .config
         .routes
         .iter()
         .zip(&snap.routes)
-        .map(|(route, rt)| {
-            rt.drain();
-            let ramp = match &*rt.ramp_status.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(status) => serde_json::to_value(status).unwrap_or(Value::Null),
-                None => {
-                    json!({"state": "idle", "step": null, "waiting_for": null, "decisions": []})
-                }
-            };
-            json!({
-                "name": route.name.as_str(),
-                "canary_weight": rt.weight().percent(),
-                "ramp": ramp,
-                "arms": {
-                    "stable": arm_json(rt, Arm::Stable),
-                    "canary": arm_json(rt, Arm::Canary),
-                },
-                "forced": {
-                    "stable": {"requests": rt.forced(Arm::Stable)},
-                    "canary": {"requests": rt.forced(Arm::Canary)},
-                },
-            })
-        })
+        .map(|(route, rt)| route_status(route.name.as_str(), rt))
         .collect();
     let last_error = runtime
         .last_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let mut doc = json!({
-        "routes": routes,
-        "config": {
-            "path": snap.config.path.display().to_string(),
-            "loaded_at": rfc3339(snap.loaded_at),
-            "last_error": last_error,
+    StatusDocument {
+        routes,
+        config: ConfigStatus {
+            path: snap.config.path.display().to_string(),
+            loaded_at: rfc3339(snap.loaded_at),
+            last_error,
         },
-    });
-    if let (Some(link), Value::Object(map)) = (runtime.fleet.get(), &mut doc) {
-        map.insert("fleet".into(), fleet_json(link));
+        fleet: runtime.fleet.get().map(fleet_status),
     }
-    doc
 }
 
-/// The `fleet` section: this replica, the leader, etcd's health (and since
-/// when), every replica ever seen, and the fleet's last decisions.
-fn fleet_json(link: &crate::fleet::link::FleetLink) -> Value {
+/// The `fleet` section from the fleet link's view and history.
+fn fleet_status(link: &crate::fleet::link::FleetLink) -> FleetStatus {
     let view = link.view();
-    let decisions: Vec<Value> = link
-        .snapshot()
-        .history
-        .iter()
-        .filter_map(|d| serde_json::from_slice(d).ok())
-        .collect();
-    json!({
-        "replica": view.replica,
-        "leader": view.leader,
-        "role": if view.term().is_some() { "leader" } else { "follower" },
-        "etcd": view.etcd.as_str(),
-        "etcd_since": crate::ramp::audit::rfc3339(view.etcd_since),
-        "replicas": view.replicas,
-        "decisions": decisions,
-    })
+    FleetStatus {
+        replica: view.replica.clone(),
+        leader: view.leader.clone(),
+        etcd: match view.etcd {
+            crate::fleet::health::EtcdHealth::Ok => EtcdHealth::Ok,
+            crate::fleet::health::EtcdHealth::Unreachable => EtcdHealth::Unreachable,
+        },
+        replicas: view
+            .replicas
+            .iter()
+            .map(|m| ReplicaStatus {
+                replica: m.replica.clone(),
+                alive: m.alive,
+                config_drift: m.config_drift,
+            })
+            .collect(),
+        role: Some(if view.term().is_some() {
+            FleetRole::Leader
+        } else {
+            FleetRole::Follower
+        }),
+        etcd_since: Some(crate::ramp::audit::rfc3339(view.etcd_since)),
+        decisions: link
+            .snapshot()
+            .history
+            .iter()
+            .filter_map(|d| serde_json::from_slice(d).ok())
+            .collect(),
+    }
 }

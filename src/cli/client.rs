@@ -10,6 +10,10 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+
+use crate::ramp::state::RampStatus;
+use crate::status::{CommandAnswer, StatusDocument};
 
 /// The admin address the CLI talks to by default.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
@@ -45,6 +49,9 @@ pub enum ClientError {
     /// The answer is not JSON.
     #[error("the admin API answered something that is not JSON: {0}")]
     NotJson(String),
+    /// The answer is JSON but not the document this grayproxy knows.
+    #[error("the admin API answered a document this grayproxy cannot read ({0}); is it the same version?")]
+    Unreadable(String),
 }
 
 /// The admin token: `--token-file` when given, else `GRAYPROXY_ADMIN_TOKEN`.
@@ -147,21 +154,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// `GET /status` as JSON (for `grayproxy status`).
-pub async fn fetch_status(admin: &str) -> Result<serde_json::Value, ClientError> {
-    call(admin, Method::GET, "/status", None).await
+/// A JSON answer read as the document `T`.
+fn read<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|e| ClientError::Unreadable(e.to_string()))
 }
 
-/// `POST /routes/{route}/{action}` with the bearer token; the JSON answer
-/// (`{"route": .., "ramp": {..}}`).
+/// `GET /status` (for `grayproxy status`).
+pub async fn fetch_status(admin: &str) -> Result<StatusDocument, ClientError> {
+    read(call(admin, Method::GET, "/status", None).await?)
+}
+
+/// `POST /routes/{route}/{action}` with the bearer token; the route's ramp
+/// after the command.
 pub async fn post_command(
     admin: &str,
     route: &str,
     action: &str,
     token: &str,
-) -> Result<serde_json::Value, ClientError> {
+) -> Result<CommandAnswer, ClientError> {
     let path = format!("/routes/{}/{action}", encode_segment(route));
-    call(admin, Method::POST, &path, Some(token)).await
+    read(call(admin, Method::POST, &path, Some(token)).await?)
 }
 
 /// Percent-encodes a path segment (route names are free text).
@@ -177,22 +189,19 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-/// One line about a ramp status JSON: "paused at step 2 (10%): why".
-pub fn describe_ramp(route: &str, ramp: &serde_json::Value) -> String {
-    let state = ramp.get("state").and_then(|s| s.as_str()).unwrap_or("?");
-    let step = ramp.get("step").and_then(|s| s.as_u64());
-    let weight = ramp.get("weight").and_then(|w| w.as_f64());
-    let mut line = format!("{route}: {state}");
-    if let Some(s) = step {
-        line.push_str(&format!(" at step {s}"));
-    }
-    if let Some(w) = weight {
-        line.push_str(&format!(", canary weight {w}%"));
-    }
-    if let Some(wait) = ramp.get("waiting_for").and_then(|w| w.as_str()) {
+/// One line about a ramp: "recommend: paused at step 2, canary weight 10%;
+/// waiting for: ...".
+pub fn describe_ramp(route: &str, ramp: &RampStatus) -> String {
+    let mut line = format!(
+        "{route}: {} at step {}, canary weight {}%",
+        ramp.state.as_str(),
+        ramp.step,
+        ramp.weight
+    );
+    if let Some(wait) = &ramp.waiting_for {
         line.push_str(&format!("; waiting for: {wait}"));
     }
-    if let Some(err) = ramp.get("error").and_then(|w| w.as_str()) {
+    if let Some(err) = &ramp.error {
         line.push_str(&format!("; ERROR: {err}"));
     }
     line
@@ -217,5 +226,27 @@ mod tests {
         );
         assert!(url("https://x:1", "/status").is_err());
         assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn ramps_in_one_line() {
+        let mut ramp = crate::status::sample::ramp();
+        assert_eq!(
+            describe_ramp("recommend", &ramp),
+            "recommend: progressing at step 1, canary weight 5%; \
+             waiting for: canary needs 140 more requests (about 40 s)"
+        );
+        ramp.waiting_for = None;
+        ramp.error = Some("disk full".to_string());
+        assert_eq!(
+            describe_ramp("recommend", &ramp),
+            "recommend: progressing at step 1, canary weight 5%; ERROR: disk full"
+        );
+    }
+
+    #[test]
+    fn documents_of_another_shape_are_unreadable_not_a_panic() {
+        let err = read::<StatusDocument>(serde_json::json!({"routes": 3})).unwrap_err();
+        assert!(matches!(err, ClientError::Unreadable(_)), "{err}");
     }
 }

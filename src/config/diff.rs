@@ -12,7 +12,8 @@ pub struct ConfigDiff {
     /// (`server.listen`, `server.workers`, `admin.listen`, `state.dir`).
     pub restart_required: Vec<String>,
     /// Routes whose canary upstream (its name or its endpoints) changed, plus
-    /// new routes: each starts a new ramp at the first step (CONTRACT §4).
+    /// new routes: each starts a new ramp at the first step (a new canary
+    /// version has earned nothing yet; see docs/ramp.md).
     pub canary_changed: Vec<RouteName>,
     /// Routes in the old config but not the new one.
     pub removed_routes: Vec<RouteName>,
@@ -181,6 +182,9 @@ canary = "v3"
         assert_eq!(names(&d.ramp_changed), ["a"]);
         // Weight and rule edits are live-applied: not in the diff.
         let d = diff(&BASE.replace("canary = \"v3\"", "canary = \"v3\"\ncanary_weight = 7"));
+        assert_eq!(d, ConfigDiff::default());
+        // So is the access-log sample rate (read from the snapshot per request).
+        let d = diff(&BASE.replace("workers = 2", "workers = 2\naccess_log_sample = 0.5"));
         assert_eq!(d, ConfigDiff::default());
     }
 }

@@ -1,8 +1,9 @@
-//! The raw layer: a spanned mirror of the TOML schema (CONTRACT §2).
+//! The raw layer: a spanned mirror of the TOML schema (the README's
+//! configuration reference).
 //!
 //! Why not `#[derive(Deserialize)]` with `deny_unknown_fields`: serde stops
-//! at the first unknown key or wrong type, and the contract wants every error
-//! at once. So the file is parsed into a `toml_edit::ImDocument` (which keeps
+//! at the first unknown key or wrong type, and `grayproxy check` reports every
+//! error at once. So the file is parsed into a `toml_edit::ImDocument` (which keeps
 //! the byte span of every key, value and table header) and walked here: each
 //! table's keys are checked against the schema, each value against its type,
 //! and every problem is pushed into one list. Values come out wrapped in
@@ -20,7 +21,7 @@ pub(crate) struct Sp<T> {
     pub at: usize,
 }
 
-/// Allowed keys per table, in the order the contract lists them.
+/// Allowed keys per table, in the order the README's reference lists them.
 pub(crate) const TOP_KEYS: &[&str] = &["server", "admin", "state", "upstreams", "routes", "fleet"];
 pub(crate) const SERVER_KEYS: &[&str] = &[
     "listen",
@@ -35,6 +36,7 @@ pub(crate) const SERVER_KEYS: &[&str] = &[
     "max_headers",
     "connect_timeout",
     "max_connections",
+    "access_log_sample",
 ];
 pub(crate) const TLS_KEYS: &[&str] = &["cert", "key"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
@@ -133,6 +135,7 @@ pub(crate) struct RawServer {
     pub max_headers: Opt<i64>,
     pub connect_timeout: Opt<String>,
     pub max_connections: Opt<i64>,
+    pub access_log_sample: Opt<f64>,
 }
 
 /// `server.tls`.

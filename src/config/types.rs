@@ -73,6 +73,10 @@ pub struct ServerConfig {
     /// Most client connections served at once; further clients wait in the
     /// listen backlog (default 10000).
     pub max_connections: usize,
+    /// Fraction of proxied requests that get an `access` log line, in
+    /// `0.0..=1.0`; `None` when the file does not say (then the deprecated
+    /// `GRAYPROXY_ACCESS_LOG` variable decides, else off).
+    pub access_log_sample: Option<f64>,
 }
 
 /// Certificate and key files for TLS termination (absolute paths).
@@ -223,6 +227,16 @@ pub struct Route {
     pub ramp: Option<RampPolicy>,
 }
 
+impl Route {
+    /// The upstream serving `arm`.
+    pub fn upstream(&self, arm: Arm) -> UpstreamId {
+        match arm {
+            Arm::Stable => self.stable,
+            Arm::Canary => self.canary,
+        }
+    }
+}
+
 /// `match = { host = .., path_prefix = .. }`; both optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteMatch {
@@ -335,7 +349,9 @@ pub struct RampPolicy {
     pub max_p99_increase: f64,
     /// One gate per step but the last (0 = no gate); default (0, 5, 3, 2, 1.5, 1.5, ..).
     pub gate_ratios: Vec<f64>,
-    /// A step that cannot pass its gate in this time pauses (default 30 m).
+    /// A step that cannot pass its gate in this time pauses (default
+    /// [`RampPolicy::default_max_step_duration`]: 30 m, or 4 × `interval`
+    /// when that is longer).
     pub max_step_duration: Duration,
     /// Prometheus base URL for the KPI checks (`None`: no KPI gates).
     pub prometheus_url: Option<String>,
@@ -382,17 +398,18 @@ impl Default for RampPolicy {
             .iter()
             .map(|p| CanaryWeight::from_basis_points(p * 100))
             .collect::<Vec<_>>();
+        let interval = Duration::from_secs(30);
         RampPolicy {
             gate_ratios: RampPolicy::default_gates(steps.len()),
             steps,
-            interval: Duration::from_secs(30),
+            interval,
             tick: Duration::from_secs(10),
             min_requests: 200,
             baseline: Duration::from_secs(600),
             confidence: 0.99,
             max_error_rate_increase: 0.0,
             max_p99_increase: 0.0,
-            max_step_duration: Duration::from_secs(1800),
+            max_step_duration: RampPolicy::default_max_step_duration(interval),
             prometheus_url: None,
             failures_before_rollback: 3,
             prometheus_checks: Vec::new(),
@@ -401,6 +418,14 @@ impl Default for RampPolicy {
 }
 
 impl RampPolicy {
+    /// The default `max_step_duration` for a step of at least `interval`:
+    /// 30 minutes, or four intervals when that is longer. A step must be
+    /// allowed its interval plus time to gather evidence; a fixed default
+    /// shorter than a long interval would make a valid file invalid.
+    pub fn default_max_step_duration(interval: Duration) -> Duration {
+        Duration::from_secs(1800).max(interval.saturating_mul(4))
+    }
+
     /// The default gates for a ramp of `steps` steps: (0, 5, 3, 2, 1.5, 1.5, ..).
     pub fn default_gates(steps: usize) -> Vec<f64> {
         const GATES: [f64; 5] = [0.0, 5.0, 3.0, 2.0, 1.5];

@@ -118,6 +118,20 @@ impl<'a> Checker<'a> {
         })
     }
 
+    /// `server.access_log_sample`: a fraction of requests, `0.0..=1.0`.
+    fn sample_rate(&mut self, v: &Sp<f64>) -> Option<f64> {
+        let r = v.value;
+        if (0.0..=1.0).contains(&r) {
+            return Some(r);
+        }
+        let msg = format!(
+            "access_log_sample {r} is outside 0.0..=1.0; use a fraction of requests \
+             (1.0 = every request, 0.01 = one in a hundred, 0.0 = off)"
+        );
+        self.error(v.at, msg);
+        None
+    }
+
     /// A positive size or count, `default` when absent or invalid.
     fn positive<T: TryFrom<i64> + Copy>(&mut self, v: &Opt<i64>, key: &str, default: T) -> T {
         let Some(v) = v else { return default };
@@ -217,6 +231,7 @@ fn server(c: &mut Checker<'_>, s: &RawServer) -> ServerConfig {
         max_headers: c.positive(&s.max_headers, "max_headers", 100),
         connect_timeout: c.duration(&s.connect_timeout, "connect_timeout", secs(3)),
         max_connections: c.positive(&s.max_connections, "max_connections", 10_000),
+        access_log_sample: s.access_log_sample.as_ref().and_then(|v| c.sample_rate(v)),
     }
     .checked_timeouts(c, s)
 }

@@ -21,7 +21,7 @@ use rand_distr::{Distribution, LogNormal};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 /// The catalogue the backends recommend from.
 /// 13 entries: a prime count, so any stride visits distinct products.

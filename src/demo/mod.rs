@@ -12,7 +12,6 @@
 
 pub mod backend;
 pub mod traffic;
-pub mod view;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -20,7 +19,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -28,6 +26,11 @@ use crate::app::{App, StartOptions};
 use crate::demo::backend::{BackendSpec, DemoBackend};
 use crate::demo::traffic::TrafficStats;
 use crate::persist::AUDIT_FILE;
+use crate::ramp::audit::{Action, AuditRecord, Trigger};
+use crate::ramp::state::Phase;
+use crate::shutdown::wait_for_termination;
+use crate::status::view;
+use crate::status::{RouteStatus, StatusDocument};
 
 /// The demo route's name.
 pub const ROUTE: &str = "recommend";
@@ -295,7 +298,7 @@ async fn run_in(
         ),
         Ending::TimedOut => println!(
             "\nresult: no decision within --duration ({took:.0} s); the ramp was {}",
-            ramp_state(&status).unwrap_or("unknown")
+            ramp_state(&status).map_or("unknown", Phase::as_str)
         ),
         Ending::Interrupted => println!("\nresult: interrupted after {took:.0} s"),
     }
@@ -350,38 +353,24 @@ fn print_banner(
     println!();
 }
 
-fn waiting_for(status: &Value) -> Option<&str> {
-    status
-        .get("routes")?
-        .get(0)?
-        .get("ramp")?
-        .get("waiting_for")?
-        .as_str()
+/// The demo's one route.
+fn demo_route(status: &StatusDocument) -> Option<&RouteStatus> {
+    status.routes.first()
+}
+
+fn waiting_for(status: &StatusDocument) -> Option<&str> {
+    demo_route(status)?.ramp.waiting_for()
 }
 
 /// The latest decision is the judge's pause (an operator's pause, from
 /// `grayproxy pause` against the demo, keeps the demo running).
-fn paused_by_judge(status: &Value) -> bool {
-    let last = status
-        .get("routes")
-        .and_then(|r| r.get(0))
-        .and_then(|r| r.get("ramp"))
-        .and_then(|r| r.get("decisions"))
-        .and_then(Value::as_array)
-        .and_then(|d| d.last());
-    last.is_some_and(|d| {
-        d.get("action").and_then(Value::as_str) == Some("pause")
-            && d.get("trigger").and_then(Value::as_str) == Some("judge")
-    })
+fn paused_by_judge(status: &StatusDocument) -> bool {
+    let last = demo_route(status).and_then(|r| r.ramp.decisions().last());
+    last.is_some_and(|d| d.action == Action::Pause && d.trigger == Trigger::Judge)
 }
 
-fn ramp_state(status: &Value) -> Option<&str> {
-    status
-        .get("routes")?
-        .get(0)?
-        .get("ramp")?
-        .get("state")?
-        .as_str()
+fn ramp_state(status: &StatusDocument) -> Option<Phase> {
+    demo_route(status).map(|r| r.ramp.state())
 }
 
 /// Redraws the view every second until the ramp decides, `--duration`
@@ -395,9 +384,9 @@ async fn watch_ramp(
 ) -> Ending {
     let deadline = started + opts.duration;
     let mut every = tokio::time::interval(Duration::from_secs(1));
-    let stop = crate::cli::wait_for_termination();
+    let stop = wait_for_termination();
     tokio::pin!(stop);
-    let mut printed = 0usize;
+    let mut printed = 0;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -416,9 +405,9 @@ async fn watch_ramp(
             printed = print_new_decisions(&status, printed, secs);
         }
         match ramp_state(&status) {
-            Some("promoted") => return Ending::Promoted,
-            Some("rolled_back") => return Ending::RolledBack,
-            Some("paused") if paused_by_judge(&status) => return Ending::Paused,
+            Some(Phase::Promoted) => return Ending::Promoted,
+            Some(Phase::RolledBack) => return Ending::RolledBack,
+            Some(Phase::Paused) if paused_by_judge(&status) => return Ending::Paused,
             _ => {}
         }
         if Instant::now() >= deadline {
@@ -427,39 +416,27 @@ async fn watch_ramp(
     }
 }
 
-/// Without a terminal: one line per new decision and a progress line every 10 s.
-fn print_new_decisions(status: &Value, printed: usize, secs: u64) -> usize {
-    let Some(route) = status.get("routes").and_then(|r| r.get(0)) else {
+/// Without a terminal: one line per new decision and a progress line every
+/// 10 s. `printed` is the time (unix ms) of the latest decision printed so
+/// far; returns the new one.
+fn print_new_decisions(status: &StatusDocument, printed: u64, secs: u64) -> u64 {
+    let Some(route) = demo_route(status) else {
         return printed;
     };
-    let decisions = route
-        .get("ramp")
-        .and_then(|r| r.get("decisions"))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
     // The status keeps the latest few; count by time so none is printed twice.
     let mut last = printed;
-    for d in decisions {
-        let at = d.get("at_ms").and_then(Value::as_u64).unwrap_or(0) as usize;
-        if at > printed {
+    for d in route.ramp.decisions() {
+        if d.at_ms > printed {
             println!("[{secs:>4} s] {}", view::decision_line(d));
-            last = last.max(at);
+            last = last.max(d.at_ms);
         }
     }
     if secs % 10 == 0 {
-        let weight = route
-            .get("canary_weight")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0);
-        let waiting = route
-            .get("ramp")
-            .and_then(|r| r.get("waiting_for"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
         println!(
-            "[{secs:>4} s] {} at {weight}%: {waiting}",
-            ramp_state(status).unwrap_or("?")
+            "[{secs:>4} s] {} at {}%: {}",
+            route.ramp.state().as_str(),
+            route.canary_weight,
+            route.ramp.waiting_for().unwrap_or("")
         );
     }
     last
@@ -476,7 +453,7 @@ fn print_audit(path: &Path) {
     };
     println!("\naudit log ({} decisions):", text.lines().count());
     for line in text.lines() {
-        match serde_json::from_str::<Value>(line) {
+        match serde_json::from_str::<AuditRecord>(line) {
             Ok(v) => println!("  {}", view::decision_line(&v)),
             Err(_) => println!("  (unreadable) {line}"),
         }

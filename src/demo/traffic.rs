@@ -17,7 +17,7 @@ use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::MissedTickBehavior;
 
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 /// Distinct users the traffic picks from.
 pub const USERS: u32 = 20_000;

@@ -11,7 +11,7 @@ use super::link::FleetLink;
 use super::store::StoreError;
 use crate::config::types::{Config, FleetConfig};
 use crate::metrics::Metrics;
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 /// Joins the fleet: connects, waits (at most one lease) for the first read
 /// of the stored states so the ramps open on them, and starts the

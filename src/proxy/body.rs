@@ -48,6 +48,16 @@ impl fmt::Display for BodyTooLarge {
 
 impl StdError for BodyTooLarge {}
 
+/// The client's request body broke while it streamed to an upstream: the
+/// client's fault, never counted against the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBodyError {
+    /// It exceeded `max_body_bytes` (a chunked body, or one longer than declared).
+    TooLarge,
+    /// It broke off (the client went away, or sent bad chunked framing).
+    Aborted,
+}
+
 /// True when `err` (or anything in its source chain) is [`BodyTooLarge`].
 pub fn is_body_too_large(err: &(dyn StdError + 'static)) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);

@@ -1,28 +1,27 @@
-//! Per-request fallback from a failing canary to stable (CONTRACT §3).
+//! Per-request fallback from a failing canary to stable (`fallback` and
+//! `fallback_budget` in the README's configuration reference).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Method;
 use tokio::time::Instant;
 
-use super::upstream::UpstreamFailure;
+use super::outcome::{Outcome, SendError};
 
-/// What the canary did with a request, as far as fallback cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CanaryOutcome {
-    /// It answered with a 5xx.
-    Status5xx,
-    /// It gave no answer.
-    Failed(UpstreamFailure),
-}
-
-/// Whether a failed canary request may be sent to stable: safe methods on any
-/// eligible failure, any method when the canary provably never received it.
-pub fn eligible(method: &Method, outcome: CanaryOutcome, never_received: bool) -> bool {
+/// Whether a canary request that ended with `outcome` may be sent to stable:
+/// only a failure ([`Outcome::is_failure`]) falls back; a 5xx answer or a
+/// broken exchange for safe methods, and any method when the canary provably
+/// never received the request.
+pub fn eligible(method: &Method, outcome: Outcome, never_received: bool) -> bool {
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !outcome.is_failure() {
+        return false;
+    }
     match outcome {
-        CanaryOutcome::Status5xx => safe,
-        CanaryOutcome::Failed(failure) => failure.fallback_eligible() && (never_received || safe),
+        Outcome::Answered(_) => safe,
+        Outcome::NoAnswer(SendError::Upstream(_)) => never_received || safe,
+        // Not a failure (checked above); listed so a new kind must be placed.
+        Outcome::NoAnswer(SendError::ClientBody(_)) => false,
     }
 }
 
@@ -97,19 +96,29 @@ mod tests {
 
     #[test]
     fn eligibility_matrix() {
-        use CanaryOutcome::*;
-        use UpstreamFailure::*;
+        use crate::proxy::body::ClientBodyError::*;
+        use crate::proxy::upstream::UpstreamFailure::*;
+        use http::StatusCode;
+        let up = |f| Outcome::NoAnswer(SendError::Upstream(f));
+        let client = |e| Outcome::NoAnswer(SendError::ClientBody(e));
+        let status5xx = Outcome::Answered(StatusCode::SERVICE_UNAVAILABLE);
         let get = Method::GET;
         let post = Method::POST;
-        assert!(eligible(&get, Status5xx, false));
-        assert!(!eligible(&post, Status5xx, false));
-        assert!(eligible(&Method::HEAD, Failed(Reset), false));
-        assert!(eligible(&Method::OPTIONS, Failed(Timeout), false));
-        assert!(!eligible(&post, Failed(Reset), false));
-        assert!(!eligible(&post, Failed(Timeout), false));
-        assert!(eligible(&post, Failed(Connect), true));
-        assert!(!eligible(&get, Failed(ClientBodyTooLarge), true));
-        assert!(!eligible(&get, Failed(ClientAborted), false));
+        assert!(eligible(&get, status5xx, false));
+        assert!(!eligible(&post, status5xx, false));
+        assert!(!eligible(
+            &get,
+            Outcome::Answered(StatusCode::NOT_FOUND),
+            false
+        ));
+        assert!(!eligible(&get, Outcome::Answered(StatusCode::OK), true));
+        assert!(eligible(&Method::HEAD, up(Reset), false));
+        assert!(eligible(&Method::OPTIONS, up(Timeout), false));
+        assert!(!eligible(&post, up(Reset), false));
+        assert!(!eligible(&post, up(Timeout), false));
+        assert!(eligible(&post, up(Connect), true));
+        assert!(!eligible(&get, client(TooLarge), true));
+        assert!(!eligible(&get, client(Aborted), false));
     }
 
     #[tokio::test(start_paused = true)]

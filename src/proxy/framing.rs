@@ -9,7 +9,8 @@
 //! - `Transfer-Encoding` must be exactly one `chunked` (no `chunked, chunked`,
 //!   no `gzip, chunked`, no parameters), and only in HTTP/1.1;
 //! - never both;
-//! - HTTP/1.1 needs exactly one `Host`; no version may send two.
+//! - HTTP/1.1 needs exactly one `Host`; no version may send two; its value
+//!   must be `host[:port]` (RFC 9112 §3.2 wants 400 for anything else).
 //!
 //! A rejected request gets 400 and the connection is closed, because the
 //! bytes after its head can no longer be trusted to start a new request.
@@ -32,6 +33,8 @@ pub enum FramingError {
     MissingHost,
     /// More than one `Host`.
     DuplicateHost,
+    /// A `Host` value that is not `uri-host [ ":" port ]`.
+    InvalidHost,
 }
 
 impl FramingError {
@@ -46,6 +49,7 @@ impl FramingError {
             }
             FramingError::MissingHost => "missing host",
             FramingError::DuplicateHost => "duplicate host",
+            FramingError::InvalidHost => "invalid host",
         }
     }
 }
@@ -74,6 +78,7 @@ pub fn inspect(version: Version, headers: &HeaderMap) -> Result<Head, FramingErr
     let mut encoding = None;
     let mut encodings = 0u32;
     let mut hosts = 0u32;
+    let mut host = None;
     let mut header_bytes = 0;
     for (name, value) in headers {
         header_bytes += name.as_str().len() + value.len() + 4;
@@ -85,6 +90,7 @@ pub fn inspect(version: Version, headers: &HeaderMap) -> Result<Head, FramingErr
             encoding.get_or_insert(value);
         } else if name == HOST {
             hosts += 1;
+            host.get_or_insert(value);
         }
     }
     if lengths > 1 {
@@ -116,10 +122,69 @@ pub fn inspect(version: Version, headers: &HeaderMap) -> Result<Head, FramingErr
     if hosts == 0 && version == Version::HTTP_11 {
         return Err(FramingError::MissingHost);
     }
+    if host.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err(FramingError::InvalidHost);
+    }
     Ok(Head {
         content_length,
         header_bytes,
     })
+}
+
+/// Whether a `Host` value is `uri-host [ ":" port ]` (RFC 9110 §7.2 with
+/// RFC 3986 §3.2.2): a bracketed IP literal or a reg-name (unreserved,
+/// sub-delims and `%XX`), then optionally `:` and digits. Empty is valid: a
+/// request whose target has no authority sends an empty `Host`.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let (literal, after) = rest.split_at(end);
+            let literal_ok = !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|&b| is_unreserved_or_sub_delim(b) || b == b':');
+            // `after` starts with the `]` just found.
+            match after {
+                [b']'] => (literal_ok, &[][..]),
+                [b']', b':', port @ ..] => (literal_ok, port),
+                _ => return false,
+            }
+        }
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let (name, port) = value.split_at(colon);
+                (reg_name(name), port.get(1..).unwrap_or_default())
+            }
+            None => (reg_name(value), &[][..]),
+        },
+    };
+    host_ok && port.iter().all(u8::is_ascii_digit)
+}
+
+/// RFC 3986 `reg-name`: unreserved, sub-delims and percent-encoded octets.
+fn reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        if b == b'%' {
+            let hex = |j: usize| name.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if is_unreserved_or_sub_delim(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
 #[cfg(test)]
@@ -233,5 +298,61 @@ mod tests {
             check(Version::HTTP_10, &two),
             Err(FramingError::DuplicateHost)
         );
+        assert_eq!(
+            check11(&[("host", "shop example")]),
+            Err(FramingError::InvalidHost)
+        );
+        let bad10 = headers(&[("host", "a/b")]);
+        assert_eq!(
+            check(Version::HTTP_10, &bad10),
+            Err(FramingError::InvalidHost)
+        );
+    }
+
+    #[test]
+    fn host_values() {
+        let valid = [
+            "",
+            "a",
+            "shop.example",
+            "Shop.Example:8080",
+            "shop.example:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[v1.fe80::a+en1]",
+            "xn--bcher-kva.example",
+            "a-1_b~c!$&'()*+,;=.example",
+            "shop%41.example",
+        ];
+        for v in valid {
+            assert!(valid_host(v.as_bytes()), "{v:?} is valid");
+        }
+        let invalid = [
+            "shop example",
+            " shop.example",
+            "shop.example/x",
+            "shop.example?x",
+            "shop.example#x",
+            "user@shop.example",
+            "shop.example:80x",
+            "shop.example:-1",
+            "a:b:c",
+            "::1",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:8a",
+            "[::1]]",
+            "[a b]",
+            "shop%zz.example",
+            "shop%4",
+            "\"shop.example\"",
+            "shop\u{e9}.example",
+            "a\tb",
+        ];
+        for v in invalid {
+            assert!(!valid_host(v.as_bytes()), "{v:?} is invalid");
+        }
     }
 }

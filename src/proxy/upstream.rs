@@ -24,8 +24,9 @@ use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use super::body::{is_body_too_large, RequestBody};
+use super::body::{is_body_too_large, ClientBodyError, RequestBody};
 use super::health;
+use super::outcome::{Outcome, SendError};
 use super::outlier::{self, EndpointHealth, Verdict};
 use crate::config::types::{Endpoint, OutlierPolicy, Upstream};
 use crate::metrics::FailureKind;
@@ -35,8 +36,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
 
-/// Why an exchange with an upstream produced no usable response. Classified
-/// once, here; the rest of the proxy matches on it.
+/// Why an upstream produced no usable response. Classified once, here; the
+/// rest of the proxy matches on it. The client's own body breaking is not an
+/// upstream failure: see [`SendError::ClientBody`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
     /// Connecting failed: the upstream never saw the request.
@@ -47,62 +49,46 @@ pub enum UpstreamFailure {
     Reset,
     /// A protocol error or anything else.
     Other,
-    /// The client's body exceeded `max_body_bytes` while streaming; not the
-    /// upstream's fault.
-    ClientBodyTooLarge,
-    /// The client's body broke off while streaming; not the upstream's fault.
-    ClientAborted,
 }
 
 impl UpstreamFailure {
-    /// The `kind` label, or `None` when the failure was the client's.
-    pub fn metric_kind(self) -> Option<FailureKind> {
+    /// The `kind` label.
+    pub fn metric_kind(self) -> FailureKind {
         match self {
-            UpstreamFailure::Connect => Some(FailureKind::Connect),
-            UpstreamFailure::Timeout => Some(FailureKind::Timeout),
-            UpstreamFailure::Reset => Some(FailureKind::Reset),
-            UpstreamFailure::Other => Some(FailureKind::Other),
-            UpstreamFailure::ClientBodyTooLarge | UpstreamFailure::ClientAborted => None,
+            UpstreamFailure::Connect => FailureKind::Connect,
+            UpstreamFailure::Timeout => FailureKind::Timeout,
+            UpstreamFailure::Reset => FailureKind::Reset,
+            UpstreamFailure::Other => FailureKind::Other,
         }
     }
+}
 
-    /// Whether a safe request that failed this way may be retried on stable.
-    pub fn fallback_eligible(self) -> bool {
-        match self {
-            UpstreamFailure::Connect
-            | UpstreamFailure::Timeout
-            | UpstreamFailure::Reset
-            | UpstreamFailure::Other => true,
-            UpstreamFailure::ClientBodyTooLarge | UpstreamFailure::ClientAborted => false,
-        }
+/// Classifies a hyper error from `send_request`: the client's body or the
+/// upstream.
+fn classify(err: &hyper::Error) -> SendError {
+    if is_body_too_large(err) {
+        return SendError::ClientBody(ClientBodyError::TooLarge);
     }
-
-    /// Classifies a hyper error from `send_request`.
-    fn classify(err: &hyper::Error) -> UpstreamFailure {
-        if is_body_too_large(err) {
-            return UpstreamFailure::ClientBodyTooLarge;
-        }
-        if err.is_body_write_aborted() || is_client_body_error(err) {
-            return UpstreamFailure::ClientAborted;
-        }
-        if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
-            return UpstreamFailure::Reset;
-        }
-        let mut source = err.source();
-        while let Some(e) = source {
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                return match io.kind() {
-                    io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof => UpstreamFailure::Reset,
-                    _ => UpstreamFailure::Other,
-                };
-            }
-            source = e.source();
-        }
-        UpstreamFailure::Other
+    if err.is_body_write_aborted() || is_client_body_error(err) {
+        return SendError::ClientBody(ClientBodyError::Aborted);
     }
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return SendError::Upstream(UpstreamFailure::Reset);
+    }
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return SendError::Upstream(match io.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => UpstreamFailure::Reset,
+                _ => UpstreamFailure::Other,
+            });
+        }
+        source = e.source();
+    }
+    SendError::Upstream(UpstreamFailure::Other)
 }
 
 /// True when the error came from reading the client's request body.
@@ -146,7 +132,7 @@ where
 /// received it, so it can be sent elsewhere unchanged.
 pub struct SendFailure {
     /// What went wrong.
-    pub failure: UpstreamFailure,
+    pub error: SendError,
     /// The untouched request, when it was never written.
     pub request: Option<Request<RequestBody>>,
 }
@@ -223,7 +209,7 @@ impl UpstreamPool {
         let i = outlier::pick(health, start, Instant::now());
         let Some(endpoint) = self.endpoints.get(i) else {
             return Err(SendFailure {
-                failure: UpstreamFailure::Connect,
+                error: SendError::Upstream(UpstreamFailure::Connect),
                 request: Some(request),
             });
         };
@@ -231,11 +217,16 @@ impl UpstreamPool {
             .clone()
             .send(request, timeout, self.connect_timeout)
             .await;
-        let verdict = match &result {
-            Ok((response, _)) if response.status().is_server_error() => Verdict::Failure,
-            Ok(_) => Verdict::Success,
-            Err(f) if f.failure.metric_kind().is_some() => Verdict::Failure,
-            Err(_) => Verdict::Neutral,
+        let outcome = match &result {
+            Ok((response, _)) => Outcome::Answered(response.status()),
+            Err(f) => Outcome::NoAnswer(f.error),
+        };
+        let verdict = if outcome.client_body_broke() {
+            Verdict::Neutral
+        } else if outcome.is_failure() {
+            Verdict::Failure
+        } else {
+            Verdict::Success
         };
         outlier::observe(health, i, verdict, &self.policy, Instant::now());
         result
@@ -458,7 +449,7 @@ impl EndpointPool {
                     Ok(sender) => sender,
                     Err(failure) => {
                         return Err(SendFailure {
-                            failure,
+                            error: SendError::Upstream(failure),
                             request: Some(hand_back(request)),
                         })
                     }
@@ -490,10 +481,10 @@ impl EndpointPool {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
                         return Err(SendFailure {
-                            failure: if unsent.is_some() {
-                                UpstreamFailure::Connect
+                            error: if unsent.is_some() {
+                                SendError::Upstream(UpstreamFailure::Connect)
                             } else {
-                                UpstreamFailure::classify(err.error())
+                                classify(err.error())
                             },
                             request: unsent.map(hand_back),
                         })
@@ -501,14 +492,14 @@ impl EndpointPool {
                 },
                 Err(_elapsed) => {
                     return Err(SendFailure {
-                        failure: UpstreamFailure::Timeout,
+                        error: SendError::Upstream(UpstreamFailure::Timeout),
                         request: None,
                     })
                 }
             }
         }
         Err(SendFailure {
-            failure: UpstreamFailure::Connect,
+            error: SendError::Upstream(UpstreamFailure::Connect),
             request: Some(hand_back(request)),
         })
     }

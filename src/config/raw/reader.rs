@@ -298,6 +298,7 @@ impl Reader<'_> {
             max_headers: self.integer(t, "max_headers"),
             connect_timeout: self.string(t, "connect_timeout"),
             max_connections: self.integer(t, "max_connections"),
+            access_log_sample: self.number(t, "access_log_sample"),
         }
     }
 

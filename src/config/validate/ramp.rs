@@ -31,7 +31,7 @@ pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
     let max_step_duration = c.duration(
         &r.max_step_duration,
         "max_step_duration",
-        d.max_step_duration,
+        RampPolicy::default_max_step_duration(interval),
     );
     let policy = RampPolicy {
         steps,
@@ -193,7 +193,7 @@ fn check(c: &mut Checker<'_>, k: &RawPromCheck) -> Option<PrometheusCheck> {
     ok.then_some(PrometheusCheck { name, query, bound })
 }
 
-/// tick in (0, interval]; max_step_duration ≥ interval.
+/// tick in (0, interval]; a written max_step_duration ≥ interval.
 fn timing(c: &mut Checker<'_>, r: &RawRamp, p: &RampPolicy) {
     let shown = |v: &Option<Sp<String>>, d: Duration| {
         v.as_ref().map_or_else(
@@ -212,14 +212,15 @@ fn timing(c: &mut Checker<'_>, r: &RawRamp, p: &RampPolicy) {
         );
         c.error(tick_at, msg);
     }
-    if p.max_step_duration < p.interval {
-        let at = r.max_step_duration.as_ref().map_or(r.at, |m| m.at);
+    // The default follows the interval and is never shorter; only a value
+    // the user wrote can be.
+    if let (Some(m), true) = (&r.max_step_duration, p.max_step_duration < p.interval) {
         let msg = format!(
             "max_step_duration {} is shorter than interval {}; every step would pause before it may advance",
-            shown(&r.max_step_duration, p.max_step_duration),
+            m.value,
             shown(&r.interval, p.interval)
         );
-        c.error(at, msg);
+        c.error(m.at, msg);
     }
 }
 

@@ -98,7 +98,8 @@ fn fallback_budget(c: &mut Checker<'_>, r: &RawRoute) -> f64 {
     b.value
 }
 
-/// CONTRACT §4: with a ramp the controller owns the weight.
+/// With a ramp the ramp owns the live weight (docs/ramp.md), so a
+/// `canary_weight` beside it would be silently ignored: say so.
 fn warn_weight_with_ramp(c: &mut Checker<'_>, r: &RawRoute) {
     if let (Some(w), Some(ramp)) = (&r.canary_weight, &r.ramp) {
         let line = c.line_of(ramp.at);

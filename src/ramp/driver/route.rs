@@ -17,7 +17,7 @@ use crate::ramp::command::{command_name, Command, CommandError};
 use crate::ramp::handle::Reply;
 use crate::ramp::state::{Effect, Phase, RampEvent, RampState, RampStatus};
 use crate::runtime::RouteRuntime;
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 /// What the supervisor tells a route's task.
 pub(super) enum RouteMsg {

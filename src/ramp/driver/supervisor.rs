@@ -18,7 +18,7 @@ use crate::persist::RampStore;
 use crate::ramp::command::CommandError;
 use crate::ramp::handle::CommandRequest;
 use crate::runtime::{RouteRuntime, Runtime, Snapshot};
-use crate::server::shutdown_signalled;
+use crate::shutdown::shutdown_signalled;
 
 /// A route's running ramp task.
 struct RouteTask {

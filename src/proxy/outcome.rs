@@ -1,0 +1,153 @@
+//! How one exchange with an upstream ended, and the one place that says
+//! which endings count against the arm.
+//!
+//! Metrics, the ramp's window, fallback and outlier detection all read an
+//! [`Outcome`]; none of them looks at a status code on its own. gRPC, when it
+//! comes, refines [`Outcome::Answered`] with the `grpc-status` of the
+//! trailers, and [`Outcome::is_failure`] is where that decision goes.
+
+use http::StatusCode;
+
+use super::body::ClientBodyError;
+use super::error::ProxyError;
+use super::upstream::UpstreamFailure;
+use crate::metrics::FailureKind;
+
+/// Why a send produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The upstream's side: connect, timeout, reset, protocol.
+    Upstream(UpstreamFailure),
+    /// The client's body broke while streaming; the upstream is not to blame.
+    ClientBody(ClientBodyError),
+}
+
+/// How an exchange with one arm ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with this status.
+    Answered(StatusCode),
+    /// No usable answer.
+    NoAnswer(SendError),
+}
+
+impl Outcome {
+    /// Whether this exchange counts as the arm's failure: a 5xx answer or no
+    /// answer through the upstream's fault. A client whose body broke says
+    /// nothing about the upstream. Decided here only.
+    pub fn is_failure(self) -> bool {
+        match self {
+            Outcome::Answered(status) => status.is_server_error(),
+            Outcome::NoAnswer(SendError::Upstream(_)) => true,
+            Outcome::NoAnswer(SendError::ClientBody(_)) => false,
+        }
+    }
+
+    /// The status the client gets: the upstream's, or the proxy's own.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Outcome::Answered(status) => status,
+            Outcome::NoAnswer(e) => e.proxy_error().status(),
+        }
+    }
+
+    /// The `kind` label of `grayproxy_upstream_failures_total`, when the
+    /// upstream gave no answer.
+    pub fn failure_kind(self) -> Option<FailureKind> {
+        match self {
+            Outcome::NoAnswer(SendError::Upstream(f)) => Some(f.metric_kind()),
+            Outcome::Answered(_) | Outcome::NoAnswer(SendError::ClientBody(_)) => None,
+        }
+    }
+
+    /// Whether the client's body broke: its connection cannot carry another
+    /// request.
+    pub fn client_body_broke(self) -> bool {
+        matches!(self, Outcome::NoAnswer(SendError::ClientBody(_)))
+    }
+}
+
+impl SendError {
+    /// The answer the proxy makes for it.
+    pub fn proxy_error(self) -> ProxyError {
+        match self {
+            SendError::Upstream(
+                UpstreamFailure::Connect | UpstreamFailure::Reset | UpstreamFailure::Other,
+            ) => ProxyError::UpstreamUnreachable,
+            SendError::Upstream(UpstreamFailure::Timeout) => ProxyError::UpstreamTimeout,
+            SendError::ClientBody(ClientBodyError::TooLarge) => ProxyError::BodyTooLarge,
+            SendError::ClientBody(ClientBodyError::Aborted) => ProxyError::BadRequest,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ClientBodyError::*;
+    use UpstreamFailure::*;
+
+    fn no_answer_upstream(f: UpstreamFailure) -> Outcome {
+        Outcome::NoAnswer(SendError::Upstream(f))
+    }
+
+    #[test]
+    fn failure_is_5xx_or_the_upstreams_no_answer() {
+        let cases = [
+            (Outcome::Answered(StatusCode::OK), false, 200, None),
+            (Outcome::Answered(StatusCode::NOT_FOUND), false, 404, None),
+            (Outcome::Answered(StatusCode::BAD_GATEWAY), true, 502, None),
+            (
+                Outcome::Answered(StatusCode::SERVICE_UNAVAILABLE),
+                true,
+                503,
+                None,
+            ),
+            (
+                no_answer_upstream(Connect),
+                true,
+                502,
+                Some(FailureKind::Connect),
+            ),
+            (
+                no_answer_upstream(Timeout),
+                true,
+                504,
+                Some(FailureKind::Timeout),
+            ),
+            (
+                no_answer_upstream(Reset),
+                true,
+                502,
+                Some(FailureKind::Reset),
+            ),
+            (
+                no_answer_upstream(Other),
+                true,
+                502,
+                Some(FailureKind::Other),
+            ),
+            (
+                Outcome::NoAnswer(SendError::ClientBody(TooLarge)),
+                false,
+                413,
+                None,
+            ),
+            (
+                Outcome::NoAnswer(SendError::ClientBody(Aborted)),
+                false,
+                400,
+                None,
+            ),
+        ];
+        for (outcome, failure, status, kind) in cases {
+            assert_eq!(outcome.is_failure(), failure, "{outcome:?}");
+            assert_eq!(outcome.status().as_u16(), status, "{outcome:?}");
+            assert_eq!(outcome.failure_kind(), kind, "{outcome:?}");
+            assert_eq!(
+                outcome.client_body_broke(),
+                matches!(outcome, Outcome::NoAnswer(SendError::ClientBody(_))),
+            );
+        }
+    }
+}
