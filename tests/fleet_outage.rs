@@ -2,7 +2,9 @@
 //! in-process replicas: every replica keeps serving at its weight with no
 //! user-visible error, `/status` says etcd is unreachable (and since when)
 //! within the lease, nothing raises the weight while etcd is away, and the
-//! ramp continues when it is back. Its own etcd (the test stops it).
+//! ramp continues when it is back; an operator's rollback sent while etcd
+//! is away applies at once and reaches every replica when etcd is back.
+//! Its own etcd (the test stops it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fleet_support;
@@ -122,7 +124,31 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
     println!("etcd outage of 6 s: {during} requests served during it, {errors} user-visible errors out of {sent} in the whole test");
     assert_eq!(errors, 0);
     assert!(during > 1000, "traffic flowed during the outage: {during}");
+    // A rollback stays possible without etcd: sent to one replica, it
+    // applies there at once and reaches the fleet when etcd is back.
+    etcd.stop();
+    for a in &apps {
+        eventually(Duration::from_secs(3), "etcd unreachable again", || async {
+            (status(&c, a.admin_addr).await["fleet"]["etcd"] == "unreachable").then_some(())
+        })
+        .await;
+    }
+    let (code, body) = post(&c, apps[1].admin_addr, "r", "rollback", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        weights(&apps)[1],
+        0.0,
+        "the rollback applies at once where it was sent"
+    );
+    etcd.resume();
+    eventually(
+        Duration::from_secs(10),
+        "rolled back on every replica after etcd is back",
+        || async { weights(&apps).iter().all(|w| *w == 0.0).then_some(()) },
+    )
+    .await;
     let r = ramp(&c, apps[0].admin_addr).await;
+    assert_eq!(r["state"], "rolled_back", "{r:#}");
     let baselines = r["decisions"]
         .as_array()
         .unwrap()

@@ -137,6 +137,14 @@ impl RouteDriver {
     pub(super) fn fleet_tick(&mut self) {
         self.fleet_record();
         self.fleet_sync();
+        // A decision applied while etcd was away (a lowering one: a pause,
+        // a rollback) is committed now, on whichever replica made it.
+        if self.dirty {
+            let state = self.state.clone();
+            if self.fleet_save(&state, &[]).is_ok() {
+                tracing::info!(route = %self.name, "fleet: a decision made while etcd was away is committed");
+            }
+        }
         let Some(link) = self
             .fleet
             .as_ref()
@@ -145,10 +153,6 @@ impl RouteDriver {
         else {
             return;
         };
-        if self.dirty {
-            let state = self.state.clone();
-            let _ = self.fleet_save(&state, &[]);
-        }
         let revision = self.fleet.as_ref().map_or(0, |f| f.revision);
         if revision == 0 && self.state.phase() == Phase::Idle && link.snapshot().loaded {
             let _ = self.apply(RampEvent::Start);
