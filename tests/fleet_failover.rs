@@ -282,3 +282,35 @@ async fn frozen_leader_thawed_after_losing_its_lease_commits_nothing() {
     })
     .await;
 }
+
+#[test]
+fn demo_runs_a_fleet_of_three_on_its_own_etcd() {
+    // Needs etcd on PATH, as the other fleet tests (a missing etcd fails).
+    fleet_support::etcd();
+    let out = std::process::Command::new(support::binary::BIN)
+        .args(["demo", "--fleet", "3", "--duration", "15s", "--rps", "150"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "fleet   3 replicas sharing one ramp through etcd at http://127.0.0.1:",
+        "fleet: this replica demo-1",
+        "replicas: 3 of 3 alive",
+        "demo-2: canary weight",
+        "demo-3: canary weight",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let bad = std::process::Command::new(support::binary::BIN)
+        .args(["demo", "--fleet", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--fleet 10 must be at most 9"));
+}
