@@ -1,5 +1,6 @@
 //! Decision quality of the real ramp (state machine + judge) on the seeded
-//! traffic model of `judge-sim`, under JUDGE.md's conditions: 200 req/s,
+//! traffic model of `grayproxy simulate` (`ramp::sim`), under the design
+//! conditions in README "Decision quality of the ramp": 200 req/s,
 //! stable error rate 0.5 %, stable p99 162 ms, steps 1/5/10/25/50/100,
 //! confidence 0.99. 300 rollouts per scenario (the full-size run uses
 //! 1000+: `cargo run --release --example simulate`), targets with a little
@@ -113,7 +114,7 @@ fn targets_at_200_rps() {
     );
 }
 
-/// JUDGE.md's low-traffic row: 2 req/s over 8 h. Its model has no step
+/// The low-traffic row of the decision-quality table: 2 req/s over 8 h. Its model has no step
 /// timeout, so `max_step_duration` is set to the horizon here; with the
 /// default 30 min the 1 % step pauses (see the next test).
 #[test]
