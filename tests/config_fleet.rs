@@ -2,12 +2,12 @@
 //! paths, and every error reported at once with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use support::config::parsed::*;
 
 #[test]
 fn no_fleet_section_means_no_fleet() {

@@ -6,24 +6,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fleet_support;
-mod ramp_support;
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleet_support::etcd;
-use ramp_support::*;
 use serde_json::Value;
 use support::binary::Binary;
+use support::eventually;
+use support::http::admin_json;
+use support::ramp::*;
+use support::upstream::TestUpstream;
+
+async fn status(admin: SocketAddr) -> Value {
+    admin_json(admin, "/status").await
+}
 
 /// A slow, steady ramp: every step needs 1,500 requests per arm, so the
 /// state moves only by ticks (evidence) during the test.
 const SLOW: &str = "steps = [10, 20, 100]\nmin_requests = 1500\ntick = \"200ms\"\ninterval = \"1s\"\nbaseline = \"1s\"\nmax_step_duration = \"1h\"";
 
-fn replicas(name: &str, stable: &Backend, canary: &Backend) -> Vec<(Setup, Binary)> {
+fn replicas(name: &str, stable: &TestUpstream, canary: &TestUpstream) -> Vec<(Setup, Binary)> {
     (1..=3)
         .map(|i| {
-            let s = Setup::new(name, stable.addr, canary.addr, SLOW);
+            let s = Setup::new(stable.addr, canary.addr, SLOW);
             let mut text = std::fs::read_to_string(&s.config).unwrap();
             text.push_str(&etcd().fleet_toml(&format!("/t/{name}"), &format!("gp-{i}"), 2));
             std::fs::write(&s.config, text).unwrap();
@@ -33,17 +40,17 @@ fn replicas(name: &str, stable: &Backend, canary: &Backend) -> Vec<(Setup, Binar
         .collect()
 }
 
-async fn fleet_of(c: &HttpClient, b: &Binary) -> Value {
-    status(c, b.admin).await["fleet"].clone()
+async fn fleet_of(b: &Binary) -> Value {
+    status(b.admin).await["fleet"].clone()
 }
 
 /// The index of the replica that leads, once every given replica names it
 /// (and it is not `not`).
-async fn agreed_not(c: &HttpClient, all: &[&Binary], not: Option<usize>, limit: Duration) -> usize {
+async fn agreed_not(all: &[&Binary], not: Option<usize>, limit: Duration) -> usize {
     eventually(limit, "one leader all agree on", || async {
         let mut names = Vec::new();
         for b in all {
-            names.push(fleet_of(c, b).await["leader"].as_str().map(str::to_owned));
+            names.push(fleet_of(b).await["leader"].as_str().map(str::to_owned));
         }
         let first = names[0].clone()?;
         let i = first[3..].parse::<usize>().unwrap() - 1;
@@ -52,21 +59,20 @@ async fn agreed_not(c: &HttpClient, all: &[&Binary], not: Option<usize>, limit: 
     .await
 }
 
-async fn agreed(c: &HttpClient, all: &[&Binary], limit: Duration) -> usize {
-    agreed_not(c, all, None, limit).await
+async fn agreed(all: &[&Binary], limit: Duration) -> usize {
+    agreed_not(all, None, limit).await
 }
 
-async fn ramp_of(c: &HttpClient, b: &Binary) -> Value {
-    status(c, b.admin).await["routes"][0]["ramp"].clone()
+async fn ramp_of(b: &Binary) -> Value {
+    status(b.admin).await["routes"][0]["ramp"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
+    let (stable, canary) = (backend("b", 0.0, 0).await, backend("b", 0.0, 0).await);
     let nodes = replicas("kill9", &stable, &canary);
-    let c = client();
     let all: Vec<&Binary> = nodes.iter().map(|(_, b)| b).collect();
-    let lead = agreed(&c, &all, Duration::from_secs(8)).await;
+    let lead = agreed(&all, Duration::from_secs(8)).await;
     let _traffic: Vec<Traffic> = nodes
         .iter()
         .map(|(_, b)| Traffic::start(b.proxy, 60.0))
@@ -76,7 +82,7 @@ async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
         Duration::from_secs(20),
         "progressing with evidence",
         || async {
-            let r = ramp_of(&c, all[(lead + 1) % 3]).await;
+            let r = ramp_of(all[(lead + 1) % 3]).await;
             (r["state"] == "progressing" && r["step"] == 0).then_some(r)
         },
     )
@@ -96,7 +102,7 @@ async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
         || async {
             let mut names = Vec::new();
             for b in &rest {
-                names.push(fleet_of(&c, b).await["leader"].as_str().map(str::to_owned));
+                names.push(fleet_of(b).await["leader"].as_str().map(str::to_owned));
             }
             let old = format!("gp-{}", lead + 1);
             let first = names[0].clone()?;
@@ -116,7 +122,7 @@ async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
         Duration::from_secs(5),
         "evidence growing under the new leader",
         || async {
-            let r = ramp_of(&c, rest[0]).await;
+            let r = ramp_of(rest[0]).await;
             let d = r["decisions"].as_array().unwrap().clone();
             let n = |v: &Value| v["decisions"].as_array().map_or(0, Vec::len);
             (d.iter().any(|x| x["replica"] == next.as_str()) || n(&r) == n(&before)).then_some(r)
@@ -138,7 +144,7 @@ async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
         Duration::from_secs(5),
         "the killed replica listed as not alive",
         || async {
-            let f = fleet_of(&c, rest[0]).await;
+            let f = fleet_of(rest[0]).await;
             let dead = format!("gp-{}", lead + 1);
             f["replicas"]
                 .as_array()?
@@ -152,17 +158,16 @@ async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_leader_thawed_after_losing_its_lease_commits_nothing() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
+    let (stable, canary) = (backend("b", 0.0, 0).await, backend("b", 0.0, 0).await);
     let nodes = replicas("sigstop", &stable, &canary);
-    let c = client();
     let all: Vec<&Binary> = nodes.iter().map(|(_, b)| b).collect();
-    let lead = agreed(&c, &all, Duration::from_secs(8)).await;
+    let lead = agreed(&all, Duration::from_secs(8)).await;
     let _traffic: Vec<Traffic> = nodes
         .iter()
         .map(|(_, b)| Traffic::start(b.proxy, 60.0))
         .collect();
     eventually(Duration::from_secs(20), "progressing", || async {
-        (ramp_of(&c, all[(lead + 1) % 3]).await["state"] == "progressing").then_some(())
+        (ramp_of(all[(lead + 1) % 3]).await["state"] == "progressing").then_some(())
     })
     .await;
     // Every state write, as etcd itself reports it, with its writer.
@@ -204,7 +209,7 @@ async fn frozen_leader_thawed_after_losing_its_lease_commits_nothing() {
         .filter(|(i, _)| *i != lead)
         .map(|(_, (_, b))| b)
         .collect();
-    let next = agreed_not(&c, &rest, Some(lead), Duration::from_secs(8)).await;
+    let next = agreed_not(&rest, Some(lead), Duration::from_secs(8)).await;
     assert_ne!(next, lead);
     println!(
         "SIGSTOP of the leader: gp-{} leads after {:?}",
@@ -219,7 +224,7 @@ async fn frozen_leader_thawed_after_losing_its_lease_commits_nothing() {
         Duration::from_secs(5),
         "the thawed replica follows",
         || async {
-            let f = fleet_of(&c, &nodes[lead].1).await;
+            let f = fleet_of(&nodes[lead].1).await;
             (f["role"] == "follower" && f["leader"] != old.as_str()).then_some(())
         },
     )
@@ -227,7 +232,7 @@ async fn frozen_leader_thawed_after_losing_its_lease_commits_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Not one decision in the fleet's history names the old leader after
     // it was frozen, and the stored ramp is the new leader's.
-    let f = fleet_of(&c, rest[0]).await;
+    let f = fleet_of(rest[0]).await;
     let stopped_ms = f["decisions"]
         .as_array()
         .unwrap()
@@ -276,7 +281,7 @@ async fn frozen_leader_thawed_after_losing_its_lease_commits_nothing() {
     eventually(Duration::from_secs(2), "one weight everywhere", || async {
         let mut w = Vec::new();
         for (_, b) in &nodes {
-            w.push(status(&c, b.admin).await["routes"][0]["canary_weight"].as_f64());
+            w.push(status(b.admin).await["routes"][0]["canary_weight"].as_f64());
         }
         w.iter().all(|x| *x == w[0]).then_some(())
     })

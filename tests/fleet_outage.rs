@@ -8,14 +8,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fleet_support;
-mod ramp_support;
+mod support;
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fleet_support::Etcd;
 use grayproxy::app::App;
-use ramp_support::*;
+use serde_json::Value;
+use support::eventually;
+use support::http::{admin_json, client};
+use support::ramp::*;
+
+async fn status(admin: SocketAddr) -> Value {
+    admin_json(admin, "/status").await
+}
 
 fn weights(apps: &[App]) -> Vec<f64> {
     apps.iter()
@@ -28,18 +36,18 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
     let etcd = Etcd::start();
     // Backends with some latency, as in ramp_promote.rs: on zero-latency
     // backends scheduling noise alone trips the judge's incident hold.
-    let (stable, canary) = (
-        Backend::spawn_slow(0.0, 10.0).await,
-        Backend::spawn_slow(0.0, 10.0).await,
-    );
+    let (stable, canary) = (backend("b", 0.0, 10).await, backend("b", 0.0, 10).await);
     let policy = "steps = [10, 50, 100]\nmin_requests = 150\ntick = \"100ms\"\ninterval = \"300ms\"\nbaseline = \"1s\"\nmax_step_duration = \"1h\"";
     let mut apps = Vec::new();
+    // Kept to the end: a Setup's temp dir (token, state) goes when dropped.
+    let mut setups = Vec::new();
     for i in 1..=3 {
-        let s = Setup::new("outage", stable.addr, canary.addr, policy);
+        let s = Setup::new(stable.addr, canary.addr, policy);
         let mut text = std::fs::read_to_string(&s.config).unwrap();
         text.push_str(&etcd.fleet_toml("/t/outage", &format!("gp-{i}"), 2));
         std::fs::write(&s.config, text).unwrap();
         apps.push(App::start(&s.config).await.unwrap());
+        setups.push(s);
     }
     let c = client();
     let traffic: Vec<Traffic> = apps
@@ -62,7 +70,7 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
             Duration::from_secs(3),
             "etcd unreachable in /status",
             || async {
-                let f = status(&c, a.admin_addr).await["fleet"].clone();
+                let f = status(a.admin_addr).await["fleet"].clone();
                 (f["etcd"] == "unreachable"
                     && f["etcd_since"].is_string()
                     && f["leader"].is_string())
@@ -94,7 +102,7 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
     let back = tokio::time::Instant::now();
     for a in &apps {
         eventually(Duration::from_secs(10), "etcd ok again", || async {
-            (status(&c, a.admin_addr).await["fleet"]["etcd"] == "ok").then_some(())
+            (status(a.admin_addr).await["fleet"]["etcd"] == "ok").then_some(())
         })
         .await;
     }
@@ -107,7 +115,7 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
     .await;
     if promoted.is_err() {
         for a in &apps {
-            let st = status(&c, a.admin_addr).await;
+            let st = status(a.admin_addr).await;
             eprintln!(
                 "fleet {:#}\nramp {:#}",
                 st["fleet"], st["routes"][0]["ramp"]
@@ -129,7 +137,7 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
     etcd.stop();
     for a in &apps {
         eventually(Duration::from_secs(3), "etcd unreachable again", || async {
-            (status(&c, a.admin_addr).await["fleet"]["etcd"] == "unreachable").then_some(())
+            (status(a.admin_addr).await["fleet"]["etcd"] == "unreachable").then_some(())
         })
         .await;
     }
@@ -147,7 +155,7 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
         || async { weights(&apps).iter().all(|w| *w == 0.0).then_some(()) },
     )
     .await;
-    let r = ramp(&c, apps[0].admin_addr).await;
+    let r = ramp(apps[0].admin_addr).await;
     assert_eq!(r["state"], "rolled_back", "{r:#}");
     let baselines = r["decisions"]
         .as_array()

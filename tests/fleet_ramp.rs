@@ -6,26 +6,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fleet_support;
-mod ramp_support;
+mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleet_support::{etcd, percentiles};
 use grayproxy::app::App;
-use ramp_support::*;
 use serde_json::Value;
+use support::eventually;
+use support::http::{admin_json, client};
+use support::ramp::*;
+use support::upstream::TestUpstream;
+
+async fn status(admin: SocketAddr) -> Value {
+    admin_json(admin, "/status").await
+}
 
 /// Three replicas of one config (each its own state dir), in one fleet.
 async fn fleet(
     name: &str,
-    stable: &Backend,
-    canary: &Backend,
+    stable: &TestUpstream,
+    canary: &TestUpstream,
     ramp: &str,
 ) -> (Vec<Setup>, Vec<App>) {
     let mut setups = Vec::new();
     let mut apps = Vec::new();
     for i in 1..=3 {
-        let s = Setup::new(name, stable.addr, canary.addr, ramp);
+        let s = Setup::new(stable.addr, canary.addr, ramp);
         let mut text = std::fs::read_to_string(&s.config).unwrap();
         text.push_str(&etcd().fleet_toml(&format!("/t/{name}"), &format!("gp-{i}"), 2));
         std::fs::write(&s.config, text).unwrap();
@@ -41,7 +49,7 @@ fn weights(apps: &[App]) -> Vec<f64> {
         .collect()
 }
 
-async fn leader(c: &HttpClient, apps: &[App]) -> usize {
+async fn leader(apps: &[App]) -> usize {
     eventually(
         Duration::from_secs(6),
         "one leader all agree on",
@@ -49,7 +57,7 @@ async fn leader(c: &HttpClient, apps: &[App]) -> usize {
             let mut leaders = Vec::new();
             let mut named = Vec::new();
             for (i, a) in apps.iter().enumerate() {
-                let f = status(c, a.admin_addr).await["fleet"].clone();
+                let f = status(a.admin_addr).await["fleet"].clone();
                 if f["role"] == "leader" {
                     leaders.push(i);
                 }
@@ -63,7 +71,7 @@ async fn leader(c: &HttpClient, apps: &[App]) -> usize {
 
 /// Samples every replica's weight every 5 ms until all are `state`; returns
 /// how long each disagreement (a decision reaching the replicas) lasted, ms.
-async fn watch_spread(c: &HttpClient, apps: &[App], state: &str, limit: Duration) -> Vec<f64> {
+async fn watch_spread(apps: &[App], state: &str, limit: Duration) -> Vec<f64> {
     let start = tokio::time::Instant::now();
     let mut spans = Vec::new();
     let mut since: Option<tokio::time::Instant> = None;
@@ -91,14 +99,14 @@ async fn watch_spread(c: &HttpClient, apps: &[App], state: &str, limit: Duration
             last_check = tokio::time::Instant::now();
             let mut all = true;
             for a in apps {
-                all &= ramp(c, a.admin_addr).await["state"] == state;
+                all &= ramp(a.admin_addr).await["state"] == state;
             }
             if all {
                 return spans;
             }
         }
         if start.elapsed() > limit {
-            let r = ramp(c, apps[0].admin_addr).await;
+            let r = ramp(apps[0].admin_addr).await;
             panic!("not all {state} within {limit:?}; weights {w:?}; replica 1's ramp: {r:#}");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -109,22 +117,18 @@ async fn watch_spread(c: &HttpClient, apps: &[App], state: &str, limit: Duration
 async fn healthy_ramp_is_promoted_with_every_replica_agreeing() {
     // As in the single-process test (ramp_promote.rs): the gate needs
     // slow-request evidence, and a 4 s baseline a steady yardstick.
-    let (stable, canary) = (
-        Backend::spawn_slow(0.02, 10.0).await,
-        Backend::spawn_slow(0.02, 10.0).await,
-    );
+    let (stable, canary) = (backend("b", 0.02, 10).await, backend("b", 0.02, 10).await);
     let policy = format!(
         "steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{}",
         FAST.replace("baseline = \"1s\"", "baseline = \"4s\"")
     );
     let (setups, apps) = fleet("healthy", &stable, &canary, &policy).await;
-    let c = client();
-    let lead = leader(&c, &apps).await;
+    let lead = leader(&apps).await;
     let traffic: Vec<Traffic> = apps
         .iter()
         .map(|a| Traffic::start(a.proxy_addr, 100.0))
         .collect();
-    let mut spans = watch_spread(&c, &apps, "promoted", Duration::from_secs(40)).await;
+    let mut spans = watch_spread(&apps, "promoted", Duration::from_secs(40)).await;
     assert!(!spans.is_empty(), "the weights changed during the ramp");
     let (p50, p99, max) = percentiles(&mut spans);
     println!("weight spread across 3 replicas after a decision, ms: p50 {p50:.1} p99 {p99:.1} max {max:.1} ({} decisions)", spans.len());
@@ -143,7 +147,7 @@ async fn healthy_ramp_is_promoted_with_every_replica_agreeing() {
     let leader_name = format!("gp-{}", lead + 1);
     let mut seen: Option<Value> = None;
     for a in &apps {
-        let r = ramp(&c, a.admin_addr).await;
+        let r = ramp(a.admin_addr).await;
         assert_eq!(r["weight"], 100.0);
         let d = r["decisions"].clone();
         assert!(
@@ -186,17 +190,16 @@ async fn healthy_ramp_is_promoted_with_every_replica_agreeing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_canary_is_rolled_back_on_the_fleets_summed_counts() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.4).await);
+    let (stable, canary) = (backend("b", 0.0, 0).await, backend("b", 0.4, 0).await);
     let policy = format!("steps = [20, 50, 100]\nmin_requests = 30\n{FAST}");
     let (_setups, apps) = fleet("failing", &stable, &canary, &policy).await;
-    let c = client();
-    let lead = leader(&c, &apps).await;
+    let lead = leader(&apps).await;
     let _traffic: Vec<Traffic> = apps
         .iter()
         .map(|a| Traffic::start(a.proxy_addr, 100.0))
         .collect();
-    watch_spread(&c, &apps, "rolled_back", Duration::from_secs(60)).await;
-    let r = ramp(&c, apps[lead].admin_addr).await;
+    watch_spread(&apps, "rolled_back", Duration::from_secs(60)).await;
+    let r = ramp(apps[lead].admin_addr).await;
     let rb = r["decisions"]
         .as_array()
         .unwrap()
@@ -209,7 +212,7 @@ async fn failing_canary_is_rolled_back_on_the_fleets_summed_counts() {
     // The evidence is the fleet's: more canary requests than the deciding
     // replica itself sent to the canary in the whole test.
     let evidence = rb["evidence"]["canary"]["requests"].as_u64().unwrap();
-    let own = status(&c, apps[lead].admin_addr).await["routes"][0]["arms"]["canary"]["requests"]
+    let own = status(apps[lead].admin_addr).await["routes"][0]["arms"]["canary"]["requests"]
         .as_u64()
         .unwrap();
     println!(
@@ -227,12 +230,12 @@ async fn failing_canary_is_rolled_back_on_the_fleets_summed_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_pause_on_a_follower_reaches_every_replica_within_a_second() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
+    let (stable, canary) = (backend("b", 0.0, 0).await, backend("b", 0.0, 0).await);
     // A long step: nothing but the operator moves the ramp.
     let policy = "steps = [10, 100]\nmin_requests = 1000000\ntick = \"100ms\"\ninterval = \"1h\"\nbaseline = \"300ms\"\nmax_step_duration = \"2h\"";
     let (_setups, apps) = fleet("pause", &stable, &canary, policy).await;
     let c = client();
-    let lead = leader(&c, &apps).await;
+    let lead = leader(&apps).await;
     let _traffic: Vec<Traffic> = apps
         .iter()
         .map(|a| Traffic::start(a.proxy_addr, 50.0))
@@ -254,7 +257,7 @@ async fn operator_pause_on_a_follower_reaches_every_replica_within_a_second() {
         eventually(
             Duration::from_secs(1),
             "paused on every replica",
-            || async { (ramp(&c, a.admin_addr).await["state"] == "paused").then_some(()) },
+            || async { (ramp(a.admin_addr).await["state"] == "paused").then_some(()) },
         )
         .await;
     }
@@ -263,7 +266,7 @@ async fn operator_pause_on_a_follower_reaches_every_replica_within_a_second() {
         t.elapsed()
     );
     assert!(t.elapsed() < Duration::from_secs(1));
-    let d = ramp(&c, apps[lead].admin_addr).await["decisions"]
+    let d = ramp(apps[lead].admin_addr).await["decisions"]
         .as_array()
         .unwrap()
         .last()
@@ -287,7 +290,7 @@ async fn operator_pause_on_a_follower_reaches_every_replica_within_a_second() {
         eventually(
             Duration::from_secs(1),
             "progressing again everywhere",
-            || async { (ramp(&c, a.admin_addr).await["state"] == "progressing").then_some(()) },
+            || async { (ramp(a.admin_addr).await["state"] == "progressing").then_some(()) },
         )
         .await;
         a.shutdown();
