@@ -158,6 +158,11 @@ impl RouteDriver {
             let _ = self.apply(RampEvent::Start);
             return;
         }
+        if link.view().etcd == crate::fleet::health::EtcdHealth::Unreachable {
+            // Nothing could be committed: do not hold a worker on a call
+            // that will time out.
+            return;
+        }
         let weight = self.state.weight().basis_points();
         match wait(link.fleet_counts(&self.name, weight)) {
             Ok(Ok(Some(taken))) => {
