@@ -16,5 +16,8 @@ bash scripts/ecosystem-tools.sh
 echo "== the browser the web UI test drives (chromium, chromedriver)"
 bash scripts/ui-tools.sh
 
+echo "== etcd for the fleet-mode tests"
+bash scripts/fleet-tools.sh
+
 echo "== cargo test"
 cargo test --no-fail-fast

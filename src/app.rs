@@ -47,6 +47,9 @@ pub enum StartError {
     /// Metrics could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// Fleet mode could not be set up (a password or CA file unreadable).
+    #[error("fleet: {0}")]
+    Fleet(#[from] crate::fleet::store::StoreError),
 }
 
 /// How to start an [`App`]; the default is what `grayproxy run` does.
@@ -106,6 +109,18 @@ impl App {
         let (ready_tx, ready_rx) = watch::channel(false);
         let (reloads, _) = broadcast::channel(16);
         let mut tasks = JoinSet::new();
+        let fleet_cfg = runtime.snapshot().config.fleet.clone();
+        if let Some(cfg) = fleet_cfg {
+            let snap = runtime.snapshot();
+            let link = crate::fleet::runner::start(
+                &cfg,
+                &snap.config,
+                &runtime.metrics,
+                shutdown_rx.clone(),
+            )
+            .await?;
+            let _ = runtime.fleet.set(link);
+        }
         let ramp = spawn_ramp(&mut tasks, &runtime, &reloads, &shutdown_rx, &options);
         tasks.spawn(server::serve_proxy(
             proxy_listener,
@@ -182,12 +197,15 @@ fn spawn_ramp(
     options: &StartOptions,
 ) -> RampHandle {
     let store = Arc::new(Store::new(runtime.snapshot().config.state.dir.clone()));
-    let (driver, ramp) = Driver::new(
+    let (mut driver, ramp) = Driver::new(
         runtime.clone(),
         store,
         reloads.subscribe(),
         shutdown.clone(),
     );
+    if let Some(link) = runtime.fleet.get() {
+        driver = driver.with_fleet(link.clone());
+    }
     tasks.spawn(driver.run(options.ramp_delay));
     ramp
 }

@@ -83,6 +83,10 @@ pub struct DemoArgs {
     /// Requests per second of built-in traffic.
     #[arg(long, default_value_t = 400.0)]
     pub rps: f64,
+    /// Run N replicas sharing one ramp through an etcd the demo starts
+    /// itself (needs `etcd` on PATH; Debian: etcd-server).
+    #[arg(long, value_name = "N")]
+    pub fleet: Option<usize>,
 }
 
 /// Arguments of `status`.
@@ -172,6 +176,7 @@ pub fn run(cli: Cli) -> ExitCode {
             duration: a.duration,
             stable_error_rate: a.stable_error_rate,
             rps: a.rps,
+            fleet: a.fleet.unwrap_or(0),
         }),
         Command::Status(a) => status::status_command(&a.admin, a.watch),
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod driver;
+pub mod fleet;
 pub mod keepalive;
 pub mod metrics;
 pub mod persist;

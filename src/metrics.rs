@@ -167,6 +167,19 @@ pub enum ReloadResult {
     Error,
 }
 
+/// Fleet-mode gauges (registered only in fleet mode).
+#[derive(Clone, Debug)]
+pub struct FleetMetrics {
+    /// `grayproxy_fleet_leader`.
+    pub leader: IntGauge,
+    /// `grayproxy_fleet_etcd_up`.
+    pub etcd_up: IntGauge,
+    /// `grayproxy_fleet_config_drift`.
+    pub config_drift: IntGauge,
+    /// `grayproxy_fleet_replicas_alive`.
+    pub replicas_alive: IntGauge,
+}
+
 /// All metric families, registered in one owned registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -229,6 +242,34 @@ impl Metrics {
             routes,
             shadow_requests,
             shadow_rbo,
+        })
+    }
+
+    /// Registers the fleet-mode gauges (only fleet mode calls this, so a
+    /// single process exports exactly what it did before).
+    pub fn fleet(&self) -> Result<FleetMetrics, prometheus::Error> {
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            self.registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        Ok(FleetMetrics {
+            leader: gauge(
+                "grayproxy_fleet_leader",
+                "1 on the replica that leads the fleet (judges and decides), 0 on the others.",
+            )?,
+            etcd_up: gauge(
+                "grayproxy_fleet_etcd_up",
+                "1 while this replica reaches etcd, 0 once no call succeeded for half a lease.",
+            )?,
+            config_drift: gauge(
+                "grayproxy_fleet_config_drift",
+                "1 while this replica's routes or ramp policies differ from the leader's.",
+            )?,
+            replicas_alive: gauge(
+                "grayproxy_fleet_replicas_alive",
+                "Replicas holding a live lease, as this replica last saw them.",
+            )?,
         })
     }
 
@@ -355,6 +396,24 @@ mod tests {
             r#"grayproxy_config_reloads_total{result="error"} 1"#,
             "grayproxy_config_last_reload_successful 0",
             r#"grayproxy_request_duration_seconds_count{arm="stable",route="recommend"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn fleet_gauges_only_in_fleet_mode() {
+        let metrics = Metrics::new().unwrap();
+        assert!(!metrics.render().unwrap().contains("grayproxy_fleet_"));
+        let fleet = metrics.fleet().unwrap();
+        fleet.leader.set(1);
+        fleet.etcd_up.set(1);
+        let text = metrics.render().unwrap();
+        for line in [
+            "grayproxy_fleet_leader 1",
+            "grayproxy_fleet_etcd_up 1",
+            "grayproxy_fleet_config_drift 0",
+            "grayproxy_fleet_replicas_alive 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -4,7 +4,10 @@ use std::time::SystemTime;
 
 use crate::config::types::Route;
 use crate::proxy::runtime::{RouteRuntime, Runtime};
-use crate::status::{ArmTotals, ConfigStatus, ForcedTotals, PerArm, RouteStatus, StatusDocument};
+use crate::status::{
+    ArmTotals, ConfigStatus, EtcdHealth, FleetRole, FleetStatus, ForcedTotals, PerArm,
+    ReplicaStatus, RouteStatus, StatusDocument,
+};
 
 /// RFC 3339 UTC time of a `SystemTime`.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -64,6 +67,40 @@ pub fn status(runtime: &Runtime) -> StatusDocument {
             loaded_at: rfc3339(snap.loaded_at),
             last_error,
         },
-        fleet: None,
+        fleet: runtime.fleet.get().map(fleet_status),
+    }
+}
+
+/// The `fleet` section from the fleet link's view and history.
+fn fleet_status(link: &crate::fleet::link::FleetLink) -> FleetStatus {
+    let view = link.view();
+    FleetStatus {
+        replica: view.replica.clone(),
+        leader: view.leader.clone(),
+        etcd: match view.etcd {
+            crate::fleet::health::EtcdHealth::Ok => EtcdHealth::Ok,
+            crate::fleet::health::EtcdHealth::Unreachable => EtcdHealth::Unreachable,
+        },
+        replicas: view
+            .replicas
+            .iter()
+            .map(|m| ReplicaStatus {
+                replica: m.replica.clone(),
+                alive: m.alive,
+                config_drift: m.config_drift,
+            })
+            .collect(),
+        role: Some(if view.term().is_some() {
+            FleetRole::Leader
+        } else {
+            FleetRole::Follower
+        }),
+        etcd_since: Some(crate::ramp::audit::rfc3339(view.etcd_since)),
+        decisions: link
+            .snapshot()
+            .history
+            .iter()
+            .filter_map(|d| serde_json::from_slice(d).ok())
+            .collect(),
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::RouteName;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
     /// Keys that changed but only take effect after a restart
-    /// (`server.listen`, `server.workers`, `admin.listen`, `state.dir`).
+    /// (`server.listen`, `server.workers`, `admin.listen`, `state.dir`, `[fleet]`).
     pub restart_required: Vec<String>,
     /// Routes whose canary upstream (its name or its endpoints) changed, plus
     /// new routes: each starts a new ramp at the first step (a new canary
@@ -35,6 +35,8 @@ impl ConfigDiff {
             ("server.workers", old.server.workers != new.server.workers),
             ("admin.listen", old.admin.listen != new.admin.listen),
             ("state.dir", old.state.dir != new.state.dir),
+            // The fleet's etcd session is set up at start.
+            ("fleet", old.fleet != new.fleet),
         ];
         diff.restart_required = restart_keys
             .iter()

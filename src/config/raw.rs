@@ -22,7 +22,7 @@ pub(crate) struct Sp<T> {
 }
 
 /// Allowed keys per table, in the order the README's reference lists them.
-pub(crate) const TOP_KEYS: &[&str] = &["server", "admin", "state", "upstreams", "routes"];
+pub(crate) const TOP_KEYS: &[&str] = &["server", "admin", "state", "upstreams", "routes", "fleet"];
 pub(crate) const SERVER_KEYS: &[&str] = &[
     "listen",
     "arm_header",
@@ -92,6 +92,15 @@ pub(crate) const SHADOW_KEYS: &[&str] = &[
     "noise_percent",
     "strip_credentials",
 ];
+pub(crate) const FLEET_KEYS: &[&str] = &[
+    "etcd",
+    "prefix",
+    "replica",
+    "lease_ttl",
+    "token_file",
+    "user",
+    "ca",
+];
 pub(crate) const PROM_CHECK_KEYS: &[&str] =
     &["name", "query", "min_ratio", "max_ratio", "min", "max"];
 
@@ -109,6 +118,22 @@ pub(crate) struct RawConfig {
     /// In file order.
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
+    /// `[fleet]`; its presence turns fleet mode on.
+    pub fleet: Option<RawFleet>,
+}
+
+/// `[fleet]`.
+#[derive(Debug)]
+pub(crate) struct RawFleet {
+    /// Where the `[fleet]` header is.
+    pub at: usize,
+    pub etcd: List<String>,
+    pub prefix: Opt<String>,
+    pub replica: Opt<String>,
+    pub lease_ttl: Opt<String>,
+    pub token_file: Opt<String>,
+    pub user: Opt<String>,
+    pub ca: Opt<String>,
 }
 
 /// `[server]`.

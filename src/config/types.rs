@@ -27,6 +27,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[[routes]]` in file order (first match wins).
     pub routes: Vec<Route>,
+    /// `[fleet]`: `None` runs one independent process (no etcd).
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Config {
@@ -104,6 +106,23 @@ pub struct AdminConfig {
 pub struct StateConfig {
     /// Directory for ramp state and the audit log (absolute path).
     pub dir: PathBuf,
+}
+
+/// `[fleet]`: many replicas share one ramp per route through etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// etcd v3 endpoints (`http://` or `https://` URLs).
+    pub etcd: Vec<String>,
+    /// Key namespace without a trailing `/`: replicas with the same prefix are one fleet.
+    pub prefix: String,
+    /// This replica's unique id in the fleet (default: the host name).
+    pub replica: String,
+    /// Lease time to live: leadership and liveness; whole seconds, at least 2.
+    pub lease_ttl: Duration,
+    /// etcd user and the file holding its password (absolute path).
+    pub auth: Option<(String, PathBuf)>,
+    /// CA bundle for `https://` endpoints (absolute path).
+    pub ca: Option<PathBuf>,
 }
 
 /// Index of an upstream in [`Config::upstreams`].

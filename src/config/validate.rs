@@ -6,6 +6,7 @@
 //! because a [`Config`] is only returned when the error list is empty.
 //! Names (`stable = "reco-v1"`) are resolved to [`UpstreamId`]s here.
 
+mod fleet;
 mod ramp;
 mod route;
 mod shadow;
@@ -175,6 +176,7 @@ pub(crate) fn validate(raw: &RawConfig, path: &Path, c: &mut Checker<'_>) -> Opt
         .filter_map(|r| route::route(c, r, &upstreams))
         .collect();
     route_set_checks(c, raw, &upstreams);
+    let fleet = raw.fleet.as_ref().and_then(|f| fleet::fleet(c, f));
     if !c.errors.is_empty() {
         return None;
     }
@@ -185,6 +187,7 @@ pub(crate) fn validate(raw: &RawConfig, path: &Path, c: &mut Checker<'_>) -> Opt
         state,
         upstreams,
         routes,
+        fleet,
     })
 }
 

@@ -11,6 +11,7 @@
 //! gathers its latency evidence quickly).
 
 pub mod backend;
+mod fleet;
 pub mod traffic;
 
 use std::io::IsTerminal;
@@ -50,6 +51,9 @@ pub struct DemoOptions {
     pub stable_error_rate: f64,
     /// Requests per second of built-in traffic.
     pub rps: f64,
+    /// Replicas sharing one ramp through an etcd the demo starts (0 or 1:
+    /// a single process, no etcd).
+    pub fleet: usize,
 }
 
 impl Default for DemoOptions {
@@ -60,6 +64,7 @@ impl Default for DemoOptions {
             duration: Duration::from_secs(600),
             stable_error_rate: 0.005,
             rps: 400.0,
+            fleet: 0,
         }
     }
 }
@@ -80,6 +85,9 @@ impl DemoOptions {
         }
         if !(self.rps.is_finite() && self.rps > 0.0 && self.rps <= 20_000.0) {
             p.push(format!("--rps {} must be in (0, 20000]", self.rps));
+        }
+        if self.fleet > 9 {
+            p.push(format!("--fleet {} must be at most 9 replicas", self.fleet));
         }
         if self.duration.is_zero() {
             p.push("--duration must be more than 0".to_string());
@@ -251,31 +259,82 @@ async fn run_in(
         }
         Ok(())
     }
+    let etcd = match opts.fleet {
+        0 | 1 => None,
+        _ => Some(fleet::DemoEtcd::start(dir).await?),
+    };
+    let base = config_text(stable, canary);
+    let text = format!(
+        "{base}{}",
+        etcd.as_ref().map_or(String::new(), |e| e.section(1))
+    );
     write_private(&dir.join("admin.token"), &format!("{token}\n"))
-        .and_then(|()| std::fs::write(&config, config_text(stable, canary)))
+        .and_then(|()| std::fs::write(&config, text))
         .map_err(|e| format!("cannot write the demo config in {}: {e}", dir.display()))?;
     // Connections are opened and pools filled before the ramp starts, so
     // the cold start's slow first requests do not calibrate the baseline
     // p99 (the slow-request threshold). Until the driver runs, the file's
     // weight (0) sends everything to stable.
     let options = StartOptions { ramp_delay: WARMUP };
-    let app = App::start_with(&config, options)
+    let app = App::start_with(&config, options.clone())
         .await
         .map_err(|e| e.to_string())?;
+    let others = match &etcd {
+        Some(e) => e.replicas(dir, &base, opts.fleet, &options).await?,
+        None => Vec::new(),
+    };
     print_banner(&app, opts, stable, canary, &token);
+    if let Some(e) = &etcd {
+        println!(
+            "  fleet   {} replicas sharing one ramp through etcd at {} (traffic spread evenly)",
+            opts.fleet, e.endpoint
+        );
+        for (n, a) in others.iter().enumerate() {
+            println!(
+                "          demo-{}: proxy http://{}  admin http://{}",
+                n + 2,
+                a.proxy_addr,
+                a.admin_addr
+            );
+        }
+        println!();
+    }
 
     let stats = Arc::new(TrafficStats::default());
+    let share = opts.rps / (1 + others.len()) as f64;
     let traffic = tokio::spawn(traffic::run(
         app.proxy_addr,
-        opts.rps,
+        share,
         stats.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let more: Vec<_> = others
+        .iter()
+        .map(|a| {
+            tokio::spawn(traffic::run(
+                a.proxy_addr,
+                share,
+                stats.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     tokio::time::sleep(WARMUP).await;
     let started = Instant::now();
     let live = std::io::stdout().is_terminal();
     let ending = watch_ramp(&app, opts, &stats, started, live).await;
     traffic.abort();
+    more.iter().for_each(|t| t.abort());
+    for (n, a) in others.iter().enumerate() {
+        let w = a
+            .runtime
+            .snapshot()
+            .routes
+            .first()
+            .map_or(0.0, |r| r.weight().percent());
+        println!("demo-{}: canary weight {w:.2} %", n + 2);
+        a.shutdown();
+    }
 
     let status = crate::admin::status::status(&app.runtime);
     if !live {

@@ -37,6 +37,7 @@
 //! plus tokio's monotonic clock, so paused-time tests work. See
 //! `docs/ramp.md` for what users see.
 
+mod fleet;
 pub mod handle;
 mod kpi_task;
 mod route;
@@ -79,6 +80,13 @@ impl Driver {
             reloads,
         };
         (driver, handle)
+    }
+
+    /// Fleet mode: the ramps' state lives in the fleet's etcd (see
+    /// `docs/fleet.md`); only the leader judges.
+    pub fn with_fleet(mut self, link: crate::fleet::link::FleetLink) -> Driver {
+        self.supervisor.fleet = Some(link);
+        self
     }
 
     /// Runs until shutdown. With a `delay` the ramps take over their

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use super::fleet::{fleet_changed, FleetRoute, FLEET_MOVED, FLEET_UNREACHABLE};
 use super::kpi_task::{checks_of, KpiRound, KpiTask};
 use super::{blocking, Clock};
 use crate::config::types::RampPolicy;
 use crate::domain::CanaryWeight;
 use crate::driver::handle::Reply;
+use crate::fleet::link::FleetLink;
 use crate::persist::{RampStore, StateFile, STATE_VERSION};
 use crate::proxy::runtime::RouteRuntime;
 use crate::ramp::command::{command_name, Command, CommandError};
@@ -37,22 +39,24 @@ pub(super) enum RouteMsg {
 pub(super) struct RouteDriver {
     pub(super) name: String,
     pub(super) rt: Arc<RouteRuntime>,
-    store: Arc<dyn RampStore>,
+    pub(super) store: Arc<dyn RampStore>,
     policy: RampPolicy,
-    canary: String,
+    pub(super) canary: String,
     /// The last state adopted (see [`RouteDriver::apply`]).
     pub(super) state: RampState,
-    clock: Clock,
+    pub(super) clock: Clock,
     /// The last persistence problem, shown in `/status`.
     pub(super) error: Option<String>,
     /// A bad state file found at start: shown until an operator acts.
     load_problem: Option<String>,
     /// The adopted state is ahead of the stored one.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// A weight was set: restart the tick timer.
     weight_changed: bool,
     /// Records in the stored history (compacted at twice the bound).
     history_records: usize,
+    /// Fleet mode: the state lives in etcd (see `fleet.rs`).
+    pub(super) fleet: Option<FleetRoute>,
 }
 
 impl RouteDriver {
@@ -63,6 +67,7 @@ impl RouteDriver {
         store: Arc<dyn RampStore>,
         (policy, canary): (RampPolicy, String),
         force_new: bool,
+        fleet: Option<FleetLink>,
     ) -> RouteDriver {
         let mut d = RouteDriver {
             name: name.to_string(),
@@ -77,10 +82,26 @@ impl RouteDriver {
             dirty: false,
             weight_changed: false,
             history_records: 0,
+            fleet: fleet.map(FleetRoute::new),
         };
         let (history, records) = d.store.load_history(name);
         *d.rt.history.lock().unwrap_or_else(|p| p.into_inner()) = history;
         d.history_records = records;
+        if d.fleet.is_some() {
+            d.fleet_open();
+        } else {
+            d.open_stored(name, force_new);
+        }
+        d.rt.set_weight(d.state.weight());
+        // Rounds seen before the (re)start are not trusted to unblock.
+        let _ = d.apply(RampEvent::KpiChecksStarted { changed: false });
+        d.publish();
+        d
+    }
+
+    /// Loads the route's state file, or starts a new ramp.
+    fn open_stored(&mut self, name: &str, force_new: bool) {
+        let d = self;
         match d.store.load(name, d.clock.now()) {
             Ok(Some(file)) => d.resume(file, force_new),
             Ok(None) => {
@@ -95,11 +116,6 @@ impl RouteDriver {
                 d.load_problem = Some(problem);
             }
         }
-        d.rt.set_weight(d.state.weight());
-        // Rounds seen before the (re)start are not trusted to unblock.
-        let _ = d.apply(RampEvent::KpiChecksStarted { changed: false });
-        d.publish();
-        d
     }
 
     /// Continues from a stored state (the canary may have changed meanwhile).
@@ -137,13 +153,17 @@ impl RouteDriver {
     /// `Ok(true)` when something changed; `Err` when a raise of the weight
     /// could not be persisted and was not applied.
     pub(super) fn apply(&mut self, event: RampEvent) -> Result<bool, String> {
+        if self.fleet.as_ref().is_some_and(|f| !f.may_apply(&event)) {
+            return Ok(false);
+        }
         let now = self.clock.now();
         let tick = match &event {
             RampEvent::Tick(c) => Some(c.clone()),
             _ => None,
         };
         let mut next = self.state.clone();
-        let fx = next.on(event, now, &self.policy);
+        let mut fx = next.on(event, now, &self.policy);
+        self.fleet_stamp(&mut next, &mut fx);
         if fx.is_empty() {
             if self.dirty && self.save(&self.state.clone()).is_ok() {
                 self.recovered();
@@ -160,6 +180,12 @@ impl RouteDriver {
                 self.carry_out(fx);
                 self.recovered();
                 Ok(true)
+            }
+            // The fleet refused it (deposed, or the state moved on): the
+            // stored state is the truth; take it.
+            Err(e) if self.fleet.is_some() && !e.starts_with(FLEET_UNREACHABLE) => {
+                self.fleet_sync();
+                Err(e)
             }
             // Never raise the canary on a state that is not stored.
             Err(e) if raises => {
@@ -239,6 +265,17 @@ impl RouteDriver {
 
     /// Stores the effects' audit records, then (when asked) `state`.
     fn commit(&mut self, state: &RampState, fx: &[Effect]) -> Result<(), String> {
+        if self.fleet.is_some() {
+            let r = self.fleet_save(state, fx);
+            if let Err(e) = &r {
+                tracing::warn!(route = %self.name, error = %e, "fleet: decision not committed");
+                if e.starts_with(FLEET_UNREACHABLE) {
+                    self.dirty = true;
+                    self.error = Some(format!("cannot commit the ramp state to the fleet: {e}"));
+                }
+            }
+            return r;
+        }
         let mut result = Ok(());
         for e in fx {
             if let Effect::Audit(rec) = e {
@@ -260,6 +297,9 @@ impl RouteDriver {
     }
 
     fn save(&mut self, state: &RampState) -> Result<(), String> {
+        if self.fleet.is_some() {
+            return self.fleet_save(state, &[]);
+        }
         let file = StateFile {
             version: STATE_VERSION,
             route: self.name.clone(),
@@ -320,10 +360,20 @@ impl RouteDriver {
 
     pub(super) fn command(&mut self, c: Command) -> Result<RampStatus, CommandError> {
         // Cut the tick so far: those requests ran at the old weight.
-        let counts = self.rt.take_tick();
-        let _ = self.apply(RampEvent::Tick(counts));
+        if self.fleet.is_some() {
+            self.fleet_record();
+            self.fleet_sync();
+        } else {
+            let counts = self.rt.take_tick();
+            let _ = self.apply(RampEvent::Tick(counts));
+        }
         let state = self.state.phase();
-        match self.apply(RampEvent::Command(c)) {
+        let mut result = self.apply(RampEvent::Command(c));
+        if self.fleet.is_some() && result.as_ref().is_err_and(|e| e.contains(FLEET_MOVED)) {
+            // Another replica decided meanwhile: once more on its state.
+            result = self.apply(RampEvent::Command(c));
+        }
+        match result {
             Ok(true) => {
                 // The operator has acted, on the bad file too.
                 self.load_problem = None;
@@ -387,6 +437,7 @@ impl RouteDriver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut timer = self.timer();
+        let mut fleet_rx = self.fleet.as_ref().map(|f| f.link.subscribe());
         let (kpi_tx, mut kpi_rx) = mpsc::channel(4);
         let mut _kpi = KpiTask::spawn(&self.name, &self.policy, kpi_tx.clone());
         loop {
@@ -398,8 +449,15 @@ impl RouteDriver {
                     if !pairs.is_empty() {
                         let _ = blocking(|| self.apply(RampEvent::ShadowPairs(pairs)));
                     }
-                    let counts = self.rt.take_tick();
-                    let _ = blocking(|| self.apply(RampEvent::Tick(counts)));
+                    if self.fleet.is_some() {
+                        blocking(|| self.fleet_tick());
+                    } else {
+                        let counts = self.rt.take_tick();
+                        let _ = blocking(|| self.apply(RampEvent::Tick(counts)));
+                    }
+                }
+                Ok(()) = fleet_changed(&mut fleet_rx) => {
+                    blocking(|| self.fleet_sync());
                 }
                 Some(round) = kpi_rx.recv() => blocking(|| self.on_kpi(round)),
                 msg = rx.recv() => match msg {

@@ -33,6 +33,8 @@ pub(super) struct Supervisor {
     store: Arc<dyn RampStore>,
     tasks: HashMap<String, RouteTask>,
     shutdown: watch::Receiver<bool>,
+    /// Fleet mode.
+    pub(super) fleet: Option<crate::fleet::link::FleetLink>,
 }
 
 impl Supervisor {
@@ -46,6 +48,7 @@ impl Supervisor {
             store,
             tasks: HashMap::new(),
             shutdown,
+            fleet: None,
         }
     }
 
@@ -206,7 +209,9 @@ impl Supervisor {
     ) {
         let (tx, rx) = mpsc::channel(16);
         let store = self.store.clone();
-        let driver = blocking(|| RouteDriver::open(name, rt.clone(), store, ramp, force_new));
+        let fleet = self.fleet.clone();
+        let driver =
+            blocking(|| RouteDriver::open(name, rt.clone(), store, ramp, force_new, fleet));
         let join = tokio::spawn(driver.run(rx, self.shutdown.clone()));
         let task = RouteTask {
             tx,

@@ -59,6 +59,7 @@ fn driver(state_dir: &Path) -> RouteDriver {
         Arc::new(Store::new(state_dir)),
         (route.ramp.unwrap(), canary),
         false,
+        None,
     )
 }
 

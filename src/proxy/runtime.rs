@@ -164,6 +164,8 @@ pub struct Runtime {
     current: ArcSwap<Snapshot>,
     /// The last reload error, for `/status`.
     pub last_error: Mutex<Option<String>>,
+    /// Fleet mode's link to etcd, set once at start (never without `[fleet]`).
+    pub fleet: std::sync::OnceLock<crate::fleet::link::FleetLink>,
 }
 
 impl Runtime {
@@ -178,6 +180,7 @@ impl Runtime {
             routes,
             current: ArcSwap::from_pointee(first),
             last_error: Mutex::new(None),
+            fleet: std::sync::OnceLock::new(),
         })
     }
 

@@ -90,6 +90,9 @@ pub struct AuditRecord {
     pub reason: String,
     /// The judge's evidence at that moment (absent before the baseline ends).
     pub evidence: Option<Evidence>,
+    /// Fleet mode: the replica that made the decision (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 impl AuditRecord {

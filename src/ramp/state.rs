@@ -260,6 +260,13 @@ impl RampState {
     pub fn decisions(&self) -> &VecDeque<AuditRecord> {
         &self.decisions
     }
+    /// Fleet mode: names `replica` in the decisions that name none yet
+    /// (the ones just made), before the state is committed for the fleet.
+    pub fn stamp_replica(&mut self, replica: &str) {
+        for d in self.decisions.iter_mut().filter(|d| d.replica.is_none()) {
+            d.replica = Some(replica.to_owned());
+        }
+    }
     /// The business-KPI checks' bookkeeping.
     pub fn kpi(&self) -> &KpiGate {
         &self.kpi
@@ -412,6 +419,7 @@ impl RampState {
             weight: self.weight().percent(),
             reason,
             evidence,
+            replica: None,
         };
         self.decisions.push_back(rec.clone());
         while self.decisions.len() > RECENT_DECISIONS {

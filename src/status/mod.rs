@@ -224,6 +224,36 @@ pub struct FleetStatus {
     pub etcd: EtcdHealth,
     /// Every replica of the fleet, live or with an expired lease.
     pub replicas: Vec<ReplicaStatus>,
+    /// This replica's role: `leader` or `follower`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<FleetRole>,
+    /// Since when `etcd` holds (RFC 3339 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_since: Option<String>,
+    /// The fleet's last decisions over all routes, oldest first, each
+    /// naming its route and the replica that made it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<FleetDecision>,
+}
+
+/// A replica's part in the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetRole {
+    /// Judges and decides for the fleet.
+    Leader,
+    /// Applies the leader's decisions.
+    Follower,
+}
+
+/// One decision of the fleet's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetDecision {
+    /// The route it was about.
+    pub route: String,
+    /// The decision.
+    #[serde(flatten)]
+    pub record: AuditRecord,
 }
 
 /// etcd as a replica sees it.
@@ -243,6 +273,9 @@ pub struct ReplicaStatus {
     pub replica: String,
     /// Its lease is alive.
     pub alive: bool,
+    /// Its routes or ramp policies differ from the leader's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_drift: bool,
 }
 
 /// Shadow traffic's comparison of one route (mirrored canary answers

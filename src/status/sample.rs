@@ -66,6 +66,7 @@ pub fn decision(action: Action, weight: f64) -> AuditRecord {
         weight,
         reason: "canary shown < 5× worse".to_string(),
         evidence: Some(evidence()),
+        replica: None,
     }
 }
 

@@ -73,12 +73,17 @@ fn with_sections() -> StatusDocument {
             ReplicaStatus {
                 replica: "gp-1".to_string(),
                 alive: true,
+                config_drift: false,
             },
             ReplicaStatus {
                 replica: "gp-2".to_string(),
                 alive: false,
+                config_drift: false,
             },
         ],
+        role: None,
+        etcd_since: None,
+        decisions: Vec::new(),
     });
     doc.routes[0].shadow = Some(ShadowReport {
         mirrored: 10,

@@ -9,7 +9,8 @@ use crate::ramp::audit::{AuditRecord, Trigger};
 use crate::ramp::judge::{ArmSummary, Evidence};
 use crate::ramp::state::Phase;
 use crate::status::{
-    ArmTotals, ConfigStatus, ForcedTotals, RouteStatus, ShadowReport, StatusDocument,
+    ArmTotals, ConfigStatus, EtcdHealth, FleetRole, FleetStatus, ForcedTotals, RouteStatus,
+    ShadowReport, StatusDocument,
 };
 
 /// Width of the weight bar, in characters.
@@ -218,6 +219,40 @@ fn render_config(out: &mut String, cfg: &ConfigStatus) {
     }
 }
 
+/// The `fleet` section: who leads, etcd's health, every replica.
+fn render_fleet(out: &mut String, f: &FleetStatus) {
+    let role = match f.role {
+        Some(FleetRole::Leader) => " (leader)",
+        Some(FleetRole::Follower) => " (follower)",
+        None => "",
+    };
+    let leader = f.leader.as_deref().unwrap_or("none yet");
+    let _ = writeln!(
+        out,
+        "\nfleet: this replica {}{role}, leader {leader}",
+        f.replica
+    );
+    let etcd = match f.etcd {
+        EtcdHealth::Ok => "ok",
+        EtcdHealth::Unreachable => "UNREACHABLE (weights hold; nothing rises)",
+    };
+    match &f.etcd_since {
+        Some(since) => _ = writeln!(out, "  etcd {etcd} since {since}"),
+        None => _ = writeln!(out, "  etcd {etcd}"),
+    }
+    let alive = f.replicas.iter().filter(|m| m.alive).count();
+    let _ = writeln!(out, "  replicas: {alive} of {} alive", f.replicas.len());
+    for m in &f.replicas {
+        let state = if m.alive { "alive" } else { "gone" };
+        let drift = if m.config_drift {
+            "  config differs from the leader's"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "    {:<20} {state}{drift}", m.replica);
+    }
+}
+
 /// The whole view of a `/status` document.
 pub fn render(status: &StatusDocument) -> String {
     let mut out = String::new();
@@ -229,6 +264,9 @@ pub fn render(status: &StatusDocument) -> String {
             out.push('\n');
         }
         render_route(&mut out, r);
+    }
+    if let Some(f) = &status.fleet {
+        render_fleet(&mut out, f);
     }
     render_config(&mut out, &status.config);
     out
@@ -273,6 +311,41 @@ mod tests {
             out.contains("DIFFERS version 100.0% (noise 0.0%) e.g. \"v1\" → \"v2\""),
             "{out}"
         );
+    }
+
+    #[test]
+    fn renders_the_fleet() {
+        use crate::status::ReplicaStatus;
+        let mut doc = sample::document();
+        assert!(!render(&doc).contains("fleet"));
+        let rep = |r: &str, alive, config_drift| ReplicaStatus {
+            replica: r.into(),
+            alive,
+            config_drift,
+        };
+        doc.fleet = Some(FleetStatus {
+            replica: "gp-1".into(),
+            leader: Some("gp-2".into()),
+            etcd: EtcdHealth::Unreachable,
+            replicas: vec![
+                rep("gp-1", true, false),
+                rep("gp-2", true, true),
+                rep("gp-3", false, false),
+            ],
+            role: Some(FleetRole::Follower),
+            etcd_since: Some("2026-12-03T08:00:00Z".into()),
+            decisions: Vec::new(),
+        });
+        let text = render(&doc);
+        for want in [
+            "fleet: this replica gp-1 (follower), leader gp-2",
+            "  etcd UNREACHABLE (weights hold; nothing rises) since 2026-12-03T08:00:00Z",
+            "  replicas: 2 of 3 alive",
+            "    gp-2                 alive  config differs from the leader's",
+            "    gp-3                 gone",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub(crate) fn read(doc: &ImDocument<&str>, issues: &mut Vec<Issue>) -> RawConfig
     if let Some(t) = r.sub_table(&root, "upstreams", "[upstreams]", &[]) {
         raw.upstreams = r.upstreams(&t);
     }
+    if let Some(t) = r.sub_table(&root, "fleet", "[fleet]", FLEET_KEYS) {
+        raw.fleet = Some(r.fleet(&t));
+    }
     raw.routes = r
         .tables(&root, "routes", "[[routes]]", ROUTE_KEYS)
         .iter()
@@ -259,6 +262,19 @@ impl Reader<'_> {
             value: out,
             at: arr.at,
         })
+    }
+
+    fn fleet(&mut self, t: &Tbl<'_>) -> RawFleet {
+        RawFleet {
+            at: t.at,
+            etcd: self.list(t, "etcd", "strings", str_value),
+            prefix: self.string(t, "prefix"),
+            replica: self.string(t, "replica"),
+            lease_ttl: self.string(t, "lease_ttl"),
+            token_file: self.string(t, "token_file"),
+            user: self.string(t, "user"),
+            ca: self.string(t, "ca"),
+        }
     }
 
     fn server(&mut self, t: &Tbl<'_>) -> RawServer {
