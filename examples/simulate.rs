@@ -1,4 +1,4 @@
-//! Prints the `simulate` table for JUDGE.md's conditions (default ramp policy;
+//! Prints the `simulate` table for the design conditions of docs/judge.md (default ramp policy;
 //! below 20 req/s only the healthy and 5× rows):
 //! `cargo run --release --example simulate -- [RUNS] [RPS] [SEED] [MAX_STEP_SECS]`.
 
@@ -21,7 +21,7 @@ fn main() {
         policy.max_step_duration = Duration::from_secs(s);
     }
     if opts.rps < 20.0 {
-        // JUDGE.md's low-traffic row: healthy and 5× errors only.
+        // The low-traffic row of docs/judge.md: healthy and 5× errors only.
         opts.scenarios
             .retain(|s| s.name == "healthy" || s.name == "errors ×5");
     }

@@ -11,6 +11,7 @@
 pub mod diff;
 pub mod duration;
 pub mod error;
+pub mod literal;
 mod raw;
 pub mod types;
 mod validate;

@@ -344,7 +344,7 @@ pub enum ValueTest {
 
 /// A value regex, analysed once when the config is loaded: whether its
 /// pattern is a plain literal, for the matcher's byte-search fast path
-/// (see [`crate::routing::matcher::regex_matches`]), instead of on every
+/// (the routing module's `regex_matches`), instead of on every
 /// request.
 #[derive(Debug, Clone)]
 pub struct ValueRegex {
@@ -367,7 +367,7 @@ impl ValueRegex {
 
 impl From<Regex> for ValueRegex {
     fn from(regex: Regex) -> Self {
-        let literal_rare = crate::routing::matcher::literal_rare(regex.as_str());
+        let literal_rare = super::literal::literal_rare(regex.as_str());
         ValueRegex {
             regex,
             literal_rare,

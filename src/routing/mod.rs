@@ -1,7 +1,7 @@
 //! The routing decision: which route, which arm, and why.
 //!
 //! Pure and synchronous: a borrowed view of the request and an RNG in, a
-//! [`Decision`] out. No I/O, no allocation on the request path (CONTRACT §3):
+//! [`Decision`] out. No I/O, no allocation on the request path (see the README, "Routing semantics"):
 //!
 //! 1. **Route**: the first route, in file order, whose `match` holds
 //!    (see [`matcher::route_matches`] for host and prefix rules), looked up

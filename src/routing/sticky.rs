@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn contract_vectors() {
-        // CONTRACT §3: these two must never change.
+        // The documented known-answer vectors: these two must never change.
         assert_eq!(our_hash("reco-v2:user-1".as_bytes()), 1_816_724_851);
         assert_eq!(crate_hash("reco-v2:user-1".as_bytes()), 1_816_724_851);
         assert_eq!(bucket("reco-v2", b"user-1"), 4851);

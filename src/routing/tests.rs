@@ -151,7 +151,7 @@ struct Case {
     want: Option<(usize, Arm, Reason, Option<u16>)>,
 }
 
-const U1: u16 = 4851; // bucket of "reco-v2:user-1" (CONTRACT §3)
+const U1: u16 = 4851; // bucket of "reco-v2:user-1" (the documented known-answer vector)
 
 fn b(key: &[u8]) -> u16 {
     sticky::bucket("reco-v2", key)
