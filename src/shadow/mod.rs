@@ -6,7 +6,7 @@
 //! ([`rank`]: overlap@k and rank-biased overlap). [`report::ShadowStats`]
 //! aggregates pairs into the `/status` section, with a per-field noise floor
 //! ([`noise`]) learnt from stable-vs-stable pairs. The request path's mirror
-//! lives in `crate::proxy`; this module decides nothing about sockets.
+//! lives in the proxy module; this module decides nothing about sockets.
 
 pub mod compare;
 pub mod diff;
