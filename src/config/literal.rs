@@ -119,4 +119,3 @@ impl<'p> Literal<'p> {
             .is_some_and(|rest| memchr::memmem::find(rest, needle).is_some())
     }
 }
-
