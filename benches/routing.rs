@@ -60,6 +60,8 @@ fn route() -> Route {
             },
         ],
         ramp: None,
+        grpc_error_codes: Default::default(),
+        grpc_idempotent: Vec::new(),
     }
 }
 

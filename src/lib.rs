@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod grpc;
 pub mod metrics;
 pub mod persist;
 pub mod proxy;

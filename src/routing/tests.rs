@@ -31,6 +31,8 @@ fn route(name: &str) -> RouteBuilder {
         fallback_budget: 0.2,
         rules: Vec::new(),
         ramp: None,
+        grpc_error_codes: Default::default(),
+        grpc_idempotent: Vec::new(),
     })
 }
 

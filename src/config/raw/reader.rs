@@ -325,6 +325,7 @@ impl Reader<'_> {
                     path: self.string(&h, "path"),
                     interval: self.string(&h, "interval"),
                     timeout: self.string(&h, "timeout"),
+                    grpc_service: self.string(&h, "grpc_service"),
                 });
             out.push(RawUpstream {
                 name: Sp {
@@ -335,6 +336,7 @@ impl Reader<'_> {
                 outlier,
                 health_check,
                 tls_ca: self.string(&u, "tls_ca"),
+                protocol: self.string(&u, "protocol"),
             });
         }
         out
@@ -368,6 +370,8 @@ impl Reader<'_> {
             fallback_budget: self.number(t, "fallback_budget"),
             rules,
             ramp,
+            grpc_error_codes: self.list(t, "grpc_error_codes", "strings", str_value),
+            grpc_idempotent: self.list(t, "grpc_idempotent", "strings", str_value),
         }
     }
 
