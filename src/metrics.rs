@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use crate::domain::{Arm, CanaryWeight};
+use crate::grpc::GrpcCode;
 
 /// Prometheus buckets for request durations (seconds). The ramp judge keeps
 /// its own, much finer histogram; these only need to serve dashboards.
@@ -126,6 +127,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     upstream_failures: IntCounterVec,
+    grpc_responses: IntCounterVec,
     fallbacks: IntCounterVec,
     canary_weight: GaugeVec,
     ramp_state: IntGaugeVec,
@@ -160,6 +162,13 @@ impl Metrics {
             ),
             &["route", "arm", "kind"],
         )?;
+        let grpc_responses = IntCounterVec::new(
+            Opts::new(
+                "grayproxy_grpc_responses_total",
+                "gRPC calls by the grpc-status the client got (the upstream's, or the proxy's own answer's), per route and arm.",
+            ),
+            &["route", "arm", "grpc_status"],
+        )?;
         let fallbacks = IntCounterVec::new(
             Opts::new(
                 "grayproxy_fallbacks_total",
@@ -191,6 +200,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_failures.clone()))?;
+        registry.register(Box::new(grpc_responses.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(canary_weight.clone()))?;
         registry.register(Box::new(ramp_state.clone()))?;
@@ -212,14 +222,17 @@ impl Metrics {
             requests,
             duration,
             upstream_failures,
+            grpc_responses,
             fallbacks,
             canary_weight,
             ramp_state,
         })
     }
 
-    /// Resolves every per-route handle once, for the hot path.
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// Resolves every per-route handle once, for the hot path. `grpc`: the
+    /// route has an h2 upstream, so its 17 × 2 `grpc_status` series exist
+    /// (HTTP routes do not get them).
+    pub fn route(&self, route: &str, grpc: bool) -> RouteMetrics {
         let arm = |arm: Arm| ArmMetrics {
             codes: CodeClass::ALL.map(|c| {
                 self.requests
@@ -229,6 +242,12 @@ impl Metrics {
             failures: FailureKind::ALL.map(|k| {
                 self.upstream_failures
                     .with_label_values(&[route, arm.as_str(), k.as_str()])
+            }),
+            grpc: grpc.then(|| {
+                Box::new(GrpcCode::ALL.map(|c| {
+                    self.grpc_responses
+                        .with_label_values(&[route, arm.as_str(), c.as_str()])
+                }))
             }),
         };
         RouteMetrics {
@@ -253,6 +272,11 @@ impl Metrics {
                         .remove_label_values(&[route, arm.as_str(), k.as_str()]);
             }
             let _ = self.duration.remove_label_values(&[route, arm.as_str()]);
+            for c in GrpcCode::ALL {
+                let _ = self
+                    .grpc_responses
+                    .remove_label_values(&[route, arm.as_str(), c.as_str()]);
+            }
         }
         let _ = self.fallbacks.remove_label_values(&[route]);
         let _ = self.canary_weight.remove_label_values(&[route]);
@@ -323,6 +347,7 @@ pub struct ArmMetrics {
     codes: [IntCounter; 4],
     duration: Histogram,
     failures: [IntCounter; 4],
+    grpc: Option<Box<[IntCounter; 17]>>,
 }
 
 impl ArmMetrics {
@@ -330,6 +355,13 @@ impl ArmMetrics {
     pub fn record_answer(&self, status: u16, seconds: f64) {
         self.codes[CodeClass::of(status).index()].inc();
         self.duration.observe(seconds);
+    }
+
+    /// Counts a gRPC call's status (routes with an h2 upstream only).
+    pub fn record_grpc(&self, code: GrpcCode) {
+        if let Some(counters) = &self.grpc {
+            counters[usize::from(code.number())].inc();
+        }
     }
 
     /// Counts an exchange that produced no response.
@@ -346,10 +378,11 @@ mod tests {
     #[test]
     fn families_render_with_enum_labels() {
         let metrics = Metrics::new().unwrap();
-        let route = metrics.route("recommend");
+        let route = metrics.route("recommend", true);
         route.arm(Arm::Canary).record_answer(503, 0.02);
         route.arm(Arm::Canary).record_failure(FailureKind::Reset);
         route.arm(Arm::Stable).record_answer(200, 0.01);
+        route.arm(Arm::Canary).record_grpc(GrpcCode::Unavailable);
         route.record_fallback();
         route.set_weight(CanaryWeight::from_basis_points(550));
         route.set_ramp_state("progressing");
@@ -360,6 +393,8 @@ mod tests {
             r#"grayproxy_requests_total{arm="stable",code="2xx",route="recommend"} 1"#,
             r#"grayproxy_upstream_failures_total{arm="canary",kind="reset",route="recommend"} 1"#,
             r#"grayproxy_fallbacks_total{route="recommend"} 1"#,
+            r#"grayproxy_grpc_responses_total{arm="canary",grpc_status="UNAVAILABLE",route="recommend"} 1"#,
+            r#"grayproxy_grpc_responses_total{arm="stable",grpc_status="OK",route="recommend"} 0"#,
             r#"grayproxy_canary_weight_percent{route="recommend"} 5.5"#,
             r#"grayproxy_ramp_state{route="recommend",state="progressing"} 1"#,
             r#"grayproxy_ramp_state{route="recommend",state="idle"} 0"#,
@@ -384,7 +419,7 @@ mod tests {
     fn forgetting_a_route_removes_its_series() {
         let metrics = Metrics::new().unwrap();
         metrics
-            .route("old")
+            .route("old", true)
             .arm(Arm::Stable)
             .record_answer(200, 0.001);
         metrics.forget_route("old");

@@ -37,6 +37,15 @@ impl Config {
         &self.upstreams[id.0]
     }
 
+    /// Whether either arm of `route` is an h2 upstream (so it may carry gRPC).
+    pub fn is_grpc_route(&self, route: &Route) -> bool {
+        [route.stable, route.canary].iter().any(|id| {
+            self.upstreams
+                .get(id.0)
+                .is_some_and(|u| u.protocol == Protocol::H2)
+        })
+    }
+
     /// A route by name.
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name.as_str() == name)
