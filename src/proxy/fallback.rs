@@ -117,7 +117,7 @@ mod tests {
         assert!(eligible(get, status5xx, false));
         assert!(!eligible(post, status5xx, false));
         assert!(!eligible(
-            &get,
+            get,
             Outcome::Answered(StatusCode::NOT_FOUND),
             false
         ));

@@ -79,7 +79,7 @@ impl Proxy {
         let mut body = RequestBody::limited(body, limit);
         if ctx.idempotent_call() && ctx.may_fall_back() {
             // Kept whole so that stable can be asked again.
-            body = body.buffered().await;
+            body = Box::pin(body.buffered()).await;
         }
         let upstream_req = upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
         // Only a request that may fall back needs its head kept for a resend.

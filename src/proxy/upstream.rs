@@ -428,7 +428,9 @@ impl EndpointPool {
         connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
         if self.protocol == Protocol::H2 {
-            return self.send_h2(request, timeout, connect_timeout).await;
+            // Boxed: the h2 exchange's state machine would otherwise sit
+            // (unused) inside every HTTP/1 request's future.
+            return Box::pin(self.send_h2(request, timeout, connect_timeout)).await;
         }
         let deadline = Instant::now() + timeout;
         // HTTP/1.1 requires Host (RFC 9112 §3.2): a client that sent none
