@@ -121,6 +121,9 @@ impl GrpcCode {
     }
 }
 
+/// The method path of the standard gRPC health check.
+pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
 /// The `grpc-status` header or trailer.
 pub const GRPC_STATUS: &str = "grpc-status";
 /// The `grpc-message` header or trailer.

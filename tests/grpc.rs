@@ -337,3 +337,28 @@ async fn upstream_restart_mid_traffic_loses_no_call() {
     assert_eq!(state.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     drop(restarted);
 }
+
+#[tokio::test]
+async fn grpc_health_check_reads_serving_status() {
+    use grayproxy::config::types::{Endpoint, HealthCheck};
+    let backend = Backend::spawn("v1", 0, NO_DELAY).await;
+    let endpoint = Endpoint {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: backend.addr.port(),
+    };
+    let check = |service: &str| HealthCheck {
+        path: grayproxy::grpc::HEALTH_CHECK_PATH.into(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        grpc_service: Some(service.into()),
+    };
+    let health = grayproxy::proxy::health::check_once;
+    assert!(health(&endpoint, &check("reco.Recommender")).await);
+    assert!(!health(&endpoint, &check("other.Service")).await);
+    backend
+        .state
+        .serving
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(!health(&endpoint, &check("reco.Recommender")).await);
+}

@@ -344,9 +344,6 @@ fn protocol(c: &mut Checker<'_>, u: &RawUpstream) -> Protocol {
     }
 }
 
-/// The method path of the standard gRPC health check.
-pub(crate) const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
-
 /// An upstream's active health check, when configured.
 fn health_check(c: &mut Checker<'_>, u: &RawUpstream) -> Option<HealthCheck> {
     let h = u.health_check.as_ref()?;
@@ -364,7 +361,7 @@ fn health_check(c: &mut Checker<'_>, u: &RawUpstream) -> Option<HealthCheck> {
         }
     }
     let path = match &h.path {
-        None if grpc_service.is_some() => GRPC_HEALTH_PATH.to_owned(),
+        None if grpc_service.is_some() => crate::grpc::HEALTH_CHECK_PATH.to_owned(),
         Some(p) if p.value.starts_with('/') && !p.value.chars().any(char::is_whitespace) => {
             p.value.clone()
         }

@@ -54,6 +54,22 @@ pub struct Behaviour {
     pub accepted: AtomicUsize,
     /// Calls that were cancelled before they finished.
     pub cancelled: AtomicUsize,
+    /// What its gRPC health service answers.
+    pub serving: std::sync::atomic::AtomicBool,
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    pub service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse` (1 = SERVING, 2 = NOT_SERVING).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
 }
 
 /// A running tonic backend.
@@ -75,6 +91,7 @@ impl Backend {
             calls: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
+            serving: std::sync::atomic::AtomicBool::new(true),
         });
         Backend::serve(listener, state)
     }
@@ -100,7 +117,8 @@ impl Backend {
         let svc = Reco(state.clone());
         let done = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .add_service(svc)
+                .add_service(svc.clone())
+                .add_service(HealthSvc(svc))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })
@@ -156,6 +174,28 @@ struct Reco(Arc<Behaviour>);
 
 impl NamedService for Reco {
     const NAME: &'static str = "reco.Recommender";
+}
+
+/// The same service under the health service's name (tonic routes by it).
+#[derive(Clone)]
+struct HealthSvc(Reco);
+
+impl NamedService for HealthSvc {
+    const NAME: &'static str = "grpc.health.v1.Health";
+}
+
+impl Service<http::Request<Body>> for HealthSvc {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        self.0.call(req)
+    }
 }
 
 /// Counts a call as cancelled unless it finished.
@@ -261,6 +301,22 @@ impl Service<http::Request<Body>> for Reco {
                     RecommendRequest,
                 >::default());
                 Ok(grpc.server_streaming(svc, req).await)
+            }),
+            "/grpc.health.v1.Health/Check" => Box::pin(async move {
+                let svc = tower::service_fn(move |r: Request<HealthCheckRequest>| {
+                    let serving = b.serving.load(Ordering::SeqCst)
+                        && r.get_ref().service == "reco.Recommender";
+                    async move {
+                        Ok::<_, Status>(Response::new(HealthCheckResponse {
+                            status: if serving { 1 } else { 2 },
+                        }))
+                    }
+                });
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::<
+                    HealthCheckResponse,
+                    HealthCheckRequest,
+                >::default());
+                Ok(grpc.unary(svc, req).await)
             }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
