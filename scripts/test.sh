@@ -13,5 +13,8 @@ cargo clippy --all-targets -- -D warnings
 echo "== tools the tests drive (prometheus, promtool, systemd-analyze, kubernetes-validate)"
 bash scripts/ecosystem-tools.sh
 
+echo "== the independent gRPC client (grpcio)"
+bash scripts/grpc-tools.sh
+
 echo "== cargo test"
 cargo test --no-fail-fast
