@@ -362,3 +362,49 @@ async fn grpc_health_check_reads_serving_status() {
         .store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(!health(&endpoint, &check("reco.Recommender")).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_failing_40_percent_with_unavailable_is_rolled_back() {
+    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
+    let canary = Backend::spawn("v2", 4, NO_DELAY).await;
+    let ramp = "[routes.ramp]\nsteps = [10, 50, 100]\nmin_requests = 100000\n\
+                tick = \"100ms\"\ninterval = \"300ms\"\nbaseline = \"1s\"\n";
+    let proxy = TestProxy::start(&config(stable.addr, canary.addr, ramp)).await;
+    let ch = channel(proxy.proxy).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (ch, stop) = (ch.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Answers are HTTP 200 either way; only grpc-status differs.
+                    let _ = recommend(&ch, &format!("w{w}-{i}"), None).await;
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "the ramp rolls the canary back",
+        || async { proxy.status().await["routes"][0]["ramp"]["state"] == "rolled_back" },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let s = proxy.status().await;
+    let route = &s["routes"][0];
+    assert_eq!(route["canary_weight"], 0.0);
+    let last = route["ramp"]["decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
+    assert_eq!(last["action"], "rollback", "{last}");
+    let canary_arm = &route["arms"]["canary"];
+    assert!(canary_arm["errors"].as_u64().unwrap() > 0, "{canary_arm}");
+    assert_eq!(route["arms"]["stable"]["errors"], 0);
+}
