@@ -212,6 +212,7 @@ where
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .handshake(io);
     let (sender, conn) = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(pair)) => pair,
