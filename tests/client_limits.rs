@@ -3,13 +3,13 @@
 //! holds further clients back until a connection ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support_resilience;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Method;
-use support_resilience::{client, config, send, Proxy, TestUpstream};
+use support::{client, fetch, split_config, TestProxy, TestUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -40,14 +40,14 @@ async fn slowloris(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
 async fn slowloris_connections_are_closed_and_normal_clients_served() {
     let stable = TestUpstream::spawn("stable").await;
     let canary = TestUpstream::spawn("canary").await;
-    let p = Proxy::start(&config(
+    let p = TestProxy::start(&split_config(
         &[stable.addr],
         &[canary.addr],
         "header_read_timeout = \"1s\"",
         "canary_weight = 0.0",
     ))
     .await;
-    let addr = p.app.proxy_addr;
+    let addr = p.proxy;
     let bound = Duration::from_secs(1 + 2);
     let slow: Vec<_> = (0..200)
         .map(|_| tokio::spawn(slowloris(addr, bound + Duration::from_secs(2))))
@@ -57,7 +57,7 @@ async fn slowloris_connections_are_closed_and_normal_clients_served() {
     let end = Instant::now() + Duration::from_secs(2);
     let (mut ok, mut errors) = (0, 0);
     while Instant::now() < end {
-        match send(&c, Method::GET, &p.url("/"), None).await {
+        match fetch(&c, Method::GET, &p.url("/"), &[], None).await {
             Ok(a) if a.status == 200 => ok += 1,
             _ => errors += 1,
         }
@@ -93,14 +93,14 @@ async fn read_some(s: &mut TcpStream, within: Duration) -> Option<String> {
 async fn max_connections_holds_further_clients_back() {
     let stable = TestUpstream::spawn("stable").await;
     let canary = TestUpstream::spawn("canary").await;
-    let p = Proxy::start(&config(
+    let p = TestProxy::start(&split_config(
         &[stable.addr],
         &[canary.addr],
         "max_connections = 3\nheader_read_timeout = \"30s\"",
         "canary_weight = 0.0",
     ))
     .await;
-    let addr = p.app.proxy_addr;
+    let addr = p.proxy;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut s = TcpStream::connect(addr).await.unwrap();

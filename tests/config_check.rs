@@ -163,7 +163,8 @@ fn contract_example_loads_with_documented_values() {
         ]
     );
 
-    // With a ramp, `check` warns that canary_weight is ignored.
+    // With a ramp, `check` warns that canary_weight is ignored (the ramp
+    // owns the weight: docs/ramp.md).
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,

@@ -1,11 +1,11 @@
 //! `[routes.ramp]` checks, through the public `parse` API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::config::parsed::*;
 
 fn ramp(lines: &str) -> String {
     file("", &format!("[routes.ramp]\n{lines}"))

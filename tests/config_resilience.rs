@@ -2,12 +2,12 @@
 //! and the errors for bad ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{errs, file, ok};
 use grayproxy::config::types::{HealthCheck, OutlierPolicy};
+use support::config::parsed::{errs, file, ok};
 
 #[test]
 fn defaults() {

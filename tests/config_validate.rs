@@ -3,15 +3,15 @@
 //! the right runtime value.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
 use grayproxy::config::parse;
 use grayproxy::config::types::{Condition, StickySource, ValueTest};
 use grayproxy::domain::CanaryWeight;
+use support::config::parsed::*;
 #[test]
 fn defaults_and_path_resolution() {
     let c = ok(&file(

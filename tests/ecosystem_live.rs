@@ -7,19 +7,16 @@
 //! `scripts/ecosystem-tools.sh`; a missing one fails, never skips.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod ecosystem_support;
+mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecosystem_support::{
-    client, get, get_json, label, repo, sample_value, upstream, Behaviour, HttpClient, Prometheus,
-    TempDir,
-};
-use grayproxy::app::App;
 use serde_json::Value;
+use support::tools::{get_json, label, sample_value, Prometheus};
+use support::{client, eventually, get, repo, Fault, HttpClient, TempDir, TestProxy, TestUpstream};
 use tokio::time::Instant;
 
 /// `grayproxy_request_duration_seconds` buckets (src/metrics.rs).
@@ -37,26 +34,6 @@ fn bucket(x: f64) -> (f64, f64) {
         lower = upper;
     }
     (lower, f64::INFINITY)
-}
-
-/// Retries `check` until it returns `Ok` or `limit` passes; fails with the
-/// last reason. Prometheus scrapes and evaluates every second, so what we
-/// wait for is bounded; no fixed sleeps.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) if Instant::now() >= deadline => {
-                panic!("{what}: not true after {limit:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 fn route_config(
@@ -141,10 +118,14 @@ async fn traffic(
                 } else {
                     &[]
                 };
-                let (status, headers, _) = get(&c, &url, forced).await;
-                assert!(status == 200 || status == 500, "unexpected {status}");
+                let a = get(&c, &url, forced).await;
+                assert!(
+                    a.status == 200 || a.status == 500,
+                    "unexpected {}",
+                    a.status
+                );
                 sent.requests.fetch_add(1, Ordering::SeqCst);
-                if headers.contains_key("x-grayproxy-fallback") {
+                if a.headers.contains_key("x-grayproxy-fallback") {
                     sent.fallbacks.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -206,27 +187,18 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     let c = client();
     // Stable: 15 ms, every 20th answer a 500. Canary: 60 ms, every 4th a 500
     // (each GET failure falls back to stable).
-    let (stable, stable_served) = upstream(
-        "stable",
-        Behaviour {
-            delay: Duration::from_millis(15),
-            fail_every: 20,
-        },
-    )
-    .await;
-    let (canary, canary_served) = upstream(
-        "canary",
-        Behaviour {
-            delay: Duration::from_millis(60),
-            fail_every: 4,
-        },
-    )
-    .await;
-    let dir = TempDir::new("eco-live");
-    let config = dir.path().join("grayproxy.toml");
-    std::fs::write(&config, route_config(stable, canary, "30.0")).unwrap();
-    let app = App::start(&config).await.expect("grayproxy starts");
-    let admin = app.admin_addr;
+    let stable = TestUpstream::spawn("stable")
+        .await
+        .with(Fault::Delay(Duration::from_millis(15)))
+        .with(Fault::StatusShare(500, 1.0 / 20.0));
+    let canary = TestUpstream::spawn("canary")
+        .await
+        .with(Fault::Delay(Duration::from_millis(60)))
+        .with(Fault::StatusShare(500, 1.0 / 4.0));
+    let dir = TempDir::new();
+    let app = TestProxy::start(&route_config(stable.addr, canary.addr, "30.0")).await;
+    let config = app.path.clone();
+    let admin = app.admin;
 
     let rules = repo().join("deploy/prometheus/rules");
     let prom_yml = dir.path().join("prometheus.yml");
@@ -247,7 +219,7 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
 
     // Prometheus has the idle proxy's zeroes before any traffic, so rates
     // start from 0.
-    eventually("first scrape", Duration::from_secs(20), || async {
+    eventually(Duration::from_secs(20), "first scrape", || async {
         match p
             .scalar(cl, r#"sum(grayproxy_requests_total{job="grayproxy"})"#)
             .await
@@ -258,7 +230,7 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     })
     .await;
 
-    let sent = traffic(&c, app.proxy_addr, 600, 8).await;
+    let sent = traffic(&c, app.proxy, 600, 8).await;
     let requests = sent.requests.load(Ordering::SeqCst);
     let fallbacks = sent.fallbacks.load(Ordering::SeqCst);
     assert_eq!(requests, 600);
@@ -266,13 +238,13 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
         fallbacks > 0,
         "the canary fails every 4th request: some must fall back"
     );
-    let stable_n = stable_served.load(Ordering::SeqCst);
-    let canary_n = canary_served.load(Ordering::SeqCst);
+    let stable_n = stable.arrived() as u64;
+    let canary_n = canary.arrived() as u64;
     assert_eq!(stable_n + canary_n, requests + fallbacks);
 
     // Quiescence: Prometheus has scraped the final counts.
     let answers = requests + fallbacks;
-    eventually("final scrape", Duration::from_secs(20), || async {
+    eventually(Duration::from_secs(20), "final scrape", || async {
         let total = p
             .scalar(cl, r#"sum(grayproxy_requests_total{job="grayproxy"})"#)
             .await;
@@ -343,14 +315,14 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     for name in &recorded {
         let name = name.clone();
         eventually(
-            &format!("recording rule {name}"),
             Duration::from_secs(10),
+            &format!("recording rule {name}"),
             || {
                 let name = name.clone();
                 async move {
                     let r = p.query(cl, &format!("{name}{{route=\"recommend\"}}")).await;
                     if r.is_empty() {
-                        Err("no series".into())
+                        Err(String::from("no series"))
                     } else {
                         Ok(())
                     }
@@ -367,7 +339,7 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     let exact_canary_ratio = canary_5xx / prom_canary;
     let status_err = |arm: &str| route["arms"][arm]["error_rate"].as_f64().unwrap();
     let status_p99 = |arm: &str| route["arms"][arm]["p99_seconds"].as_f64().unwrap();
-    eventually("recording rules agree", Duration::from_secs(15), || async {
+    eventually(Duration::from_secs(15), "recording rules agree", || async {
         let ratio = p
             .query(
                 cl,
@@ -434,8 +406,8 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     let queries = dashboard_queries();
     let queries = &queries;
     eventually(
-        "dashboard panels agree",
         Duration::from_secs(15),
+        "dashboard panels agree",
         || async {
             for (title, expr) in queries {
                 let all = p.query(cl, expr).await;
@@ -516,7 +488,7 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
 
     // Alerts on live data: the canary errs far more than stable, so the
     // canary alert is pending (it fires after `for: 5m`); nothing else is.
-    eventually("canary alert pending", Duration::from_secs(15), || async {
+    eventually(Duration::from_secs(15), "canary alert pending", || async {
         let alerts = get_json(cl, &format!("{}/api/v1/alerts", p.url)).await;
         let list = alerts["data"]["alerts"]
             .as_array()
@@ -542,7 +514,7 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
 
     // A rejected config shows on the dashboard and in the reload alert.
     std::fs::write(&config, "[server\nlisten = nope\n").unwrap();
-    eventually("reload failure visible", Duration::from_secs(15), || async {
+    eventually(Duration::from_secs(15), "reload failure visible", || async {
         let ok = p
             .scalar(cl, r#"min by (instance) (grayproxy_config_last_reload_successful{job=~"grayproxy"})"#)
             .await;
@@ -565,10 +537,7 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
     let status = get_json(&c, &format!("http://{admin}/status")).await;
     assert!(status["config"]["last_error"].is_string(), "{status}");
 
-    app.shutdown();
-    tokio::time::timeout(Duration::from_secs(10), app.wait())
-        .await
-        .unwrap();
+    app.stop().await;
     eprintln!("prometheus live test took {:?}", started.elapsed());
 }
 
@@ -597,20 +566,15 @@ fn kubelet_write(dir: &Path, generation: u32, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_symlink_swap_hot_reloads_within_2s() {
     let c = client();
-    let fast = Behaviour {
-        delay: Duration::ZERO,
-        fail_every: 0,
-    };
-    let (stable, _) = upstream("stable", fast).await;
-    let (canary, _) = upstream("canary", fast).await;
-    let dir = TempDir::new("eco-configmap");
-    let mount = dir.path().join("config");
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let (stable, canary) = (stable.addr, canary.addr);
+    let dir = TempDir::new();
+    let mount = dir.join("config");
     std::fs::create_dir(&mount).unwrap();
     kubelet_write(&mount, 1, &route_config(stable, canary, "10.0"));
-    let app = App::start(&mount.join("grayproxy.toml"))
-        .await
-        .expect("starts");
-    let status_url = format!("http://{}/status", app.admin_addr);
+    let app = TestProxy::open(&mount.join("grayproxy.toml")).await;
+    let status_url = app.admin_url("/status");
     let weight = |s: &Value| s["routes"][0]["canary_weight"].as_f64().unwrap();
     assert_eq!(weight(&get_json(&c, &status_url).await), 10.0);
 
@@ -621,7 +585,7 @@ async fn configmap_symlink_swap_hot_reloads_within_2s() {
             generation,
             &route_config(stable, canary, &format!("{w:.1}")),
         );
-        let s = eventually("weight after swap", Duration::from_secs(2), || async {
+        let s = eventually(Duration::from_secs(2), "weight after swap", || async {
             let s = get_json(&c, &status_url).await;
             if weight(&s) == w {
                 Ok(s)
@@ -636,7 +600,7 @@ async fn configmap_symlink_swap_hot_reloads_within_2s() {
 
     // A broken ConfigMap is rejected; the old config stays live.
     kubelet_write(&mount, 4, "[server]\nlisten = \"nope\"\n");
-    let s = eventually("rejection after swap", Duration::from_secs(2), || async {
+    let s = eventually(Duration::from_secs(2), "rejection after swap", || async {
         let s = get_json(&c, &status_url).await;
         if s["config"]["last_error"].is_string() {
             Ok(s)
@@ -646,10 +610,7 @@ async fn configmap_symlink_swap_hot_reloads_within_2s() {
     })
     .await;
     assert_eq!(weight(&s), 35.0);
-    let metrics = get(&c, &format!("http://{}/metrics", app.admin_addr), &[])
-        .await
-        .2;
-    let metrics = String::from_utf8_lossy(&metrics);
+    let metrics = get(&c, &app.admin_url("/metrics"), &[]).await.text();
     assert!(
         metrics.contains("grayproxy_config_last_reload_successful 0"),
         "{metrics}"
@@ -658,7 +619,7 @@ async fn configmap_symlink_swap_hot_reloads_within_2s() {
 
     // And the next good one applies.
     kubelet_write(&mount, 5, &route_config(stable, canary, "50.0"));
-    eventually("recovery after swap", Duration::from_secs(2), || async {
+    eventually(Duration::from_secs(2), "recovery after swap", || async {
         let s = get_json(&c, &status_url).await;
         if weight(&s) == 50.0 && s["config"]["last_error"].is_null() {
             Ok(())
@@ -667,8 +628,5 @@ async fn configmap_symlink_swap_hot_reloads_within_2s() {
         }
     })
     .await;
-    app.shutdown();
-    tokio::time::timeout(Duration::from_secs(10), app.wait())
-        .await
-        .unwrap();
+    app.stop().await;
 }

@@ -5,20 +5,17 @@
 //! with `scripts/ecosystem-tools.sh`; a missing tool fails, never skips.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod ecosystem_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ecosystem_support::{repo, run, run_ok, tool, TempDir};
+use support::tools::{run, run_ok, tool};
+use support::{client, get, read, repo, Binary, TempDir, TestUpstream, BIN};
 
 fn deploy(p: &str) -> PathBuf {
     repo().join("deploy").join(p)
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -33,12 +30,7 @@ fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
 
 /// `grayproxy check -c PATH` with the real binary.
 fn grayproxy_check(path: &Path) -> String {
-    let out = run_ok(
-        Command::new(env!("CARGO_BIN_EXE_grayproxy"))
-            .arg("check")
-            .arg("-c")
-            .arg(path),
-    );
+    let out = run_ok(Command::new(BIN).arg("check").arg("-c").arg(path));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -72,7 +64,7 @@ fn promtool_checks_the_kubernetes_scrape_config_with_a_static_target() {
         text.contains(sd),
         "the kubernetes_sd_configs block moved; update this test"
     );
-    let tmp = TempDir::new("promk8s");
+    let tmp = TempDir::new();
     std::fs::write(
         tmp.path().join("prometheus.yml"),
         text.replace(
@@ -143,13 +135,9 @@ fn systemd_unit_verifies_and_scores_well() {
     // The unit names /usr/local/bin/grayproxy, which verify requires to
     // exist; point it at the binary cargo just built (a real grayproxy).
     assert!(unit.contains("ExecStart=/usr/local/bin/grayproxy run"));
-    let tmp = TempDir::new("systemd");
+    let tmp = TempDir::new();
     let path = tmp.path().join("grayproxy.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/grayproxy", env!("CARGO_BIN_EXE_grayproxy")),
-    )
-    .unwrap();
+    std::fs::write(&path, unit.replace("/usr/local/bin/grayproxy", BIN)).unwrap();
     let out = run_ok(
         Command::new(tool("systemd-analyze"))
             .arg("verify")
@@ -280,7 +268,7 @@ fn kubernetes_validator_rejects_a_broken_manifest() {
     // The validator is real: a typo in a field name fails under --strict.
     let text = read(&deploy("kubernetes/deployment.yaml"))
         .replace("readOnlyRootFilesystem", "readOnlyRootFilesytem");
-    let tmp = TempDir::new("k8sbad");
+    let tmp = TempDir::new();
     let bad = tmp.path().join("deployment.yaml");
     std::fs::write(&bad, text).unwrap();
     let out = run(Command::new(tool("kubernetes-validate"))
@@ -323,7 +311,7 @@ fn yaml_int(text: &str, key: &str) -> u64 {
 #[test]
 fn kubernetes_config_is_valid_and_fits_the_deployment() {
     let toml = configmap_toml();
-    let tmp = TempDir::new("k8scfg");
+    let tmp = TempDir::new();
     let path = tmp.path().join("grayproxy.toml");
     std::fs::write(&path, &toml).unwrap();
     let summary = grayproxy_check(&path);
@@ -400,20 +388,18 @@ fn unit_line<'a>(unit: &'a str, key: &str) -> &'a str {
 /// systemd as PID 1): ExecStartPre, ExecStart with the unit's arguments,
 /// ExecReload with $MAINPID, then KillSignal; grayproxy must reload on the
 /// signal and exit 0 within TimeoutStopSec.
-#[test]
-fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
-    use std::io::BufRead;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
     let unit = read(&deploy("systemd/grayproxy.service"));
-    let tmp = TempDir::new("systemd-exec");
-    let bin = env!("CARGO_BIN_EXE_grayproxy");
+    let tmp = TempDir::new();
     let config = tmp.path().join("grayproxy.toml");
     // The shipped config, pointed at this sandbox: loopback port 0, a temp
     // state dir and token.
     let mut text = read(&deploy("systemd/grayproxy.toml"));
-    let upstream = tiny_upstream();
+    let upstream = TestUpstream::spawn("reco").await;
     for (from, to) in [
-        ("\"127.0.0.1:18081\"", format!("\"{upstream}\"")),
-        ("\"127.0.0.1:18082\"", format!("\"{upstream}\"")),
+        ("\"127.0.0.1:18081\"", format!("\"{}\"", upstream.addr)),
+        ("\"127.0.0.1:18082\"", format!("\"{}\"", upstream.addr)),
         ("\"0.0.0.0:8080\"", "\"127.0.0.1:0\"".to_owned()),
         ("\"127.0.0.1:9901\"", "\"127.0.0.1:0\"".to_owned()),
         (
@@ -431,7 +417,7 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
     std::fs::write(&config, text).unwrap();
     std::fs::write(tmp.path().join("admin.token"), "t0ken\n").unwrap();
     let args = |line: &str| -> Vec<String> {
-        line.replace("/usr/local/bin/grayproxy", bin)
+        line.replace("/usr/local/bin/grayproxy", BIN)
             .replace("/etc/grayproxy/grayproxy.toml", config.to_str().unwrap())
             .split_whitespace()
             .map(str::to_owned)
@@ -453,58 +439,17 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
     );
     // Every request, so the one request below is logged.
     cmd.env("GRAYPROXY_ACCESS_LOG", "1");
-    let mut child = KillOnDrop(
-        cmd.args(&start[1..])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id().to_string();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    // `--log-format json`: one JSON object per line; find the admin address.
-    // `what` is matched against the message, or `target:NAME`.
-    let next_json = |what: &str| -> serde_json::Value {
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no log line for {what}"));
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-            let hit = match what.strip_prefix("target:") {
-                Some(target) => v["target"] == target,
-                None => v["fields"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains(what)),
-            };
-            if hit {
-                return v;
-            }
-        }
-    };
-    let listening = next_json("grayproxy listening");
-    let admin = listening["fields"]["admin"].as_str().unwrap().to_owned();
-    let proxy = listening["fields"]["proxy"].as_str().unwrap().to_owned();
-
+    cmd.args(&start[1..]);
+    // `--log-format json`: one JSON object per line, the addresses in the
+    // "grayproxy listening" one.
+    let mut proxy = Binary::spawn_listening(cmd);
     // The access log: one JSON line for the request, with the documented
     // fields.
-    let answer = http_get(&proxy, "/api/recommend/items");
-    assert!(
-        answer.lines().next().is_some_and(|l| l.contains(" 200 ")),
-        "{answer}"
-    );
-    let access = next_json("target:access");
+    let c = client();
+    let (proxy_addr, admin) = (proxy.proxy, proxy.admin);
+    let answer = get(&c, &format!("http://{proxy_addr}/api/recommend/items"), &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let access = next_json(&mut proxy, "target:access");
     let f = &access["fields"];
     assert_eq!(f["route"], "recommend", "{access}");
     assert_eq!(f["arm"], "stable", "{access}");
@@ -514,14 +459,17 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
     assert_eq!(f["fallback"], false, "{access}");
     assert!(f["duration_ms"].as_f64().is_some(), "{access}");
 
+    let pid = proxy.pid().to_string();
     let reload: Vec<String> = unit_line(&unit, "ExecReload=")
         .replace("$MAINPID", &pid)
         .split_whitespace()
         .map(str::to_owned)
         .collect();
     run_ok(Command::new(&reload[0]).args(&reload[1..]));
-    next_json("config reloaded");
-    let metrics = http_get(&admin, "/metrics");
+    next_json(&mut proxy, "config reloaded");
+    let metrics = get(&c, &format!("http://{admin}/metrics"), &[])
+        .await
+        .text();
     assert!(
         metrics.contains("grayproxy_config_reloads_total{result=\"ok\"} 1"),
         "{metrics}"
@@ -533,68 +481,25 @@ fn systemd_unit_commands_start_reload_and_stop_grayproxy() {
         .trim_end_matches('s')
         .parse()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(stop);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not stopped within TimeoutStopSec"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = proxy.wait_exit(Duration::from_secs(stop)).await;
     assert!(status.success(), "exit status {status}");
 }
 
-/// Kills the process if the test fails midway.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An upstream on 127.0.0.1:0 answering every request with 200 "ok".
-fn tiny_upstream() -> std::net::SocketAddr {
-    use std::io::{BufRead, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut reader = std::io::BufReader::new(stream);
-                loop {
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                        line.clear();
-                    }
-                    if line != "\r\n" {
-                        return;
-                    }
-                    let out = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if reader.get_mut().write_all(out).is_err() {
-                        return;
-                    }
-                }
-            });
+/// The next JSON log line whose message contains `what` (or whose target
+/// is `target:NAME`).
+fn next_json(proxy: &mut Binary, what: &str) -> serde_json::Value {
+    let line = proxy.next_line(Duration::from_secs(10), |line| {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return false;
+        };
+        match what.strip_prefix("target:") {
+            Some(target) => v["target"] == target,
+            None => v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(what)),
         }
     });
-    addr
-}
-
-/// A blocking HTTP/1.0 GET, enough for the admin API.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    serde_json::from_str(&line).unwrap()
 }
 
 // ------------------------------------------------------------------ Grafana

@@ -7,19 +7,19 @@
 //! pauses with the reason — never promotes blind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod ecosystem_support;
+mod support;
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ecosystem_support::{client, free_port, get, get_json, HttpClient, Prometheus, TempDir};
-use grayproxy::app::App;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use support::tools::{free_port, get_json, Prometheus};
+use support::{client, eventually, get, HttpClient, TempDir, TestProxy, TestUpstream, Toml};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -98,31 +98,17 @@ canary = "v2"
     )
 }
 
-async fn start(dir: &TempDir, routes: &str) -> App {
-    let (v1, _) = ecosystem_support::upstream(
-        "v1",
-        ecosystem_support::Behaviour {
-            delay: Duration::ZERO,
-            fail_every: 0,
-        },
-    )
-    .await;
-    let (v2, _) = ecosystem_support::upstream(
-        "v2",
-        ecosystem_support::Behaviour {
-            delay: Duration::ZERO,
-            fail_every: 0,
-        },
-    )
-    .await;
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n\
-         [upstreams.v1]\nendpoints = [\"{v1}\"]\n[upstreams.v2]\nendpoints = [\"{v2}\"]\n{routes}",
-        dir.path().join("state").display()
-    );
-    let path = dir.path().join("grayproxy.toml");
-    std::fs::write(&path, config).unwrap();
-    App::start(&path).await.expect("grayproxy starts")
+/// grayproxy with `routes` over two healthy upstreams `v1` and `v2` (kept
+/// alive with it).
+async fn start(dir: TempDir, routes: &str) -> (TestProxy, [TestUpstream; 2]) {
+    let v1 = TestUpstream::spawn("v1").await;
+    let v2 = TestUpstream::spawn("v2").await;
+    let text = Toml::new()
+        .upstream("v1", &[v1.addr], "")
+        .upstream("v2", &[v2.addr], "")
+        .routes(routes)
+        .build();
+    (TestProxy::start_in(dir, &text).await, [v1, v2])
 }
 
 /// Steady traffic on `paths` so the built-in judge has requests on both arms.
@@ -148,30 +134,28 @@ fn ramp_of<'a>(status: &'a Value, route: &str) -> &'a Value {
     &r["ramp"]
 }
 
-/// Polls `/status` every 50 ms until `done(ramp)`; calls `seen` on every
-/// ramp on the way.
+/// Polls `/status` until `done(ramp)` for `route`; returns that ramp and
+/// every ramp seen on the way.
 async fn watch(
-    c: &HttpClient,
     admin: std::net::SocketAddr,
     route: &str,
     limit: Duration,
-    mut seen: impl FnMut(&Value),
     done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let status = get_json(c, &format!("http://{admin}/status")).await;
+) -> (Value, Vec<Value>) {
+    let seen = std::cell::RefCell::new(Vec::new());
+    let c = client();
+    let last = eventually(limit, &format!("route {route} done"), || async {
+        let status = get_json(&c, &format!("http://{admin}/status")).await;
         let ramp = ramp_of(&status, route).clone();
-        seen(&ramp);
+        seen.borrow_mut().push(ramp.clone());
         if done(&ramp) {
-            return ramp;
+            Ok(ramp)
+        } else {
+            Err(format!("{ramp:#}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "route {route}: not done after {limit:?}: {ramp:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    (last, seen.into_inner())
 }
 
 fn decisions(ramp: &Value) -> Vec<(String, f64, String)> {
@@ -194,7 +178,7 @@ async fn lower_ctr_canary_is_held_and_rolled_back_same_ctr_is_promoted() {
     let started = Instant::now();
     let c = client();
     let exp = exporter().await;
-    let dir = TempDir::new("kpi-gates");
+    let dir = TempDir::new();
     let prom_yml = dir.path().join("prometheus.yml");
     std::fs::write(
         &prom_yml,
@@ -207,38 +191,32 @@ async fn lower_ctr_canary_is_held_and_rolled_back_same_ctr_is_promoted() {
     let prom = Prometheus::start(dir.path(), &prom_yml, &c).await;
     // Prometheus has two scrapes (a rate) for every arm before the ramp starts.
     let bad_canary = CTR.replace("{{route}}", "bad").replace("{{arm}}", "canary");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while prom.scalar(&c, &bad_canary).await.is_none() {
-        assert!(Instant::now() < deadline, "no CTR in Prometheus after 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!((prom.scalar(&c, &bad_canary).await.unwrap() - 0.05).abs() < 1e-9);
+    let ctr = eventually(Duration::from_secs(20), "the CTR in Prometheus", || {
+        prom.scalar(&c, &bad_canary)
+    })
+    .await;
+    assert!((ctr - 0.05).abs() < 1e-9, "{ctr}");
 
     let routes = format!(
         "{}{}",
         route("bad", &prom.url, "500ms"),
         route("good", &prom.url, "500ms")
     );
-    let app = start(&dir, &routes).await;
-    traffic(&c, app.proxy_addr, &["/bad", "/good"]);
+    let (app, _upstreams) = start(TempDir::new(), &routes).await;
+    traffic(&c, app.proxy, &["/bad", "/good"]);
 
     // The bad canary: held at 10 % (the CTR check fails), then rolled back.
-    let mut held = None;
-    let bad = watch(
-        &c,
-        app.admin_addr,
-        "bad",
-        Duration::from_secs(30),
-        |r| {
-            let w = r["waiting_for"].as_str().unwrap_or_default();
-            if w.contains("KPI checks: failing") {
-                held.get_or_insert_with(|| r.clone());
-            }
-        },
-        |r| r["state"] == "rolled_back",
-    )
+    let (bad, seen) = watch(app.admin, "bad", Duration::from_secs(30), |r| {
+        r["state"] == "rolled_back"
+    })
     .await;
-    let held = held.expect("the ramp showed the failing KPI check while holding");
+    let held = seen
+        .iter()
+        .find(|r| {
+            let w = r["waiting_for"].as_str().unwrap_or_default();
+            w.contains("KPI checks: failing")
+        })
+        .expect("the ramp showed the failing KPI check while holding");
     assert_eq!(held["weight"], 10.0, "{held:#}");
     assert_eq!(held["kpi"][0]["name"], "ctr", "{held:#}");
     assert_eq!(held["kpi"][0]["outcome"], "fail", "{held:#}");
@@ -257,21 +235,16 @@ async fn lower_ctr_canary_is_held_and_rolled_back_same_ctr_is_promoted() {
         "{reason}"
     );
     // The audit file has it too.
-    let log = walk_audit(&dir.path().join("state"));
+    let log = walk_audit(&app.dir().join("state"));
     assert!(
         log.contains("KPI check failed 3 times in a row"),
         "audit: {log}"
     );
 
     // The good canary (same CTR) advanced step by step to 100 %.
-    let good = watch(
-        &c,
-        app.admin_addr,
-        "good",
-        Duration::from_secs(30),
-        |_| {},
-        |r| r["state"] == "promoted",
-    )
+    let (good, _) = watch(app.admin, "good", Duration::from_secs(30), |r| {
+        r["state"] == "promoted"
+    })
     .await;
     assert_eq!(good["kpi"][0]["outcome"], "pass", "{good:#}");
     let d = decisions(&good);
@@ -280,7 +253,6 @@ async fn lower_ctr_canary_is_held_and_rolled_back_same_ctr_is_promoted() {
         "{d:#?}"
     );
     eprintln!("kpi gates (real Prometheus): {:?}", started.elapsed());
-    app.shutdown();
 }
 
 /// Every audit record under the state directory, as one string.
@@ -301,24 +273,18 @@ fn walk_audit(dir: &std::path::Path) -> String {
 async fn prometheus_unreachable_holds_then_pauses_with_the_reason() {
     let started = Instant::now();
     let c = client();
-    let dir = TempDir::new("kpi-down");
     // Nothing listens there.
     let url = format!("http://127.0.0.1:{}", free_port());
-    let app = start(&dir, &route("bad", &url, "300ms")).await;
-    traffic(&c, app.proxy_addr, &["/bad"]);
-    let mut holding = false;
-    let ramp = watch(
-        &c,
-        app.admin_addr,
-        "bad",
-        Duration::from_secs(20),
-        |r| {
-            let w = r["waiting_for"].as_str().unwrap_or_default();
-            holding |= w.contains("KPI checks: holding, no data");
-        },
-        |r| r["state"] == "paused",
-    )
+    let (app, _upstreams) = start(TempDir::new(), &route("bad", &url, "300ms")).await;
+    traffic(&c, app.proxy, &["/bad"]);
+    let (ramp, seen) = watch(app.admin, "bad", Duration::from_secs(20), |r| {
+        r["state"] == "paused"
+    })
     .await;
+    let holding = seen.iter().any(|r| {
+        let w = r["waiting_for"].as_str().unwrap_or_default();
+        w.contains("KPI checks: holding, no data")
+    });
     assert!(holding, "the ramp showed it was holding before it paused");
     assert_eq!(ramp["weight"], 10.0, "{ramp:#}");
     let w = ramp["waiting_for"].as_str().unwrap();
@@ -332,5 +298,4 @@ async fn prometheus_unreachable_holds_then_pauses_with_the_reason() {
     assert!(d.iter().all(|(a, _, _)| a != "advance"), "{d:#?}");
     assert_eq!(d.last().unwrap().0, "pause");
     eprintln!("kpi unreachable: {:?}", started.elapsed());
-    app.shutdown();
 }

@@ -1,6 +1,7 @@
-//! The real binary's life (README: commands, hot reload), driven like an operator would:
-//! `check` a bad file and the shipped one; `run`, serve, break the file, keep
-//! serving, fix it, SIGHUP; SIGTERM with slow requests in flight.
+//! The real binary's life (README, "Commands" and "Reloading"), driven
+//! like an operator would: `check` a bad file and the shipped one; `run`,
+//! serve, break the file, keep serving, fix it, SIGHUP; SIGTERM with slow
+//! requests in flight.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -10,10 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::binary::{run_cli, Binary};
 use support::{
-    admin_json, admin_metrics, client, config, eventually, get, route_weight, write_atomically,
-    Fault, TempDir, TestUpstream,
+    admin_json, admin_metrics, client, config, eventually, get, route_weight, run_cli,
+    write_atomically, Binary, Fault, TempDir, TestUpstream,
 };
 
 const BAD: &str = r#"[server]
@@ -43,14 +43,14 @@ error: grayproxy.toml:14:10: sticky "session" must be "header:NAME", "cookie:NAM
 fn check_reports_every_error_of_a_bad_file_and_exits_1() {
     let dir = TempDir::new();
     std::fs::write(dir.join("grayproxy.toml"), BAD).unwrap();
-    let out = run_cli(&dir.0, &["check", "-c", "grayproxy.toml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), BAD_STDERR);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let out = run_cli(dir.path(), &["check", "-c", "grayproxy.toml"], &[]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(out.stderr, BAD_STDERR);
+    assert_eq!(out.stdout, "");
     // `run` refuses the same file with the same report.
-    let out = run_cli(&dir.0, &["run", "-c", "grayproxy.toml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(BAD_STDERR));
+    let out = run_cli(dir.path(), &["run", "-c", "grayproxy.toml"], &[]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains(BAD_STDERR));
 }
 
 #[test]
@@ -58,14 +58,15 @@ fn check_accepts_the_shipped_config_with_a_one_line_summary() {
     let out = run_cli(
         Path::new(env!("CARGO_MANIFEST_DIR")),
         &["check", "-c", "config/grayproxy.toml"],
+        &[],
     );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.code, Some(0));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        out.stdout,
         "ok: config/grayproxy.toml: 2 upstreams, 1 route (recommend: canary 5% with ramp 1→100%)\n"
     );
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
+        out.stderr,
         "warning: config/grayproxy.toml:27:17: canary_weight is ignored: the ramp (line 46) owns the weight; remove canary_weight\n"
     );
 }
@@ -84,8 +85,8 @@ async fn run_break_keep_serving_fix_sighup_sigterm() {
     let dir = TempDir::new();
     let path = dir.join("grayproxy.toml");
     std::fs::write(&path, config("", &ups, &route("0.0"))).unwrap();
-    let check = run_cli(&dir.0, &["check", "-c", "grayproxy.toml"]);
-    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let check = run_cli(dir.path(), &["check", "-c", "grayproxy.toml"], &[]);
+    assert_eq!(check.code, Some(0), "{check:?}");
 
     let mut proxy = Binary::start(&path);
     let c = client();

@@ -1,4 +1,4 @@
-//! Errors end to end (CONTRACT §3, §6): what the client gets when the
+//! Errors end to end (README, "Forwarding" and "Metrics"): what the client gets when the
 //! upstream is down, resets, answers 5xx, is too slow, or the body is too
 //! large, and how each case moves the request and failure counters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,4 +1,4 @@
-//! Routing end to end (CONTRACT §3) over real sockets: the random split, the
+//! Routing end to end (README, "Routing semantics") over real sockets: the random split, the
 //! sticky formula across a reload, every rule kind and their order, weights
 //! 0 and 100, route order and the 404 for no route.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

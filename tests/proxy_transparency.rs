@@ -1,5 +1,5 @@
-//! Forwarding transparency (CONTRACT §3): "the client sends X, the upstream
-//! must see Y" over real sockets, for HTTP/1.1 and h2c clients.
+//! Forwarding transparency (README, "Forwarding"): "the client sends X,
+//! the upstream must see Y" over real sockets, for HTTP/1.1 and h2c clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -3,104 +3,39 @@
 //! the same step with the same judge state.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod ramp_support;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use ramp_support::*;
 use serde_json::Value;
+use support::ramp::*;
+use support::{admin_json, eventually, read, run_cli, Binary};
 
-const BIN: &str = env!("CARGO_BIN_EXE_grayproxy");
-
-/// The running binary and its admin/proxy addresses (from its log).
-struct Proxy {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Proxy {
-    fn start(setup: &Setup) -> Proxy {
-        let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "run", "-c"])
-            .arg(&setup.config)
-            .env("RUST_LOG", "info")
-            .env_remove("GRAYPROXY_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("grayproxy listening") {
-                    let _ = tx.send(line.clone());
-                }
-                if std::env::var_os("GRAYPROXY_TEST_LOG").is_some() {
-                    eprintln!("[proxy] {line}");
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("grayproxy did not start");
-        let log: Value = serde_json::from_str(&line).unwrap();
-        let addr =
-            |key: &str| -> SocketAddr { log["fields"][key].as_str().unwrap().parse().unwrap() };
-        Proxy {
-            proxy: addr("proxy"),
-            admin: addr("admin"),
-            child,
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `grayproxy ARGS..`: (exit ok, stdout, stderr).
+/// `grayproxy ARGS..` with the admin token (if any) in the environment:
+/// (exit ok, stdout, stderr).
 fn cli(args: &[&str], env_token: Option<&str>) -> (bool, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("GRAYPROXY_ADMIN_TOKEN");
-    if let Some(t) = env_token {
-        cmd.env("GRAYPROXY_ADMIN_TOKEN", t);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let env: Vec<(&str, &str)> = env_token
+        .map(|t| ("GRAYPROXY_ADMIN_TOKEN", t))
+        .into_iter()
+        .collect();
+    let out = run_cli(&std::env::temp_dir(), args, &env);
+    (out.ok(), out.stdout, out.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_through_the_cli() {
-    let (stable, canary) = (Backend::spawn(0.0).await, Backend::spawn(0.0).await);
-    let setup = Setup::new(
-        "cli",
-        stable.addr,
+    let (stable, canary) = (
+        backend("stable", 0.0, 0).await,
+        backend("canary", 0.0, 0).await,
+    );
+    let setup = Setup::new(stable.addr,
         canary.addr,
         "steps = [10, 50, 100]\ntick = \"100ms\"\ninterval = \"300ms\"\nbaseline = \"500ms\"\nmin_requests = 1000000",
     );
-    let p = Proxy::start(&setup);
-    let c = client();
+    let p = Binary::start(&setup.config);
     let _traffic = Traffic::start(p.proxy, 100.0);
     eventually(Duration::from_secs(10), "progressing", || async {
-        (ramp(&c, p.admin).await["state"] == "progressing").then_some(())
+        (ramp(p.admin).await["state"] == "progressing").then_some(())
     })
     .await;
     let admin = format!("http://{}", p.admin);
@@ -114,7 +49,7 @@ async fn operator_commands_through_the_cli() {
         out.starts_with("r: paused at step 0, canary weight 10%"),
         "{out}"
     );
-    assert_eq!(ramp(&c, p.admin).await["state"], "paused");
+    assert_eq!(ramp(p.admin).await["state"], "paused");
 
     // The token from the environment works too.
     let (ok, out, err) = cli(&["resume", "r", "--admin", &admin], Some(TOKEN));
@@ -127,7 +62,7 @@ async fn operator_commands_through_the_cli() {
         out.starts_with("r: promoted at step 2, canary weight 100%"),
         "{out}"
     );
-    let st = status(&c, p.admin).await;
+    let st = admin_json(p.admin, "/status").await;
     assert_eq!(st["routes"][0]["canary_weight"], 100.0);
 
     let (ok, out, err) = run("rollback");
@@ -136,7 +71,10 @@ async fn operator_commands_through_the_cli() {
         out.starts_with("r: rolled_back at step 2, canary weight 0%"),
         "{out}"
     );
-    assert_eq!(status(&c, p.admin).await["routes"][0]["canary_weight"], 0.0);
+    assert_eq!(
+        admin_json(p.admin, "/status").await["routes"][0]["canary_weight"],
+        0.0
+    );
 
     // Refusals exit 1 with the admin API's reason.
     let (ok, _, err) = cli(&["pause", "r", "--admin", &admin], Some("wrong"));
@@ -165,38 +103,35 @@ async fn operator_commands_through_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
     let (stable, canary) = (
-        Backend::spawn_slow(0.0, 5.0).await,
-        Backend::spawn_slow(0.0, 5.0).await,
+        backend("stable", 0.0, 5).await,
+        backend("canary", 0.0, 5).await,
     );
-    let setup = Setup::new(
-        "kill9",
-        stable.addr,
+    let setup = Setup::new(stable.addr,
         canary.addr,
         "steps = [10, 20, 30, 40, 50, 100]\ngate_ratios = [0, 0, 0, 0, 0]\ntick = \"100ms\"\ninterval = \"1s\"\nbaseline = \"3s\"\nmin_requests = 20",
     );
-    let p = Proxy::start(&setup);
-    let c = client();
+    let p = Binary::start(&setup.config);
     let traffic = Traffic::start(p.proxy, 200.0);
     eventually(Duration::from_secs(30), "step 1 or later", || async {
-        let r = ramp(&c, p.admin).await;
+        let r = ramp(p.admin).await;
         assert_ne!(r["state"], "promoted", "went too fast to catch mid-ramp");
         (r["step"].as_u64().unwrap_or(0) >= 1 && r["state"] == "progressing").then_some(())
     })
     .await;
     // Stop the traffic so the step cannot be left, and let the last requests land.
     traffic.stop();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = ramp(&c, p.admin).await;
+    traffic.landed().await;
+    let before = ramp(p.admin).await;
     assert_eq!(before["state"], "progressing", "{before:#}");
     p.kill9();
     let file = setup.read_state();
     assert_eq!(file["state"]["step"], before["step"]);
     assert_eq!(file["state"]["phase"], "progressing");
 
-    let p = Proxy::start(&setup);
+    let mut p = Binary::start(&setup.config);
     // The driver starts right after the listeners.
     let after = eventually(Duration::from_secs(5), "the ramp loaded", || async {
-        let r = ramp(&c, p.admin).await;
+        let r = ramp(p.admin).await;
         (r["state"] != "idle").then_some(r)
     })
     .await;
@@ -204,7 +139,7 @@ async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
     assert_eq!(after["step"], before["step"]);
     assert_eq!(after["weight"], before["weight"]);
     assert_eq!(after["decisions"], before["decisions"], "same history");
-    let st = status(&c, p.admin).await;
+    let st = admin_json(p.admin, "/status").await;
     assert_eq!(st["routes"][0]["canary_weight"], before["weight"]);
     // The judge resumed with the exact e-process state it had on disk.
     let resumed: Value = setup.read_state();
@@ -231,16 +166,10 @@ async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
         (now["state"]["last_tick"].as_u64().unwrap() > last_tick && judged > 0).then_some(())
     })
     .await;
-    let live = ramp(&c, p.admin).await;
+    let live = ramp(p.admin).await;
     // SIGTERM: drain, persist, exit 0.
-    let mut p = p;
-    let pid = p.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let code = p.child.wait().unwrap();
+    p.signal("TERM");
+    let code = p.wait_exit(Duration::from_secs(10)).await;
     assert!(code.success(), "{code:?}");
     let file = setup.read_state();
     assert!(
@@ -252,7 +181,6 @@ async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
 #[tokio::test]
 async fn simulate_needs_a_route_with_a_ramp() {
     let setup = Setup::new(
-        "simulate",
         "127.0.0.1:1".parse().unwrap(),
         "127.0.0.1:2".parse().unwrap(),
         "steps = [1, 5, 10, 25, 50, 100]\ntick = \"10s\"",

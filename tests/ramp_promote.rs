@@ -4,23 +4,22 @@
 //! other tests running beside it would trip the incident hold.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod ramp_support;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::Method;
-use ramp_support::*;
 use serde_json::Value;
+use support::ramp::*;
+use support::{admin_json, admin_metrics, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_promoted_to_100() {
     let (stable, canary) = (
-        Backend::spawn_slow(0.02, 10.0).await,
-        Backend::spawn_slow(0.02, 10.0).await,
+        backend("stable", 0.02, 10).await,
+        backend("canary", 0.02, 10).await,
     );
     let setup = Setup::new(
-        "healthy",
         stable.addr,
         canary.addr,
         // A 4 s baseline: the incident hold compares stable with it, and
@@ -30,15 +29,14 @@ async fn healthy_canary_is_promoted_to_100() {
             FAST.replace("baseline = \"1s\"", "baseline = \"4s\"")
         ),
     );
-    let app = start(&setup).await;
-    let c = client();
-    let traffic = Traffic::start(app.proxy_addr, 300.0);
+    let p = TestProxy::open(&setup.config).await;
+    let traffic = Traffic::start(p.proxy, 300.0);
     let started = tokio::time::Instant::now();
-    let r = wait_state(&c, &app, "promoted", Duration::from_secs(60)).await;
+    let r = wait_state(p.admin, "promoted", Duration::from_secs(60)).await;
     let took = started.elapsed();
     assert_eq!(r["weight"], 100.0);
     assert_eq!(r["error"], Value::Null);
-    let st = status(&c, app.admin_addr).await;
+    let st = admin_json(p.admin, "/status").await;
     assert_eq!(st["routes"][0]["canary_weight"], 100.0);
     assert_eq!(traffic.non_2xx_or_503.load(Ordering::Relaxed), 0);
     // Every decision is in the audit log, with the route and evidence.
@@ -60,25 +58,22 @@ async fn healthy_canary_is_promoted_to_100() {
     assert!(promote["evidence"]["canary"]["requests"].as_u64().unwrap() >= 30);
     // The state file holds the same.
     assert_eq!(setup.read_state()["state"]["phase"], "promoted");
-    let metrics = request(
-        &c,
-        Method::GET,
-        &format!("http://{}/metrics", app.admin_addr),
-        &[],
-    )
-    .await
-    .1;
-    assert!(
-        metrics.contains("grayproxy_canary_weight_percent{route=\"r\"} 100"),
-        "{metrics}"
+    let metrics = admin_metrics(p.admin).await;
+    assert_eq!(
+        metrics.value("grayproxy_canary_weight_percent", &[("route", "r")]),
+        100.0,
+        "{metrics:?}"
     );
-    assert!(
-        metrics.contains("grayproxy_ramp_state{route=\"r\",state=\"promoted\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        metrics.value(
+            "grayproxy_ramp_state",
+            &[("route", "r"), ("state", "promoted")]
+        ),
+        1.0,
+        "{metrics:?}"
     );
     eprintln!(
         "healthy canary promoted in {took:?} ({} requests)",
         traffic.sent.load(Ordering::Relaxed)
     );
-    app.shutdown();
 }

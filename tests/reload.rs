@@ -1,4 +1,4 @@
-//! Hot reload (CONTRACT §7) in-process over real sockets: no failed request
+//! Hot reload (README, "Reloading") in-process over real sockets: no failed request
 //! while the file is rewritten under load, an invalid file keeps the old
 //! config live and is reported, a `listen` change needs a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -137,7 +137,7 @@ async fn all_on(proxy: &TestProxy, n: usize, arm: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_keeps_the_old_split_live_and_is_reported() {
     let (proxy, _stable, _canary, text) = setup("100.0").await;
-    let mut applied = proxy.app.reloads.subscribe();
+    let mut applied = proxy.app().reloads.subscribe();
     all_on(&proxy, 20, "canary").await;
 
     // A value error, then a file cut off mid-write (TOML syntax error).

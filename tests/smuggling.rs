@@ -4,12 +4,12 @@
 //! and the proxy keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support_resilience;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support_resilience::{config, Proxy, TestUpstream};
+use support::{split_config, TestProxy, TestUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -58,10 +58,10 @@ struct Case {
     /// The proxy must close the connection after answering.
     closes: bool,
     /// Requests the upstream may see (a streamed body can fail after the head went out).
-    upstream_at_most: u64,
+    upstream_at_most: usize,
 }
 
-fn case(name: &'static str, head: &str, body: &str, status: u16, upstream_at_most: u64) -> Case {
+fn case(name: &'static str, head: &str, body: &str, status: u16, upstream_at_most: usize) -> Case {
     Case {
         name,
         request: format!("{head}\r\n\r\n{body}{SMUGGLED}").into_bytes(),
@@ -228,14 +228,14 @@ fn cases() -> Vec<Case> {
 async fn malformed_and_smuggling_requests_are_refused() {
     let stable = TestUpstream::spawn("stable").await;
     let canary = TestUpstream::spawn("canary").await;
-    let p = Proxy::start(&config(
+    let p = TestProxy::start(&split_config(
         &[stable.addr],
         &[canary.addr],
         "max_body_bytes = 1024",
         "canary_weight = 0.0",
     ))
     .await;
-    let addr = p.app.proxy_addr;
+    let addr = p.proxy;
     let mut failures = Vec::new();
     for c in cases() {
         let before = stable.count();
@@ -243,8 +243,8 @@ async fn malformed_and_smuggling_requests_are_refused() {
         let a = exchange(addr, &c.request, quiet).await;
         let seen = stable.count() - before;
         let got = stable.seen();
-        let new = &got[got.len() - seen as usize..];
-        let smuggled = new.iter().any(|s| s.path.contains("smuggled"));
+        let new = &got[got.len() - seen..];
+        let smuggled = new.iter().any(|s| s.uri.contains("smuggled"));
         let ambiguous = new.iter().any(|s| {
             s.headers.contains_key("content-length") && s.headers.contains_key("transfer-encoding")
         });
@@ -276,12 +276,12 @@ async fn malformed_and_smuggling_requests_are_refused() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     assert!(
-        stable.seen().iter().all(|s| !s.path.contains("smuggled")),
+        stable.seen().iter().all(|s| !s.uri.contains("smuggled")),
         "a smuggled request reached the upstream: {:?}",
         stable
             .seen()
             .iter()
-            .map(|s| (s.method.clone(), s.path.clone(), s.headers.clone()))
+            .map(|s| (s.method.clone(), s.uri.clone(), s.headers.clone()))
             .collect::<Vec<_>>()
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -294,14 +294,14 @@ async fn malformed_and_smuggling_requests_are_refused() {
 async fn an_invalid_or_repeated_host_is_answered_400_and_not_forwarded() {
     let stable = TestUpstream::spawn("stable").await;
     let canary = TestUpstream::spawn("canary").await;
-    let p = Proxy::start(&config(
+    let p = TestProxy::start(&split_config(
         &[stable.addr],
         &[canary.addr],
         "",
         "canary_weight = 0.0",
     ))
     .await;
-    let addr = p.app.proxy_addr;
+    let addr = p.proxy;
     let invalid = [
         "Host: shop example",
         "Host: shop.example/x",
@@ -346,5 +346,5 @@ async fn an_invalid_or_repeated_host_is_answered_400_and_not_forwarded() {
         let a = exchange(addr, request.as_bytes(), Duration::from_millis(300)).await;
         assert_eq!(a.statuses, [200], "{host:?}: {}", a.text);
     }
-    assert_eq!(stable.count(), valid.len() as u64);
+    assert_eq!(stable.count(), valid.len());
 }

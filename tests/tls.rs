@@ -3,7 +3,7 @@
 //! disk going live for new connections while an open one keeps working.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support_resilience;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +17,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
-use support_resilience::{config, temp_dir, Proxy, TestUpstream};
+use support::{client, eventually, fetch, split_config, Binary, TempDir, TestProxy, TestUpstream};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -67,31 +67,43 @@ fn served_cert(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
         .into_owned()
 }
 
-async fn start() -> (
-    Proxy,
+/// A temp dir with a fresh certificate and a config terminating TLS with it.
+async fn tls_setup() -> (
+    TempDir,
+    String,
     TestUpstream,
     TestUpstream,
     (String, String, CertificateDer<'static>),
 ) {
     let stable = TestUpstream::spawn("stable").await;
     let canary = TestUpstream::spawn("canary").await;
-    let dir = temp_dir("tls");
+    let dir = TempDir::new();
     let cert = generate();
-    write_cert(&dir, &cert);
-    let toml = config(
+    write_cert(dir.path(), &cert);
+    let toml = split_config(
         &[stable.addr],
         &[canary.addr],
         "tls = { cert = \"cert.pem\", key = \"key.pem\" }",
         "canary_weight = 0.0",
     );
-    let p = Proxy::start_in(dir, &toml).await;
+    (dir, toml, stable, canary, cert)
+}
+
+async fn start() -> (
+    TestProxy,
+    TestUpstream,
+    TestUpstream,
+    (String, String, CertificateDer<'static>),
+) {
+    let (dir, toml, stable, canary, cert) = tls_setup().await;
+    let p = TestProxy::start_in(dir, &toml).await;
     (p, stable, canary, cert)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_http1_and_h2_by_alpn() {
     let (p, stable, _canary, cert) = start().await;
-    let addr = p.app.proxy_addr;
+    let addr = p.proxy;
 
     let s = connect(addr, &[&cert.2], b"http/1.1").await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -135,7 +147,7 @@ async fn serves_http1_and_h2_by_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_certificate_goes_live_without_dropping_connections() {
     let (p, _stable, _canary, old) = start().await;
-    let addr = p.app.proxy_addr;
+    let addr = p.proxy;
     let new = generate();
     let trust = [&old.2, &new.2];
 
@@ -146,17 +158,13 @@ async fn a_new_certificate_goes_live_without_dropping_connections() {
         .unwrap();
     tokio::spawn(conn);
 
-    write_cert(&p.dir, &new);
-    let mut swapped = false;
-    for _ in 0..40 {
-        let s = connect(addr, &trust, b"http/1.1").await;
-        if served_cert(&s) == new.2 {
-            swapped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(swapped, "the new certificate is served to new connections");
+    write_cert(p.dir(), &new);
+    eventually(
+        Duration::from_secs(4),
+        "the new certificate served to new connections",
+        || async { served_cert(&connect(addr, &trust, b"http/1.1").await) == new.2 },
+    )
+    .await;
     // The connection opened before the swap still works.
     let req = Request::get("/")
         .header("host", "localhost")
@@ -165,60 +173,92 @@ async fn a_new_certificate_goes_live_without_dropping_connections() {
     assert_eq!(open.send_request(req).await.unwrap().status(), 200);
 }
 
+/// Through the real binary, whose log says when the broken file was read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_certificate_file_keeps_the_old_one() {
-    let (p, _stable, _canary, old) = start().await;
-    std::fs::write(p.dir.join("cert.pem"), "not a certificate").unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let s = connect(p.app.proxy_addr, &[&old.2], b"http/1.1").await;
+    let (dir, toml, _stable, _canary, old) = tls_setup().await;
+    let path = dir.join("grayproxy.toml");
+    std::fs::write(&path, toml).unwrap();
+    let proxy = Binary::start(&path);
+    let addr = proxy.proxy;
+    std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+    // Files are looked at on connection arrival (at most once a second):
+    // connect until the proxy reports the failed reload, and every
+    // connection on the way gets the old certificate.
+    eventually(Duration::from_secs(5), "the failed reload logged", || {
+        let failed = proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains("TLS certificate reload failed"));
+        let old = &old;
+        async move {
+            let s = connect(addr, &[&old.2], b"http/1.1").await;
+            assert_eq!(served_cert(&s), old.2);
+            failed
+        }
+    })
+    .await;
+    let s = connect(addr, &[&old.2], b"http/1.1").await;
     assert_eq!(served_cert(&s), old.2);
+    // Positive control: the watcher still works, a good file goes live.
+    let new = generate();
+    write_cert(dir.path(), &new);
+    let trust = [&old.2, &new.2];
+    eventually(
+        Duration::from_secs(5),
+        "the fixed certificate served",
+        || {
+            let (trust, new) = (&trust, &new);
+            async move { served_cert(&connect(addr, trust, b"http/1.1").await) == new.2 }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_verified_against_a_configured_ca() {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let keys = TempDir::new();
     let files = grayproxy::config::types::TlsFiles {
-        cert: temp_dir("upstream-cert").join("cert.pem"),
-        key: temp_dir("upstream-key").join("key.pem"),
+        cert: keys.join("cert.pem"),
+        key: keys.join("key.pem"),
     };
     std::fs::write(&files.cert, ck.cert.pem()).unwrap();
     std::fs::write(&files.key, ck.key_pair.serialize_pem()).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(grayproxy::tls::server_config(&files).unwrap());
-    let canary = TestUpstream::spawn_with("canary", Some(acceptor)).await;
+    let canary = TestUpstream::spawn_tls("canary", acceptor).await;
     let stable = TestUpstream::spawn("stable").await;
-    let dir = temp_dir("https-upstream");
+    let dir = TempDir::new();
     std::fs::copy(&files.cert, dir.join("ca.pem")).unwrap();
-    let toml = config(&[stable.addr], &[canary.addr], "", "canary_weight = 100.0").replace(
+    let toml = split_config(&[stable.addr], &[canary.addr], "", "canary_weight = 100.0").replace(
         &format!("endpoints = [\"{}\"]", canary.addr),
         &format!(
             "endpoints = [\"https://{}\"]\ntls_ca = \"ca.pem\"",
             canary.addr
         ),
     );
-    let p = Proxy::start_in(dir, &toml).await;
-    let c = support_resilience::client();
-    let a = support_resilience::send(&c, http::Method::GET, &p.url("/"), None)
+    let p = TestProxy::start_in(dir, &toml).await;
+    let c = client();
+    let a = fetch(&c, http::Method::GET, &p.url("/"), &[], None)
         .await
         .unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(
-        a.header("x-served-by"),
-        Some("canary"),
+        a.header("x-upstream"),
+        "canary",
         "served over TLS by the canary"
     );
-    assert_eq!(a.header("x-grayproxy-fallback"), None);
+    assert!(!a.headers.contains_key("x-grayproxy-fallback"));
 
     // The same upstream, verified against the system roots instead, fails the
     // handshake: the canary never received it, so stable answers.
-    let untrusted = std::fs::read_to_string(p.dir.join("grayproxy.toml"))
-        .unwrap()
-        .replace("tls_ca = \"ca.pem\"\n", "");
-    let dir = temp_dir("https-untrusted");
-    let p = Proxy::start_in(dir, untrusted.split("\n[state]").next().unwrap()).await;
-    let a = support_resilience::send(&c, http::Method::POST, &p.url("/"), Some("x"))
+    let untrusted = toml.replace("tls_ca = \"ca.pem\"\n", "");
+    assert_ne!(untrusted, toml);
+    let p = TestProxy::start(&untrusted).await;
+    let a = fetch(&c, http::Method::POST, &p.url("/"), &[], Some("x"))
         .await
         .unwrap();
-    assert_eq!(a.header("x-served-by"), Some("stable"));
-    assert_eq!(a.header("x-grayproxy-fallback"), Some("canary"));
+    assert_eq!(a.header("x-upstream"), "stable");
+    assert_eq!(a.header("x-grayproxy-fallback"), "canary");
     assert_eq!(canary.count(), 1);
 }

@@ -2,13 +2,13 @@
 //! outlier ejection and its return, active health checks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support_resilience;
+mod support;
 
 use std::time::Duration;
 
 use http::Method;
-use support_resilience::{
-    client, config, eventually, send, with_stable_keys, Fault, Proxy, TestUpstream,
+use support::{
+    client, eventually, fetch, split_config, split_toml, Fault, TestProxy, TestUpstream,
 };
 use tokio::time::Instant;
 
@@ -16,8 +16,8 @@ use tokio::time::Instant;
 async fn slow_upstream_gets_504_within_request_timeout_plus_one_second() {
     let stable = TestUpstream::spawn("stable").await;
     let canary = TestUpstream::spawn("canary").await;
-    stable.set(Fault::Delay(Duration::from_secs(5)));
-    let p = Proxy::start(&config(
+    stable.set(&[Fault::Delay(Duration::from_secs(5))]);
+    let p = TestProxy::start(&split_config(
         &[stable.addr],
         &[canary.addr],
         "request_timeout = \"1s\"",
@@ -25,12 +25,12 @@ async fn slow_upstream_gets_504_within_request_timeout_plus_one_second() {
     ))
     .await;
     let started = Instant::now();
-    let a = send(&client(), Method::GET, &p.url("/"), None)
+    let a = fetch(&client(), Method::GET, &p.url("/"), &[], None)
         .await
         .unwrap();
     let took = started.elapsed();
     assert_eq!(a.status, 504);
-    assert_eq!(a.header("x-grayproxy-arm"), Some("stable"));
+    assert_eq!(a.header("x-grayproxy-arm"), "stable");
     let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     assert_eq!(body["error"], "upstream timed out");
     assert_eq!(body["route"], "r");
@@ -50,22 +50,19 @@ async fn outlier_ejection_moves_traffic_off_a_failing_endpoint_and_brings_it_bac
     let bad = TestUpstream::spawn("bad").await;
     let good = TestUpstream::spawn("good").await;
     let canary = TestUpstream::spawn("canary").await;
-    bad.set(Fault::Status(503));
-    let toml = with_stable_keys(
-        &config(
-            &[bad.addr, good.addr],
-            &[canary.addr],
-            "",
-            "canary_weight = 0.0",
-        ),
+    bad.set(&[Fault::Status(503)]);
+    let toml = split_toml(
+        &[bad.addr, good.addr],
+        &[canary.addr],
         "outlier = { consecutive_failures = 5, base_ejection = \"1s\" }",
+        "canary_weight = 0.0",
     );
-    let p = Proxy::start(&toml).await;
+    let p = TestProxy::start(&toml.build()).await;
     let c = client();
     let mut statuses = Vec::new();
     for _ in 0..40 {
         statuses.push(
-            send(&c, Method::GET, &p.url("/"), None)
+            fetch(&c, Method::GET, &p.url("/"), &[], None)
                 .await
                 .unwrap()
                 .status,
@@ -81,27 +78,41 @@ async fn outlier_ejection_moves_traffic_off_a_failing_endpoint_and_brings_it_bac
     assert_eq!(good.count(), 35);
     assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 5);
 
-    // Healed and past its ejection, it rejoins the rotation.
-    bad.set(Fault::None);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Healed and past its ejection (1 s), it rejoins the rotation: the
+    // next requests reach it again.
+    bad.set(&[]);
+    eventually(Duration::from_secs(5), "bad back in rotation", || {
+        let (c, url, bad) = (c.clone(), p.url("/"), &bad);
+        async move {
+            let a = fetch(&c, Method::GET, &url, &[], None).await.unwrap();
+            assert_eq!(a.status, 200);
+            bad.count() > 5
+        }
+    })
+    .await;
+    let rejoined = bad.count();
     for _ in 0..20 {
         assert_eq!(
-            send(&c, Method::GET, &p.url("/"), None)
+            fetch(&c, Method::GET, &p.url("/"), &[], None)
                 .await
                 .unwrap()
                 .status,
             200
         );
     }
-    assert!(bad.count() >= 5 + 9, "back in rotation: {}", bad.count());
+    assert!(
+        bad.count() >= rejoined + 9,
+        "back in rotation: {}",
+        bad.count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_endpoint_is_never_ejected() {
     let only = TestUpstream::spawn("only").await;
     let canary = TestUpstream::spawn("canary").await;
-    only.set(Fault::Status(503));
-    let p = Proxy::start(&config(
+    only.set(&[Fault::Status(503)]);
+    let p = TestProxy::start(&split_config(
         &[only.addr],
         &[canary.addr],
         "",
@@ -110,7 +121,9 @@ async fn the_last_endpoint_is_never_ejected() {
     .await;
     let c = client();
     for _ in 0..20 {
-        send(&c, Method::GET, &p.url("/"), None).await.unwrap();
+        fetch(&c, Method::GET, &p.url("/"), &[], None)
+            .await
+            .unwrap();
     }
     assert_eq!(only.count(), 20, "a single endpoint keeps getting traffic");
 }
@@ -120,20 +133,31 @@ async fn health_check_takes_an_endpoint_out_and_back() {
     let a = TestUpstream::spawn("a").await;
     let b = TestUpstream::spawn("b").await;
     let canary = TestUpstream::spawn("canary").await;
-    let toml = with_stable_keys(
-        &config(&[a.addr, b.addr], &[canary.addr], "", "canary_weight = 0.0"),
+    let toml = split_toml(
+        &[a.addr, b.addr],
+        &[canary.addr],
         "health_check = { path = \"/healthz\", interval = \"100ms\" }",
+        "canary_weight = 0.0",
     );
-    let p = Proxy::start(&toml).await;
-    assert!(eventually(Duration::from_secs(2), || a.health_checks() >= 2).await);
+    let p = TestProxy::start(&toml.build()).await;
+    let checked = |n: usize| {
+        let a = &a;
+        move || async move { a.health_checks() >= n }
+    };
+    eventually(Duration::from_secs(2), "2 health checks", checked(2)).await;
     a.set_health(503);
     let checks = a.health_checks();
-    assert!(eventually(Duration::from_secs(2), || a.health_checks() >= checks + 2).await);
+    eventually(
+        Duration::from_secs(2),
+        "2 failed checks",
+        checked(checks + 2),
+    )
+    .await;
     let c = client();
     let before = a.count();
     for _ in 0..20 {
         assert_eq!(
-            send(&c, Method::GET, &p.url("/"), None)
+            fetch(&c, Method::GET, &p.url("/"), &[], None)
                 .await
                 .unwrap()
                 .status,
@@ -147,9 +171,16 @@ async fn health_check_takes_an_endpoint_out_and_back() {
     );
     a.set_health(200);
     let checks = a.health_checks();
-    assert!(eventually(Duration::from_secs(2), || a.health_checks() >= checks + 2).await);
+    eventually(
+        Duration::from_secs(2),
+        "2 passing checks",
+        checked(checks + 2),
+    )
+    .await;
     for _ in 0..20 {
-        send(&c, Method::GET, &p.url("/"), None).await.unwrap();
+        fetch(&c, Method::GET, &p.url("/"), &[], None)
+            .await
+            .unwrap();
     }
     assert!(a.count() >= before + 9, "back after a passing check");
 }

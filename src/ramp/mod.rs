@@ -3,7 +3,7 @@
 //! the statistics in `docs/judge.md`.
 //!
 //! * [`window`]: per-tick counts of weight-assigned requests (the hot path's recorder).
-//! * [`judge`]: the statistics: rollback e-process, gates, guards.
+//! * [`judge`]: the statistics (docs/judge.md): rollback e-process, gates, guards.
 //! * [`state`]: the state machine: events in, effects out. Every decision
 //!   of the ramp is made there.
 //! * [`command`]: operator commands and why they can be refused.

@@ -1,8 +1,14 @@
-//! A real HTTP/1.1 upstream on port 0 that records every request it receives
-//! and can be scripted to misbehave.
+//! [`TestUpstream`]: a real HTTP/1.1 upstream on 127.0.0.1:0 that counts and
+//! records every request it receives and misbehaves on demand:
+//! `TestUpstream::spawn("canary").await.with(Fault::Status(503))`.
+//!
+//! It answers 200 with the request's body (or, for a body-less request, its
+//! own name) and `x-upstream: NAME`. `GET /healthz` is the health-check
+//! endpoint: answered with [`TestUpstream::set_health`]'s status and
+//! counted apart from requests.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,21 +19,31 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rand::Rng;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
-/// What an upstream does instead of answering 200 at once. Several faults
-/// combine: `Delay` first, then `Status` or `Reset`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What an upstream does instead of answering 200 at once. Faults combine,
+/// in order: delays first, then a status or a reset.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// Answer with this status (body still echoes).
+    /// Answer with this status (the body still echoes).
     Status(u16),
+    /// Answer with this status to exactly `share` (0..=1) of the requests,
+    /// spread evenly: request i (0-based, in arrival order) gets it when
+    /// ⌊(i+1)·share⌋ steps up, so 0.25 is every 4th request.
+    StatusShare(u16, f64),
     /// Wait this long (after reading the request) before answering.
     Delay(Duration),
+    /// Wait an exponentially distributed time with this mean (capped at 10×
+    /// the mean): a heavy tail that a busy machine's scheduling noise barely
+    /// moves, so slow-request statistics are about the upstream.
+    DelayExp(Duration),
     /// Read the request, then drop the connection without an answer.
     Reset,
-    /// Stop listening: connections are refused (see [`TestUpstream::refuse`]).
+    /// Stop listening and drop every open connection: from now on
+    /// connections are refused (see [`TestUpstream::refuse`]).
     Refuse,
     /// Answer with `Connection: close` (no keep-alive), like HTTP/1.0-era backends.
     Close,
@@ -44,6 +60,8 @@ pub struct Seen {
     pub version: Version,
     /// Every header, in order.
     pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
     /// Body length.
     pub body_len: usize,
     /// Hex sha256 of the body.
@@ -60,23 +78,27 @@ impl Seen {
     }
 }
 
-#[derive(Default)]
 struct State {
+    name: String,
     /// Requests whose head arrived (counted before any delay).
     arrived: AtomicUsize,
     /// Requests whose body was read completely.
     seen: Mutex<Vec<Seen>>,
     faults: Mutex<Vec<Fault>>,
+    /// Status answered on `/healthz`.
+    health: AtomicU16,
+    health_checks: AtomicUsize,
+    /// Set to true to stop listening and drop open connections.
+    refuse: watch::Sender<bool>,
 }
 
-/// A scriptable upstream server.
+/// A scriptable upstream server; stops listening when dropped.
 pub struct TestUpstream {
     /// Its address.
     pub addr: SocketAddr,
     /// Its name: the body of answers to body-less requests.
     pub name: String,
     state: Arc<State>,
-    accept: JoinHandle<()>,
 }
 
 /// Hex sha256 of some bytes.
@@ -85,62 +107,83 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An address nothing listens on (connections are refused).
+pub async fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
 impl TestUpstream {
     /// Starts an upstream on 127.0.0.1:0 that answers 200 at once.
     pub async fn spawn(name: &str) -> TestUpstream {
+        TestUpstream::start(name, None).await
+    }
+
+    /// Like [`TestUpstream::spawn`], speaking TLS with this acceptor.
+    pub async fn spawn_tls(name: &str, tls: tokio_rustls::TlsAcceptor) -> TestUpstream {
+        TestUpstream::start(name, Some(tls)).await
+    }
+
+    async fn start(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
-        let accept_state = state.clone();
-        let label: Arc<str> = name.into();
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = accept_state.clone();
-                let label = label.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, state.clone(), label.clone()));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let (refuse, _) = watch::channel(false);
+        let state = Arc::new(State {
+            name: name.to_owned(),
+            arrived: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            health: AtomicU16::new(200),
+            health_checks: AtomicUsize::new(0),
+            refuse,
         });
+        tokio::spawn(accept(listener, state.clone(), tls));
         TestUpstream {
             addr,
             name: name.to_owned(),
             state,
-            accept,
         }
     }
 
     /// Adds a fault to every following request (builder style).
     pub fn with(self, fault: Fault) -> TestUpstream {
         if fault == Fault::Refuse {
-            self.accept.abort();
+            self.state.refuse.send_replace(true);
         }
         self.state.faults.lock().unwrap().push(fault);
         self
     }
 
-    /// Replaces the faults of following requests.
-    pub fn set_faults(&self, faults: Vec<Fault>) {
-        *self.state.faults.lock().unwrap() = faults;
+    /// Replaces the faults of following requests (`&[]`: healthy again).
+    pub fn set(&self, faults: &[Fault]) {
+        if faults.contains(&Fault::Refuse) {
+            self.state.refuse.send_replace(true);
+        }
+        *self.state.faults.lock().unwrap() = faults.to_vec();
     }
 
-    /// Stops listening and waits until the port refuses connections.
+    /// Stops listening, drops open connections and waits until the port
+    /// refuses connections.
     pub async fn refuse(self) -> TestUpstream {
         let this = self.with(Fault::Refuse);
         let addr = this.addr;
         super::eventually(
             Duration::from_secs(5),
             "upstream port closed",
-            || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+            || async move { TcpStream::connect(addr).await.is_err() },
         )
         .await;
         this
+    }
+
+    /// Sets the status `/healthz` answers.
+    pub fn set_health(&self, status: u16) {
+        self.state.health.store(status, Ordering::SeqCst);
+    }
+
+    /// Health checks received so far.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
     }
 
     /// Requests whose head arrived so far (before any delay).
@@ -148,7 +191,8 @@ impl TestUpstream {
         self.state.arrived.load(Ordering::SeqCst)
     }
 
-    /// Requests received completely so far.
+    /// Requests received completely so far (including those answered with
+    /// a fault).
     pub fn count(&self) -> usize {
         self.state.seen.lock().unwrap().len()
     }
@@ -166,7 +210,47 @@ impl TestUpstream {
 
 impl Drop for TestUpstream {
     fn drop(&mut self) {
-        self.accept.abort();
+        self.state.refuse.send_replace(true);
+    }
+}
+
+/// Accepts until refused; each connection is served until it ends or the
+/// upstream refuses (which drops it mid-exchange).
+async fn accept(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let mut refused = state.refuse.subscribe();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            // Returning drops the listener: connections are refused from now on.
+            _ = refused.wait_for(|r| *r) => return,
+        };
+        let state = state.clone();
+        let tls = tls.clone();
+        let mut refused = state.refuse.subscribe();
+        tokio::spawn(async move {
+            let serve = serve(stream, state, tls);
+            tokio::select! {
+                _ = serve => {}
+                _ = refused.wait_for(|r| *r) => {}
+            }
+        });
+    }
+}
+
+async fn serve(stream: TcpStream, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let service = service_fn(move |req| handle(req, state.clone()));
+    let builder = http1::Builder::new();
+    match tls {
+        None => {
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+        Some(acceptor) => {
+            if let Ok(s) = acceptor.accept(stream).await {
+                let _ = builder.serve_connection(TokioIo::new(s), service).await;
+            }
+        }
     }
 }
 
@@ -187,9 +271,15 @@ impl std::error::Error for ResetConnection {}
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
-    name: Arc<str>,
 ) -> Result<Response<Full<Bytes>>, ResetConnection> {
-    state.arrived.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path() == "/healthz" {
+        state.health_checks.fetch_add(1, Ordering::SeqCst);
+        let status = StatusCode::from_u16(state.health.load(Ordering::SeqCst)).unwrap();
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        return Ok(response);
+    }
+    let index = state.arrived.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -207,6 +297,7 @@ async fn handle(
         headers: parts.headers.clone(),
         body_len: body.len(),
         body_sha256: sha256_hex(&body),
+        body: body.clone(),
     });
     let faults = state.faults.lock().unwrap().clone();
     let mut status = StatusCode::OK;
@@ -214,21 +305,25 @@ async fn handle(
     for fault in faults {
         match fault {
             Fault::Delay(d) => tokio::time::sleep(d).await,
+            Fault::DelayExp(mean) => tokio::time::sleep(exp_delay(mean)).await,
             Fault::Status(s) => status = StatusCode::from_u16(s).unwrap(),
+            Fault::StatusShare(s, share) if steps_up(index, share) => {
+                status = StatusCode::from_u16(s).unwrap();
+            }
+            Fault::StatusShare(..) | Fault::Refuse => {}
             Fault::Reset => return Err(ResetConnection),
-            Fault::Refuse => {}
             Fault::Close => close = true,
         }
     }
     let answer = if body.is_empty() {
-        Bytes::from(name.as_bytes().to_vec())
+        Bytes::from(state.name.clone())
     } else {
         body
     };
     let mut response = Response::new(Full::new(answer));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert("x-upstream", HeaderValue::from_str(&name).unwrap());
+    h.insert("x-upstream", HeaderValue::from_str(&state.name).unwrap());
     if close {
         h.insert("connection", HeaderValue::from_static("close"));
     }
@@ -237,4 +332,23 @@ async fn handle(
         h.insert("x-resp-hop", HeaderValue::from_static("1"));
     }
     Ok(response)
+}
+
+/// Whether request `i` is one of the `share` picked evenly (in parts per
+/// million, so that 1/4 and 1/20 are exact).
+fn steps_up(i: usize, share: f64) -> bool {
+    let ppm = (share * 1e6).round() as u64;
+    let i = i as u64;
+    (i + 1) * ppm / 1_000_000 > i * ppm / 1_000_000
+}
+
+/// An exponentially distributed delay with this mean, capped at 10× it.
+fn exp_delay(mean: Duration) -> Duration {
+    let mean_ms = mean.as_secs_f64() * 1000.0;
+    if mean_ms <= 0.0 {
+        return Duration::ZERO;
+    }
+    let exp = rand_distr::Exp::new(1.0 / mean_ms).unwrap();
+    let ms: f64 = rand::thread_rng().sample(exp);
+    Duration::from_secs_f64(ms.min(10.0 * mean_ms) / 1000.0)
 }

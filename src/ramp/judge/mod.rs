@@ -1,32 +1,39 @@
 //! The judge: pure statistics that decide, every tick, whether the canary is
 //! shown worse than stable (roll back), shown not much worse (a step may
-//! advance) or not known yet (hold). Design and targets: `JUDGE.md`.
+//! advance) or not known yet (hold). The statistics, in words, and the
+//! targets they meet: `docs/judge.md`.
 //!
 //! * Rollback: stratified rate-ratio mixture e-processes for errors and for
 //!   slow requests (above `T`, the judge-histogram boundary at or above
 //!   stable's baseline p99); roll back when `(E_err + E_lat)/2 ≥ 1/α`.
 //! * Advance gate: non-inferiority e-processes `F(tol)`, one per distinct
 //!   gate ratio, all running from the start of the ramp (each is a valid
-//!   e-process on its own, so the evidence of earlier steps counts, as in
-//!   the reference model `judgesim.py`).
-//! * Guards: A/A dispersion φ̂ (evidence tempered by 1/max(1, φ̂)), incident
+//!   e-process on its own, so the evidence of earlier steps counts).
+//! * Guards: over-dispersion φ̂ from stable's A/A halves and from the
+//!   canary/stable split itself (evidence tempered by 1/max(1, φ̂)), incident
 //!   hold (gate evidence skips held ticks; rollback evidence keeps them).
 
+mod calibration;
 mod eprocess;
+mod evidence;
 mod guards;
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+pub use calibration::{Calibration, Thresholds};
 pub use eprocess::{
     log_add_exp, log_mean_exp, LikelihoodGrid, RatioEProcess, Stratum, GATE_FRACTIONS,
     ROLLBACK_MULTIPLIERS,
 };
-pub use guards::{Dispersion, IncidentWindow, INCIDENT_WINDOW_MS};
+pub use evidence::{ArmSummary, Evidence, RatioRange};
+pub use guards::{
+    Dispersion, IncidentWindow, SplitDispersion, INCIDENT_RECENT_MS, INCIDENT_WINDOW_MS,
+};
 
 use crate::config::types::RampPolicy;
-use crate::ramp::window::{edge_at_or_above, edge_seconds, ArmTick, JudgeHistogram, TickCounts};
+use crate::ramp::window::TickCounts;
 use crate::ramp::Timestamp;
 
 /// `F` a gate needs (1/0.05): the canary is shown within the gate's ratio.
@@ -45,43 +52,6 @@ fn capped_exp(x: f64) -> f64 {
 /// α = 1 − confidence.
 pub fn alpha(policy: &RampPolicy) -> f64 {
     (1.0 - policy.confidence).clamp(1e-12, 0.5)
-}
-
-/// Stable-only history gathered before the first step.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    /// Stable requests.
-    pub requests: u64,
-    /// Stable errors.
-    pub errors: u64,
-    /// Stable latency.
-    pub latency: JudgeHistogram,
-    /// Calibration ticks.
-    pub ticks: u64,
-    /// Time the ticks covered, in ms.
-    pub covered_ms: u64,
-    /// End of the last calibration tick.
-    pub last_tick: Option<Timestamp>,
-}
-
-/// What the baseline fixed for the whole ramp.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Thresholds {
-    /// Index of the slow threshold `T` among the judge-histogram boundaries;
-    /// `None` until stable has served [`MIN_P99_REQUESTS`].
-    pub slow_edge: Option<usize>,
-    /// Stable's baseline p99, in seconds.
-    pub baseline_p99_seconds: Option<f64>,
-    /// Stable's baseline error rate.
-    pub base_error_rate: f64,
-    /// Stable's baseline share of requests slower than `T`.
-    pub base_slow_rate: f64,
-    /// Null ratio of the error test: 1 + max_error_rate_increase / max(base rate, 0.001).
-    pub r0_errors: f64,
-    /// Null ratio of the slow-request test (1, or 0.01 / P_baseline(X > T_m)).
-    pub r0_slow: f64,
-    /// What the operator should know about the calibration (short history etc.).
-    pub notes: Vec<String>,
 }
 
 /// Non-inferiority e-processes for one gate ratio.
@@ -138,67 +108,6 @@ impl Verdict {
     }
 }
 
-/// Per-arm numbers of an audit record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ArmSummary {
-    /// Requests.
-    pub requests: u64,
-    /// Errors.
-    pub errors: u64,
-    /// errors / requests (0 with no requests).
-    pub error_rate: f64,
-    /// Requests slower than `T`.
-    pub slow: u64,
-    /// p99 from the judge histogram, in seconds.
-    pub p99_seconds: Option<f64>,
-}
-
-/// Confidence range of a rate ratio (`None` = unbounded on that side so far).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RatioRange {
-    /// Lower end.
-    pub low: Option<f64>,
-    /// Upper end.
-    pub high: Option<f64>,
-}
-
-/// Everything an audit record carries about the evidence.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// `E` for errors.
-    pub e_errors: f64,
-    /// `E` for slow requests.
-    pub e_slow: f64,
-    /// `(E_err + E_lat)/2`.
-    pub e: f64,
-    /// `1/α`: the rollback threshold for `e`.
-    pub rollback_threshold: f64,
-    /// Always-valid p-value, 1 / max over time of `e`.
-    pub p_value: f64,
-    /// Confidence range (at `confidence`) of the canary/stable error-rate ratio.
-    pub ratio_errors: RatioRange,
-    /// Same for the slow-request ratio.
-    pub ratio_slow: RatioRange,
-    /// The current gate.
-    pub gate: Option<GateReading>,
-    /// Stable on the current step.
-    pub stable: ArmSummary,
-    /// Canary on the current step.
-    pub canary: ArmSummary,
-    /// φ̂ of errors.
-    pub phi_errors: f64,
-    /// φ̂ of slow requests.
-    pub phi_slow: f64,
-    /// Shared-degradation hold.
-    pub hold: bool,
-    /// `T`, in seconds.
-    pub slow_threshold_seconds: Option<f64>,
-    /// Null ratio of the error test.
-    pub r0_errors: f64,
-    /// Null ratio of the slow-request test.
-    pub r0_slow: f64,
-}
-
 /// The judge's whole state (serde: persisted after every tick).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Judge {
@@ -206,10 +115,16 @@ pub struct Judge {
     pub calibration: Calibration,
     /// Set when the baseline ends.
     pub thresholds: Option<Thresholds>,
-    /// φ̂ of errors.
+    /// φ̂ of errors from stable's A/A halves (calibrated in the baseline).
     pub dispersion_errors: Dispersion,
-    /// φ̂ of slow requests.
+    /// φ̂ of slow requests from stable's A/A halves.
     pub dispersion_slow: Dispersion,
+    /// φ̂ of errors from the canary/stable split (this ramp).
+    #[serde(default)]
+    pub split_errors: SplitDispersion,
+    /// φ̂ of slow requests from the canary/stable split (this ramp).
+    #[serde(default)]
+    pub split_slow: SplitDispersion,
     /// Rollback e-process, errors.
     pub rollback_errors: RatioEProcess,
     /// Rollback e-process, slow requests.
@@ -246,6 +161,8 @@ impl Judge {
             thresholds: None,
             dispersion_errors: Dispersion::default(),
             dispersion_slow: Dispersion::default(),
+            split_errors: SplitDispersion::default(),
+            split_slow: SplitDispersion::default(),
             rollback_errors: RatioEProcess::new(1.0, &ROLLBACK_MULTIPLIERS),
             rollback_slow: RatioEProcess::new(1.0, &ROLLBACK_MULTIPLIERS),
             gates: Vec::new(),
@@ -264,80 +181,21 @@ impl Judge {
         self.thresholds.is_some()
     }
 
-    /// One stable-only baseline tick ending at `now`: base rates, p99 and
-    /// the A/A dispersion (slow requests counted above the p99 seen so far).
-    pub fn calibrate(&mut self, tick: &TickCounts, now: Timestamp, policy: &RampPolicy) {
-        let c = &mut self.calibration;
-        let tick_ms = policy.tick.as_millis() as u64;
-        let covered = c.last_tick.map_or(tick_ms, |t| now.saturating_sub(t));
-        c.covered_ms += covered;
-        c.last_tick = Some(now);
-        c.ticks += 1;
-        let [h0, _] = &tick.stable_halves;
-        let s = &tick.stable;
-        self.dispersion_errors.update(
-            h0.requests,
-            s.requests,
-            h0.errors_clamped(),
-            s.errors_clamped(),
-        );
-        if c.requests >= MIN_P99_REQUESTS {
-            if let Some(edge) = c.latency.quantile(0.99).and_then(edge_at_or_above) {
-                self.dispersion_slow
-                    .update(h0.requests, s.requests, h0.slow(edge), s.slow(edge));
-            }
-        }
-        c.requests += s.requests;
-        c.errors += s.errors_clamped();
-        c.latency.merge(&s.latency);
+    /// φ̂ of errors in use: the larger of the A/A and the split estimate.
+    pub fn phi_errors(&self) -> f64 {
+        let r = self.grid_errors.mle().unwrap_or(1.0);
+        self.dispersion_errors.phi().max(self.split_errors.phi(r))
     }
 
-    /// Ends the baseline: fixes the base rates, `T`, `r0` for both tests.
-    /// With less history than `policy.baseline` (or too few requests), uses
-    /// what exists, resets φ̂ to 1 and says so in the notes.
-    pub fn finish_calibration(&mut self, policy: &RampPolicy) -> &Thresholds {
-        let c = &self.calibration;
-        let mut notes = Vec::new();
-        let wanted_ms = policy.baseline.as_millis() as u64;
-        let short = c.covered_ms.saturating_mul(10) < wanted_ms.saturating_mul(9);
-        if short {
-            notes.push(format!(
-                "baseline covered {} s of the configured {} s: using what exists, φ̂ = 1 until the A/A halves show otherwise",
-                c.covered_ms / 1000,
-                wanted_ms / 1000
-            ));
-            self.dispersion_errors = Dispersion::default();
-            self.dispersion_slow = Dispersion::default();
-        }
-        let base_error_rate = if c.requests > 0 {
-            c.errors as f64 / c.requests as f64
-        } else {
-            0.0
-        };
-        if c.requests == 0 {
-            notes.push("baseline saw no stable requests: base error rate unknown".to_string());
-        }
-        let r0_errors = 1.0 + policy.max_error_rate_increase / base_error_rate.max(0.001);
-        let mut t = Thresholds {
-            slow_edge: None,
-            baseline_p99_seconds: None,
-            base_error_rate,
-            base_slow_rate: 0.0,
-            r0_errors,
-            r0_slow: 1.0,
-            notes,
-        };
-        derive_slow_threshold(&mut t, &c.latency, policy);
-        if t.slow_edge.is_none() {
-            t.notes.push(format!(
-                "stable p99 unknown (fewer than {MIN_P99_REQUESTS} requests): the slow-request test starts once stable has them"
-            ));
-        }
-        self.thresholds.insert(t)
+    /// φ̂ of slow requests in use.
+    pub fn phi_slow(&self) -> f64 {
+        let r = self.grid_slow.mle().unwrap_or(1.0);
+        self.dispersion_slow.phi().max(self.split_slow.phi(r))
     }
 
-    /// Starts a new ramp: fresh e-processes (E = F = 1), gates for every
-    /// distinct gate ratio, empty incident windows. Calibration is kept.
+    /// Starts a new ramp: fresh e-processes (E = F = 1) and split φ̂, gates
+    /// for every distinct gate ratio, incident windows holding the
+    /// baseline's last minute. Calibration is kept.
     pub fn start_ramp(&mut self, policy: &RampPolicy) {
         let (r0e, r0s) = self.r0();
         self.rollback_errors = RatioEProcess::new(r0e, &ROLLBACK_MULTIPLIERS);
@@ -348,8 +206,11 @@ impl Judge {
         }
         self.grid_errors = LikelihoodGrid::default();
         self.grid_slow = LikelihoodGrid::default();
+        self.split_errors = SplitDispersion::default();
+        self.split_slow = SplitDispersion::default();
         self.incident_errors = IncidentWindow::default();
         self.incident_slow = IncidentWindow::default();
+        self.seed_incident_windows();
         self.max_log_e = 0.0;
         self.gate_history.clear();
         self.last = None;
@@ -407,47 +268,17 @@ impl Judge {
             None => (None, 0.0, 0.0),
         };
         let (slow_edge, base_error_rate, base_slow_rate) = th;
-        let (s, c, h0) = (&tick.stable, &tick.canary, &tick.stable_halves[0]);
-        let err = Stratum {
-            n_c: c.requests,
-            n_s: s.requests,
-            x_c: c.errors_clamped(),
-            x_s: s.errors_clamped(),
-        };
-        self.dispersion_errors
-            .update(h0.requests, s.requests, h0.errors_clamped(), err.x_s);
-        let scale_err = self.dispersion_errors.scale();
-        self.rollback_errors.update(&err, scale_err);
-        self.grid_errors.update(&err, scale_err);
-        let held_err = self
-            .incident_errors
-            .update(now, err.x_s, s.requests, base_error_rate);
-        let mut hold = held_err;
-        let mut slow = None;
-        let mut scale_slow = self.dispersion_slow.scale();
-        if let Some(edge) = slow_edge {
-            let st = Stratum {
-                n_c: c.requests,
-                n_s: s.requests,
-                x_c: c.slow(edge),
-                x_s: s.slow(edge),
-            };
-            self.dispersion_slow
-                .update(h0.requests, s.requests, h0.slow(edge), st.x_s);
-            scale_slow = self.dispersion_slow.scale();
-            self.rollback_slow.update(&st, scale_slow);
-            self.grid_slow.update(&st, scale_slow);
-            let held = self
-                .incident_slow
-                .update(now, st.x_s, s.requests, base_slow_rate);
-            hold |= held;
-            slow = Some((st, held));
-        }
+        let (err, held_err, t_err) = self.observe_errors(tick, now, base_error_rate);
+        let slow = slow_edge.map(|edge| self.observe_slow(tick, now, edge, base_slow_rate));
+        let mut hold = held_err || slow.as_ref().is_some_and(|s| s.1);
+        // The gates take the tick's own φ̂: advancing is no final decision
+        // (the rollback processes keep watching every tick).
         for g in &mut self.gates {
-            g.errors
-                .update(&err, if held_err { 0.0 } else { scale_err });
-            if let Some((st, held)) = &slow {
-                g.slow.update(st, if *held { 0.0 } else { scale_slow });
+            if !held_err {
+                g.errors.update(&err, t_err.1, t_err.1);
+            }
+            if let Some((st, false, t)) = &slow {
+                g.slow.update(st, t.1, t.1);
             }
         }
         // The ramp also freezes on the flag this tick raised (advancing is
@@ -456,24 +287,7 @@ impl Judge {
         let (le, ls) = (self.rollback_errors.log_e(), self.rollback_slow.log_e());
         let log_e = log_add_exp(le, ls) - std::f64::consts::LN_2;
         self.max_log_e = self.max_log_e.max(log_e);
-        let gate = self.gate_mut(gate_tolerance).map(|g| {
-            let (fe, fs) = (g.errors.log_e(), g.slow.log_e());
-            (g.tolerance, fe, fs)
-        });
-        let gate = gate.map(|(tolerance, fe, fs)| {
-            self.gate_history.push_back((now, fe, fs));
-            while self.gate_history.len() > ETA_HISTORY {
-                self.gate_history.pop_front();
-            }
-            let passed =
-                slow_edge.is_some() && fe >= GATE_THRESHOLD.ln() && fs >= GATE_THRESHOLD.ln();
-            GateReading {
-                tolerance,
-                f_errors: capped_exp(fe),
-                f_slow: capped_exp(fs),
-                passed,
-            }
-        });
+        let gate = self.read_gate(now, gate_tolerance, slow_edge.is_some());
         let verdict = Verdict {
             at: now,
             rollback: log_e >= (1.0 / alpha(policy)).ln(),
@@ -482,34 +296,92 @@ impl Judge {
             e: capped_exp(log_e),
             gate,
             hold,
-            phi_errors: self.dispersion_errors.phi(),
-            phi_slow: self.dispersion_slow.phi(),
+            phi_errors: self.phi_errors(),
+            phi_slow: self.phi_slow(),
         };
         self.last = Some(verdict.clone());
         verdict
     }
 
-    /// Without a baseline p99, `T` comes from stable's first ramp requests.
-    fn late_slow_threshold(&mut self, tick: &TickCounts, policy: &RampPolicy) {
-        let Some(t) = self.thresholds.as_mut() else {
-            return;
+    /// The error half of a tick: its stratum, whether the (predictable)
+    /// hold applies to it, its tempering.
+    fn observe_errors(
+        &mut self,
+        tick: &TickCounts,
+        now: Timestamp,
+        base_rate: f64,
+    ) -> (Stratum, bool, (f64, f64)) {
+        let (s, c, h0) = (&tick.stable, &tick.canary, &tick.stable_halves[0]);
+        let st = Stratum {
+            n_c: c.requests,
+            n_s: s.requests,
+            x_c: c.errors_clamped(),
+            x_s: s.errors_clamped(),
         };
-        if t.slow_edge.is_some() {
-            return;
+        let t = temper(
+            &mut self.dispersion_errors,
+            &mut self.split_errors,
+            &mut self.grid_errors,
+            (h0.requests, h0.errors_clamped()),
+            &st,
+        );
+        self.rollback_errors.update(&st, t.0, t.1);
+        let held = self
+            .incident_errors
+            .update(now, st.x_s, s.requests, base_rate);
+        (st, held, t)
+    }
+
+    /// The slow-request half of a tick, above boundary `edge`.
+    fn observe_slow(
+        &mut self,
+        tick: &TickCounts,
+        now: Timestamp,
+        edge: usize,
+        base_rate: f64,
+    ) -> (Stratum, bool, (f64, f64)) {
+        let (s, c, h0) = (&tick.stable, &tick.canary, &tick.stable_halves[0]);
+        let st = Stratum {
+            n_c: c.requests,
+            n_s: s.requests,
+            x_c: c.slow(edge),
+            x_s: s.slow(edge),
+        };
+        let t = temper(
+            &mut self.dispersion_slow,
+            &mut self.split_slow,
+            &mut self.grid_slow,
+            (h0.requests, h0.slow(edge)),
+            &st,
+        );
+        self.rollback_slow.update(&st, t.0, t.1);
+        let held = self
+            .incident_slow
+            .update(now, st.x_s, s.requests, base_rate);
+        (st, held, t)
+    }
+
+    /// The current gate's reading (and its ETA history); it passes only
+    /// once the slow-request test has a threshold.
+    fn read_gate(
+        &mut self,
+        now: Timestamp,
+        tolerance: f64,
+        slow_known: bool,
+    ) -> Option<GateReading> {
+        let (tolerance, fe, fs) = self
+            .gate_mut(tolerance)
+            .map(|g| (g.tolerance, g.errors.log_e(), g.slow.log_e()))?;
+        self.gate_history.push_back((now, fe, fs));
+        while self.gate_history.len() > ETA_HISTORY {
+            self.gate_history.pop_front();
         }
-        self.calibration.latency.merge(&tick.stable.latency);
-        derive_slow_threshold(t, &self.calibration.latency, policy);
-        if t.slow_edge.is_none() {
-            return;
-        }
-        t.notes
-            .push("slow threshold T set from stable's first ramp requests".to_string());
-        // No slow-request evidence existed yet: restart those processes with the real r0.
-        let r0 = t.r0_slow;
-        self.rollback_slow = RatioEProcess::new(r0, &ROLLBACK_MULTIPLIERS);
-        for g in &mut self.gates {
-            g.slow = RatioEProcess::new(g.tolerance * r0, &GATE_FRACTIONS);
-        }
+        Some(GateReading {
+            tolerance,
+            f_errors: capped_exp(fe),
+            f_slow: capped_exp(fs),
+            passed: slow_known && fe >= GATE_THRESHOLD.ln() && fs >= GATE_THRESHOLD.ln(),
+        })
     }
 
     /// Seconds until the current gate should pass at the recent drift of
@@ -532,77 +404,31 @@ impl Judge {
         }
         Some(eta)
     }
-
-    /// The evidence for an audit record, with per-arm numbers of the current step.
-    pub fn evidence(&self, policy: &RampPolicy, stable: &ArmTick, canary: &ArmTick) -> Evidence {
-        let a = alpha(policy);
-        let edge = self.thresholds.as_ref().and_then(|t| t.slow_edge);
-        let (r0e, r0s) = self.r0();
-        let range = |g: &LikelihoodGrid| {
-            let (low, high) = g.range(a);
-            RatioRange { low, high }
-        };
-        let last = self.last.as_ref();
-        Evidence {
-            e_errors: capped_exp(self.rollback_errors.log_e()),
-            e_slow: capped_exp(self.rollback_slow.log_e()),
-            e: capped_exp(
-                log_add_exp(self.rollback_errors.log_e(), self.rollback_slow.log_e())
-                    - std::f64::consts::LN_2,
-            ),
-            rollback_threshold: 1.0 / a,
-            p_value: (-self.max_log_e).exp().min(1.0),
-            ratio_errors: range(&self.grid_errors),
-            ratio_slow: range(&self.grid_slow),
-            gate: last.and_then(|v| v.gate.clone()),
-            stable: summarize(stable, edge),
-            canary: summarize(canary, edge),
-            phi_errors: self.dispersion_errors.phi(),
-            phi_slow: self.dispersion_slow.phi(),
-            hold: last.is_some_and(|v| v.hold),
-            slow_threshold_seconds: edge.map(edge_seconds),
-            r0_errors: r0e,
-            r0_slow: r0s,
-        }
-    }
 }
 
-fn summarize(arm: &ArmTick, edge: Option<usize>) -> ArmSummary {
-    ArmSummary {
-        requests: arm.requests,
-        errors: arm.errors_clamped(),
-        error_rate: if arm.requests > 0 {
-            arm.errors_clamped() as f64 / arm.requests as f64
-        } else {
-            0.0
-        },
-        slow: edge.map_or(0, |e| arm.slow(e)),
-        p99_seconds: arm.latency.quantile(0.99),
-    }
-}
-
-/// `T` = the smallest boundary ≥ stable's p99 (or ≥ (1+m)·p99 with
-/// `max_p99_increase` m > 0, and then r0_lat = 1 % / P_baseline(X > T)).
-fn derive_slow_threshold(t: &mut Thresholds, hist: &JudgeHistogram, policy: &RampPolicy) {
-    let total = hist.total();
-    if total < MIN_P99_REQUESTS {
-        return;
-    }
-    let Some(p99) = hist.quantile(0.99) else {
-        return;
+/// One metric's tempering for one tick, `(before, after)`: 1 / max(1, φ̂)
+/// with φ̂ the larger of the A/A and the split estimates, as known before
+/// the tick and with the tick counted (the split read at the best-fitting
+/// ratio of the same moment). Also adds the tick to the likelihood of `r`.
+fn temper(
+    aa: &mut Dispersion,
+    split: &mut SplitDispersion,
+    grid: &mut LikelihoodGrid,
+    half0: (u64, u64),
+    st: &Stratum,
+) -> (f64, f64) {
+    let phi = |aa: &Dispersion, split: &SplitDispersion, grid: &LikelihoodGrid| {
+        let r = grid.mle().unwrap_or(1.0);
+        aa.phi().max(split.phi(r)).max(1.0)
     };
-    let m = policy.max_p99_increase.max(0.0);
-    let Some(edge) = edge_at_or_above(p99 * (1.0 + m)) else {
-        return;
-    };
-    let above = hist.count_above(edge);
-    t.slow_edge = Some(edge);
-    t.baseline_p99_seconds = Some(p99);
-    t.base_slow_rate = above as f64 / total as f64;
-    if m > 0.0 {
-        let p = above.max(1) as f64 / total as f64;
-        t.r0_slow = (0.01 / p).max(1.0);
-    }
+    let before = phi(aa, split, grid);
+    aa.update(half0.0, st.n_s, half0.1, st.x_s);
+    split.update(st);
+    // The likelihood of r is tempered like the e-processes (the larger φ̂).
+    let mut after = phi(aa, split, grid);
+    grid.update(st, 1.0 / before.max(after));
+    after = after.max(phi(aa, split, grid));
+    (1.0 / before, 1.0 / after)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::ramp::window::{edge_seconds, ArmTick, JudgeHistogram};
 
 fn arm(requests: u64, errors: u64, slow: u64) -> ArmTick {
     let mut latency = JudgeHistogram::new();
@@ -149,4 +150,83 @@ fn eta_follows_drift() {
         }
     }
     assert!(eta.is_some_and(|s| s > 0.0), "{eta:?} {:?}", j.gate_history);
+}
+
+#[test]
+fn runs_of_errors_on_the_canary_alone_are_tempered_not_rolled_back() {
+    let p = RampPolicy::default();
+    let mut j = calibrated(&p);
+    // 5 % weight: the canary's 100 requests a tick fail at stable's rate on
+    // average (0.5 %), but in runs of five every tenth tick.
+    for t in 0..120u64 {
+        let x_c = if t % 10 == 3 { 5 } else { 0 };
+        let v = j.observe(
+            &tick((100, x_c, 1), (1900, 10, 19)),
+            700_000 + t * 10_000,
+            &p,
+            5.0,
+        );
+        assert!(!v.rollback, "tick {t}: {v:?}");
+    }
+    assert!(j.phi_errors() > 3.0, "{}", j.phi_errors());
+    // The same canary errors spread one per other tick: no tempering.
+    let mut k = calibrated(&p);
+    for t in 0..120u64 {
+        k.observe(
+            &tick((100, t % 2, 1), (1900, 10, 19)),
+            700_000 + t * 10_000,
+            &p,
+            5.0,
+        );
+    }
+    assert_eq!(k.phi_errors(), 1.0);
+}
+
+#[test]
+fn the_ramp_starts_with_the_baselines_last_minute() {
+    let p = RampPolicy {
+        tick: Duration::from_secs(1),
+        ..RampPolicy::default()
+    };
+    let mut j = Judge::new();
+    for t in 1..=600u64 {
+        // 200 stable requests a second, one error a second, one slow
+        j.calibrate(&tick((0, 0, 0), (200, 1, 2)), t * 1000, &p);
+    }
+    j.finish_calibration(&p);
+    j.start_ramp(&p);
+    assert_eq!(j.incident_errors.ticks.len(), 60);
+    // Early in the ramp, a burst of eight errors on both arms at once.
+    let mut held = false;
+    for t in 1..=30u64 {
+        let x = if t == 3 { 8 } else { 1 };
+        let v = j.observe(
+            &tick((20, x / 2, 0), (180, x, 2)),
+            600_000 + t * 1000,
+            &p,
+            0.0,
+        );
+        held |= v.hold;
+    }
+    assert!(
+        !held,
+        "a burst weighed against a full minute of history is no incident"
+    );
+}
+
+#[test]
+fn audit_range_stays_an_interval() {
+    let p = RampPolicy::default();
+    let mut j = calibrated(&p);
+    for t in 0..500u64 {
+        j.observe(
+            &tick((1000, 10, 10), (1000, 10, 10)),
+            700_000 + t * 10_000,
+            &p,
+            1.5,
+        );
+    }
+    let ev = j.evidence(&p, &ArmTick::default(), &ArmTick::default());
+    let (lo, hi) = (ev.ratio_errors.low.unwrap(), ev.ratio_errors.high.unwrap());
+    assert!(lo < 1.0 && hi > 1.0 && hi / lo < 1.5, "{lo} {hi}");
 }

@@ -1,6 +1,6 @@
 //! The `simulate` engine: the route's real [`RampState`] (and so the real
 //! judge) driven by seeded simulated traffic (the tick model of
-//! `judge-sim/judgesim.py`, see [`traffic`]), many rollouts per scenario.
+//! docs/judge.md, see [`traffic`]), many rollouts per scenario.
 //!
 //! Deterministic for a given seed and build: every rollout has its own RNG
 //! seeded from (seed, scenario, rollout), so threads do not change results.
@@ -63,7 +63,7 @@ impl SimOptions {
     }
 }
 
-/// The 5-minute shared incident of `JUDGE.md`: from 1 min to 6 min after the
+/// The 5-minute shared incident of the targets (docs/judge.md): from 1 min to 6 min after the
 /// first step begins, 5 % extra failures and 2× latency on both arms.
 pub fn shared_incident() -> Incident {
     Incident {
@@ -93,6 +93,10 @@ pub fn standard_scenarios() -> Vec<Scenario> {
         Scenario {
             burst: 5.0,
             ..h("healthy, bursty errors")
+        },
+        Scenario {
+            canary_burst: 5.0,
+            ..h("canary-only bursts")
         },
         Scenario {
             incident: Some(shared_incident()),

@@ -1,4 +1,4 @@
-//! The tick model of `judge-sim/judgesim.py`: Poisson arrivals split per
+//! The tick model (docs/judge.md, "The simulator"): Poisson arrivals split per
 //! request by the ramp's weight, Binomial (or clustered) errors per arm,
 //! log-normal latency (median 40 ms, σ 0.6, p99 ≈ 162 ms), a tail regression
 //! that widens σ, and a shared incident that adds failures and multiplies
@@ -50,8 +50,11 @@ pub struct Scenario {
     pub p99_increase: f64,
     /// Shared incident, if any.
     pub incident: Option<Incident>,
-    /// Mean error-cluster size (1 = independent errors).
+    /// Mean error-cluster size on both arms (1 = independent errors).
     pub burst: f64,
+    /// Mean error-cluster size on the canary alone (1 = same as `burst`):
+    /// a canary no worse on average whose errors come in runs.
+    pub canary_burst: f64,
     /// The canary is worse: rolling back is the right call.
     pub bad: bool,
 }
@@ -65,6 +68,7 @@ impl Scenario {
             p99_increase: 0.0,
             incident: None,
             burst: 1.0,
+            canary_burst: 1.0,
             bad: false,
         }
     }
@@ -239,7 +243,7 @@ pub fn gen_tick<R: Rng>(
     let cut_s = (LAT_MEDIAN_S.ln() + Z98 * LAT_SIGMA).exp();
     let canary = ArmTick {
         requests: nc,
-        errors: errors(rng, nc, pc, scen.burst),
+        errors: errors(rng, nc, pc, scen.burst.max(scen.canary_burst)),
         latency: canary_lat.histogram(rng, nc, cut_s),
     };
     let ns1 = binomial(rng, ns, 0.5);
