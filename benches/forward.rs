@@ -88,7 +88,7 @@ fn bench_rewrite(c: &mut Criterion) {
 
 fn bench_record(c: &mut Criterion) {
     let metrics = Metrics::new().unwrap();
-    let route = metrics.route("recommend");
+    let route = metrics.route("recommend", false);
     let window = WindowRecorder::new();
     let latency = Duration::from_micros(12_345);
     c.bench_function("metrics/record_answer", |b| {

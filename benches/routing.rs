@@ -62,6 +62,8 @@ fn route() -> Route {
         ],
         ramp: None,
         shadow: None,
+        grpc_error_codes: Default::default(),
+        grpc_idempotent: Vec::new(),
     }
 }
 

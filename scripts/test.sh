@@ -18,6 +18,8 @@ bash scripts/ui-tools.sh
 
 echo "== etcd for the fleet-mode tests"
 bash scripts/fleet-tools.sh
+echo "== the independent gRPC client (grpcio)"
+bash scripts/grpc-tools.sh
 
 echo "== cargo test"
 cargo test --no-fail-fast

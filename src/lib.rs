@@ -13,6 +13,7 @@ pub mod demo;
 pub mod domain;
 pub mod driver;
 pub mod fleet;
+pub mod grpc;
 pub mod keepalive;
 pub mod metrics;
 pub mod persist;

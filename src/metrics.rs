@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use crate::domain::{Arm, CanaryWeight};
+use crate::grpc::GrpcCode;
 use cells::{RouteCells, RouteFamilies, Shared};
 
 pub use cells::ArmMetrics;
@@ -189,6 +190,7 @@ pub struct Metrics {
     routes: Arc<RouteFamilies>,
     shadow_requests: IntCounterVec,
     shadow_rbo: HistogramVec,
+    grpc_responses: IntCounterVec,
     reload_ok: IntCounter,
     reload_error: IntCounter,
     reload_last_ok: IntGauge,
@@ -225,6 +227,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(shadow_requests.clone()))?;
         registry.register(Box::new(shadow_rbo.clone()))?;
+        let grpc_responses = IntCounterVec::new(
+            Opts::new(
+                "grayproxy_grpc_responses_total",
+                "gRPC calls by the grpc-status the client got (the upstream's, or the proxy's own answer's), per route and arm.",
+            ),
+            &["route", "arm", "grpc_status"],
+        )?;
+        registry.register(Box::new(grpc_responses.clone()))?;
         // Like Prometheus' own prometheus_config_last_reload_successful: a
         // counter alone cannot tell "the file is still broken" from "it
         // broke once, an hour ago", so the reload alert reads this gauge.
@@ -242,6 +252,7 @@ impl Metrics {
             routes,
             shadow_requests,
             shadow_rbo,
+            grpc_responses,
         })
     }
 
@@ -273,10 +284,19 @@ impl Metrics {
         })
     }
 
-    /// Resolves every per-route handle once, for the hot path.
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// Resolves every per-route handle once, for the hot path. `grpc`: the
+    /// route has an h2 upstream, so its 17 × 2 `grpc_status` series exist
+    /// (HTTP routes do not get them).
+    pub fn route(&self, route: &str, grpc: bool) -> RouteMetrics {
+        let grpc_arm = |arm: Arm| {
+            GrpcCode::ALL.map(|c| {
+                self.grpc_responses
+                    .with_label_values(&[route, arm.as_str(), c.as_str()])
+            })
+        };
         RouteMetrics {
             cells: self.routes.route(route),
+            grpc: grpc.then(|| Box::new([grpc_arm(Arm::Stable), grpc_arm(Arm::Canary)])),
             shadow: ShadowMetrics {
                 results: ShadowResult::ALL
                     .map(|r| self.shadow_requests.with_label_values(&[route, r.as_str()])),
@@ -294,6 +314,13 @@ impl Metrics {
                 .remove_label_values(&[route, r.as_str()]);
         }
         let _ = self.shadow_rbo.remove_label_values(&[route]);
+        for arm in Arm::ALL {
+            for c in GrpcCode::ALL {
+                let _ = self
+                    .grpc_responses
+                    .remove_label_values(&[route, arm.as_str(), c.as_str()]);
+            }
+        }
     }
 
     /// Counts one reload attempt.
@@ -323,6 +350,8 @@ impl Metrics {
 #[derive(Clone)]
 pub struct RouteMetrics {
     cells: Arc<RouteCells>,
+    /// `grayproxy_grpc_responses_total` per arm × code, for gRPC routes only.
+    grpc: Option<Box<[[IntCounter; 17]; 2]>>,
     /// Shadow traffic's handles.
     pub shadow: ShadowMetrics,
 }
@@ -352,6 +381,13 @@ impl RouteMetrics {
         &self.cells.arms[arm.index()]
     }
 
+    /// Counts a gRPC call's status (routes with an h2 upstream only).
+    pub fn record_grpc(&self, arm: Arm, code: GrpcCode) {
+        if let Some(arms) = &self.grpc {
+            arms[arm.index()][usize::from(code.number())].inc();
+        }
+    }
+
     /// Counts a canary failure answered by stable.
     pub fn record_fallback(&self) {
         self.cells.record_fallback();
@@ -376,7 +412,7 @@ mod tests {
     #[test]
     fn families_render_with_enum_labels() {
         let metrics = Metrics::new().unwrap();
-        let route = metrics.route("recommend");
+        let route = metrics.route("recommend", false);
         route.arm(Arm::Canary).record_answer(503, 0.02);
         route.arm(Arm::Canary).record_failure(FailureKind::Reset);
         route.arm(Arm::Stable).record_answer(200, 0.01);
@@ -432,7 +468,7 @@ mod tests {
     fn forgetting_a_route_removes_its_series() {
         let metrics = Metrics::new().unwrap();
         metrics
-            .route("old")
+            .route("old", false)
             .arm(Arm::Stable)
             .record_answer(200, 0.001);
         metrics.forget_route("old");

@@ -168,8 +168,9 @@ impl ServerTls {
 }
 
 /// A connector for `https://` upstreams: the system roots, or only the CA
-/// in `ca` when given. HTTP/1.1 only (the upstream pool speaks HTTP/1.1).
-pub fn connector(ca: Option<&Path>) -> Result<TlsConnector, TlsError> {
+/// in `ca` when given, offering `alpn` (`http/1.1`, or `h2` for
+/// `protocol = "h2"` upstreams).
+pub fn connector(ca: Option<&Path>, alpn: &[u8]) -> Result<TlsConnector, TlsError> {
     let roots = match ca {
         Some(path) => {
             let mut roots = RootCertStore::empty();
@@ -184,7 +185,7 @@ pub fn connector(ca: Option<&Path>) -> Result<TlsConnector, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }
 

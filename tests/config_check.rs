@@ -24,7 +24,7 @@ error: tests/fixtures/bad.toml:16:13: upstream `reco-v2` has no endpoints; list 
 error: tests/fixtures/bad.toml:20:25: path_prefix "api" must start with '/'; write "/api"
 error: tests/fixtures/bad.toml:22:10: upstream `reco-v3` is not defined; defined upstreams: reco-v1, reco-v2
 error: tests/fixtures/bad.toml:23:17: canary_weight 150 is above 100; use 0.0..=100.0
-error: tests/fixtures/bad.toml:24:1: unknown key `weigth` in [[routes]]; expected one of: name, match, stable, canary, canary_weight, sticky, salt, fallback, fallback_budget, rules, ramp, shadow
+error: tests/fixtures/bad.toml:24:1: unknown key `weigth` in [[routes]]; expected one of: name, match, stable, canary, canary_weight, sticky, salt, fallback, fallback_budget, rules, ramp, shadow, grpc_error_codes, grpc_idempotent
 error: tests/fixtures/bad.toml:25:10: sticky "session" must be "header:NAME", "cookie:NAME" or "query:NAME"
 error: tests/fixtures/bad.toml:28:43: regex "iPh(one" does not compile: unclosed group
 error: tests/fixtures/bad.toml:31:46: `equals` does not apply to `sticky_in`; remove it

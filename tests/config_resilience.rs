@@ -58,6 +58,7 @@ fn values_are_read() {
             path: "/healthz".into(),
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            grpc_service: None,
         })
     );
 }

@@ -42,9 +42,10 @@ pub(crate) const SERVER_KEYS: &[&str] = &[
 pub(crate) const TLS_KEYS: &[&str] = &["cert", "key"];
 pub(crate) const ADMIN_KEYS: &[&str] = &["listen", "token_file"];
 pub(crate) const STATE_KEYS: &[&str] = &["dir"];
-pub(crate) const UPSTREAM_KEYS: &[&str] = &["endpoints", "outlier", "health_check", "tls_ca"];
+pub(crate) const UPSTREAM_KEYS: &[&str] =
+    &["endpoints", "outlier", "health_check", "tls_ca", "protocol"];
 pub(crate) const OUTLIER_KEYS: &[&str] = &["consecutive_failures", "base_ejection", "max_ejection"];
-pub(crate) const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout"];
+pub(crate) const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout", "grpc_service"];
 pub(crate) const ROUTE_KEYS: &[&str] = &[
     "name",
     "match",
@@ -58,6 +59,8 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "rules",
     "ramp",
     "shadow",
+    "grpc_error_codes",
+    "grpc_idempotent",
 ];
 pub(crate) const MATCH_KEYS: &[&str] = &["host", "path_prefix"];
 pub(crate) const RULE_KEYS: &[&str] = &["when", "to"];
@@ -185,6 +188,7 @@ pub(crate) struct RawUpstream {
     pub outlier: Option<RawOutlier>,
     pub health_check: Option<RawHealthCheck>,
     pub tls_ca: Opt<String>,
+    pub protocol: Opt<String>,
 }
 
 /// `outlier = { .. }` of an upstream.
@@ -202,6 +206,7 @@ pub(crate) struct RawHealthCheck {
     pub path: Opt<String>,
     pub interval: Opt<String>,
     pub timeout: Opt<String>,
+    pub grpc_service: Opt<String>,
 }
 
 /// `[[routes]]`.
@@ -221,6 +226,8 @@ pub(crate) struct RawRoute {
     pub rules: Vec<RawRule>,
     pub ramp: Option<RawRamp>,
     pub shadow: Option<RawShadow>,
+    pub grpc_error_codes: List<String>,
+    pub grpc_idempotent: List<String>,
 }
 
 /// `[routes.shadow]`.

@@ -11,6 +11,7 @@ use http::HeaderName;
 use regex::Regex;
 
 use crate::domain::{Arm, CanaryWeight, RouteName};
+use crate::grpc::GrpcCodeSet;
 
 /// A whole validated config file.
 #[derive(Debug)]
@@ -36,6 +37,15 @@ impl Config {
     pub fn upstream(&self, id: UpstreamId) -> &Upstream {
         // Ids are only made by validation, from this same vector.
         &self.upstreams[id.0]
+    }
+
+    /// Whether either arm of `route` is an h2 upstream (so it may carry gRPC).
+    pub fn is_grpc_route(&self, route: &Route) -> bool {
+        [route.stable, route.canary].iter().any(|id| {
+            self.upstreams
+                .get(id.0)
+                .is_some_and(|u| u.protocol == Protocol::H2)
+        })
     }
 
     /// A route by name.
@@ -143,6 +153,29 @@ pub struct Upstream {
     /// PEM CA bundle that `https://` endpoints are verified against instead
     /// of the system roots (absolute path).
     pub tls_ca: Option<PathBuf>,
+    /// The protocol spoken to the endpoints (`protocol`, default HTTP/1.1).
+    pub protocol: Protocol,
+}
+
+/// `protocol = "http1" | "h2"` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, a pool of keep-alive connections per endpoint.
+    #[default]
+    Http1,
+    /// HTTP/2 (prior knowledge on `http://`, ALPN `h2` on `https://`):
+    /// one multiplexed connection per endpoint. Needed for gRPC.
+    H2,
+}
+
+impl Protocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2 => "h2",
+        }
+    }
 }
 
 /// `outlier = { consecutive_failures, base_ejection, max_ejection }`:
@@ -180,6 +213,10 @@ pub struct HealthCheck {
     pub interval: Duration,
     /// Time a check may take (default: the smaller of `interval` and 2 s).
     pub timeout: Duration,
+    /// `grpc_service = "NAME"` (h2 upstreams): the check is the standard
+    /// `grpc.health.v1.Health/Check` for this service ("" = the whole
+    /// server) and passes on `SERVING`; `path` is then that method's path.
+    pub grpc_service: Option<String>,
 }
 
 /// One upstream address: `host:port`, `http://host:port` or `https://host:port`.
@@ -233,6 +270,11 @@ pub struct Route {
     /// ramp's shadow phase asks for it. `None` = nothing is mirrored, and the
     /// request path pays one branch.
     pub shadow: Option<ShadowConfig>,
+    /// gRPC status codes that count as the arm's errors (`grpc_error_codes`).
+    pub grpc_error_codes: GrpcCodeSet,
+    /// gRPC methods (`/package.Service/Method`) safe to repeat on stable
+    /// after a canary `UNAVAILABLE` (`grpc_idempotent`).
+    pub grpc_idempotent: Vec<String>,
 }
 
 /// `[routes.shadow]`, defaults filled in.

@@ -23,8 +23,8 @@ use super::duration::parse_duration;
 use super::error::{Issue, LineIndex};
 use super::raw::{Opt, RawConfig, RawServer, RawUpstream, Sp};
 use super::types::{
-    AdminConfig, Config, Endpoint, HealthCheck, OutlierPolicy, Route, ServerConfig, StateConfig,
-    TlsFiles, Upstream,
+    AdminConfig, Config, Endpoint, HealthCheck, OutlierPolicy, Protocol, Route, ServerConfig,
+    StateConfig, TlsFiles, Upstream,
 };
 use crate::domain::CanaryWeight;
 
@@ -306,6 +306,7 @@ fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream]) -> Vec<Upstream> {
                 outlier: outlier(c, u),
                 health_check: health_check(c, u),
                 tls_ca: u.tls_ca.as_ref().map(|p| c.path(p, "tls_ca")),
+                protocol: protocol(c, u),
             }
         })
         .collect();
@@ -338,10 +339,41 @@ fn outlier(c: &mut Checker<'_>, u: &RawUpstream) -> OutlierPolicy {
     policy
 }
 
+/// An upstream's `protocol`, default HTTP/1.1.
+fn protocol(c: &mut Checker<'_>, u: &RawUpstream) -> Protocol {
+    match u.protocol.as_ref() {
+        None => Protocol::Http1,
+        Some(p) if p.value == "http1" => Protocol::Http1,
+        Some(p) if p.value == "h2" => Protocol::H2,
+        Some(p) => {
+            let msg = format!(
+                "protocol {:?} is not known; use \"http1\" (the default) or \"h2\" (HTTP/2, for gRPC)",
+                p.value
+            );
+            c.error(p.at, msg);
+            Protocol::Http1
+        }
+    }
+}
+
 /// An upstream's active health check, when configured.
 fn health_check(c: &mut Checker<'_>, u: &RawUpstream) -> Option<HealthCheck> {
     let h = u.health_check.as_ref()?;
+    let grpc_service = h.grpc_service.as_ref().map(|s| s.value.clone());
+    if let Some(s) = &h.grpc_service {
+        if u.protocol.as_ref().map(|p| p.value.as_str()) != Some("h2") {
+            let msg = "health_check grpc_service needs protocol = \"h2\" on the upstream (gRPC runs over HTTP/2)";
+            c.error(s.at, msg);
+            return None;
+        }
+        if let Some(p) = &h.path {
+            let msg = "health_check has both `path` and `grpc_service`; keep one (grpc_service checks grpc.health.v1.Health/Check)";
+            c.error(p.at, msg);
+            return None;
+        }
+    }
     let path = match &h.path {
+        None if grpc_service.is_some() => crate::grpc::HEALTH_CHECK_PATH.to_owned(),
         Some(p) if p.value.starts_with('/') && !p.value.chars().any(char::is_whitespace) => {
             p.value.clone()
         }
@@ -378,6 +410,7 @@ fn health_check(c: &mut Checker<'_>, u: &RawUpstream) -> Option<HealthCheck> {
         path,
         interval,
         timeout,
+        grpc_service,
     })
 }
 

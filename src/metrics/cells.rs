@@ -406,7 +406,7 @@ mod tests {
             ("b-route", Arm::Stable, 200, 0.3),
         ];
         for name in ["b-route", "a-route"] {
-            let r = new.route(name);
+            let r = new.route(name, false);
             r.set_ramp_state("idle");
             for arm in Arm::ALL {
                 for c in CodeClass::ALL {
@@ -425,7 +425,7 @@ mod tests {
             }
         }
         for (name, arm, status, secs) in events {
-            new.route(name).arm(arm).record_answer(status, secs);
+            new.route(name, false).arm(arm).record_answer(status, secs);
             let code = CodeClass::of(status).as_str();
             requests
                 .with_label_values(&[name, arm.as_str(), code])
@@ -434,7 +434,7 @@ mod tests {
                 .with_label_values(&[name, arm.as_str()])
                 .observe(secs);
         }
-        let a = new.route("a-route");
+        let a = new.route("a-route", false);
         a.arm(Arm::Canary).record_failure(FailureKind::Reset);
         failures
             .with_label_values(&["a-route", "canary", "reset"])

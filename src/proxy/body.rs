@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::grpc_body::GrpcBody;
 use super::upstream::PoolSlot;
 
 /// The request body sent upstream: the client's body, counted against
@@ -24,9 +26,42 @@ pub enum RequestBody {
     },
     /// No body.
     Empty,
+    /// A body read whole (a gRPC call that may be asked of stable again),
+    /// and its trailers.
+    Buffered(Option<Bytes>, Option<HeaderMap>),
 }
 
 impl RequestBody {
+    /// Reads the body whole (within its limit). A body that breaks becomes
+    /// an empty one that fails the same way when sent: it is passed on as is.
+    pub async fn buffered(self) -> RequestBody {
+        use http_body_util::BodyExt;
+        if !matches!(self, RequestBody::Client { .. }) {
+            return self;
+        }
+        let (mut data, mut trailers) = (bytes::BytesMut::new(), None);
+        let mut body = self;
+        while let Some(frame) = body.frame().await {
+            match frame.map(Frame::into_data) {
+                Ok(Ok(bytes)) => data.extend_from_slice(&bytes),
+                Ok(Err(frame)) => trailers = frame.into_trailers().ok(),
+                Err(_) => return body,
+            }
+        }
+        RequestBody::Buffered(Some(data.freeze()), trailers)
+    }
+
+    /// A copy to send again, when the body can be (none, or read whole).
+    pub fn try_clone(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Empty => Some(RequestBody::Empty),
+            RequestBody::Buffered(data, trailers) => {
+                Some(RequestBody::Buffered(data.clone(), trailers.clone()))
+            }
+            RequestBody::Client { .. } => None,
+        }
+    }
+
     /// Wraps the client's body with the size limit.
     pub fn limited(inner: Incoming, limit: u64) -> RequestBody {
         RequestBody::Client {
@@ -80,6 +115,10 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Buffered(data, trailers) => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
             RequestBody::Client { inner, remaining } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
@@ -102,6 +141,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
+            RequestBody::Buffered(data, trailers) => data.is_none() && trailers.is_none(),
             RequestBody::Client { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -109,6 +149,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Buffered(data, _) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             RequestBody::Client { inner, .. } => inner.size_hint(),
         }
     }
@@ -129,6 +172,15 @@ pub enum ResponseBody {
     /// Stable's body on a mirrored request: streamed to the client as is,
     /// and copied (up to a cap) for the shadow comparison.
     Teed(Box<Tee>),
+    /// A gRPC call's answer, counted when its trailers pass.
+    Grpc(Box<GrpcBody>),
+}
+
+impl Default for ResponseBody {
+    /// No body at all (a trailers-only gRPC answer ends with its headers).
+    fn default() -> Self {
+        ResponseBody::Full(None)
+    }
 }
 
 /// Copies a body while it streams; hands the copy over when the body ends
@@ -257,6 +309,7 @@ impl Body for ResponseBody {
                 }
                 polled
             }
+            ResponseBody::Grpc(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -265,6 +318,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
             ResponseBody::Teed(tee) => tee.inner.is_end_stream(),
+            ResponseBody::Grpc(body) => body.is_end_stream(),
         }
     }
 
@@ -274,6 +328,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Upstream { inner, .. } => inner.size_hint(),
             ResponseBody::Teed(tee) => tee.inner.size_hint(),
+            ResponseBody::Grpc(body) => body.size_hint(),
         }
     }
 }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::domain::Arm;
+use crate::grpc::{self, GrpcCode};
 
 /// Why the proxy answers instead of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,26 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "request body too large",
             ProxyError::HeadersTooLarge => "request headers too large",
         }
+    }
+
+    /// The status of the same answer to a gRPC call.
+    pub fn grpc_code(self) -> GrpcCode {
+        match self {
+            ProxyError::NoRoute => GrpcCode::Unimplemented,
+            ProxyError::UpstreamUnreachable => GrpcCode::Unavailable,
+            ProxyError::UpstreamTimeout => GrpcCode::DeadlineExceeded,
+            ProxyError::BadRequest => GrpcCode::Internal,
+            ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge => GrpcCode::ResourceExhausted,
+        }
+    }
+
+    /// The answer to a gRPC call: HTTP 200, trailers-only (`grpc-status`,
+    /// `grpc-message`, no body), which every gRPC client reads as the
+    /// call's status.
+    pub fn grpc_response<B: Default>(self) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.headers_mut() = grpc::trailers_only(self.grpc_code(), self.message());
+        response
     }
 
     /// The JSON body `{"error": .., "route": .., "arm": ..}`; `route` and
@@ -96,6 +117,26 @@ mod tests {
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
             assert_eq!(json(error, None, None)["error"], error.message());
+        }
+    }
+
+    #[test]
+    fn grpc_calls_get_grpc_answers() {
+        let cases = [
+            (ProxyError::NoRoute, "12"),
+            (ProxyError::UpstreamUnreachable, "14"),
+            (ProxyError::UpstreamTimeout, "4"),
+            (ProxyError::BadRequest, "13"),
+            (ProxyError::BodyTooLarge, "8"),
+            (ProxyError::HeadersTooLarge, "8"),
+        ];
+        for (error, code) in cases {
+            let r: Response<String> = error.grpc_response();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["grpc-status"], code, "{error:?}");
+            assert_eq!(r.headers()["grpc-message"], error.message());
+            assert_eq!(r.headers()["content-type"], "application/grpc");
+            assert!(r.body().is_empty());
         }
     }
 

@@ -7,18 +7,26 @@ use http::Method;
 use tokio::time::Instant;
 
 use super::outcome::{Outcome, SendError};
+use crate::grpc::GrpcCode;
+
+/// GET, HEAD and OPTIONS: safe to send twice.
+pub fn safe_method(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
 
 /// Whether a canary request that ended with `outcome` may be sent to stable:
 /// only a failure ([`Outcome::is_failure`]) falls back; a 5xx answer or a
-/// broken exchange for safe methods, and any method when the canary provably
-/// never received the request.
-pub fn eligible(method: &Method, outcome: Outcome, never_received: bool) -> bool {
-    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+/// broken exchange for `safe` requests (safe methods, gRPC methods listed in
+/// `grpc_idempotent`), and any request the canary provably never received.
+/// A gRPC answer falls back only when it is `UNAVAILABLE` before any
+/// message (a trailers-only answer) of a safe call.
+pub fn eligible(safe: bool, outcome: Outcome, never_received: bool) -> bool {
     if !outcome.is_failure() {
         return false;
     }
     match outcome {
         Outcome::Answered(_) => safe,
+        Outcome::Grpc(code, _) => safe && code == GrpcCode::Unavailable,
         Outcome::NoAnswer(SendError::Upstream(_)) => never_received || safe,
         // Not a failure (checked above); listed so a new kind must be placed.
         Outcome::NoAnswer(SendError::ClientBody(_)) => false,
@@ -102,23 +110,34 @@ mod tests {
         let up = |f| Outcome::NoAnswer(SendError::Upstream(f));
         let client = |e| Outcome::NoAnswer(SendError::ClientBody(e));
         let status5xx = Outcome::Answered(StatusCode::SERVICE_UNAVAILABLE);
-        let get = Method::GET;
-        let post = Method::POST;
-        assert!(eligible(&get, status5xx, false));
-        assert!(!eligible(&post, status5xx, false));
+        let get = safe_method(&Method::GET);
+        let post = safe_method(&Method::POST);
+        let head = safe_method(&Method::HEAD);
+        let options = safe_method(&Method::OPTIONS);
+        assert!(eligible(get, status5xx, false));
+        assert!(!eligible(post, status5xx, false));
         assert!(!eligible(
-            &get,
+            get,
             Outcome::Answered(StatusCode::NOT_FOUND),
             false
         ));
-        assert!(!eligible(&get, Outcome::Answered(StatusCode::OK), true));
-        assert!(eligible(&Method::HEAD, up(Reset), false));
-        assert!(eligible(&Method::OPTIONS, up(Timeout), false));
-        assert!(!eligible(&post, up(Reset), false));
-        assert!(!eligible(&post, up(Timeout), false));
-        assert!(eligible(&post, up(Connect), true));
-        assert!(!eligible(&get, client(TooLarge), true));
-        assert!(!eligible(&get, client(Aborted), false));
+        assert!(!eligible(get, Outcome::Answered(StatusCode::OK), true));
+        assert!(eligible(head, up(Reset), false));
+        assert!(eligible(options, up(Timeout), false));
+        assert!(!eligible(post, up(Reset), false));
+        assert!(!eligible(post, up(Timeout), false));
+        assert!(eligible(post, up(Connect), true));
+        assert!(!eligible(get, client(TooLarge), true));
+        assert!(!eligible(get, client(Aborted), false));
+        // gRPC: UNAVAILABLE (trailers-only) of an idempotent call only.
+        let errors = crate::grpc::GrpcCodeSet::default();
+        let unavailable = Outcome::Grpc(GrpcCode::Unavailable, errors);
+        let internal = Outcome::Grpc(GrpcCode::Internal, errors);
+        let ok = Outcome::Grpc(GrpcCode::Ok, errors);
+        assert!(eligible(true, unavailable, false));
+        assert!(!eligible(false, unavailable, false));
+        assert!(!eligible(true, internal, false));
+        assert!(!eligible(true, ok, true));
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,8 +65,15 @@ pub fn spawn(
     })
 }
 
-/// One check: true on a 2xx answer within `check.timeout`.
+/// One check: true on a 2xx answer (or `SERVING` for a gRPC check) within
+/// `check.timeout`.
 pub async fn check_once(endpoint: &Endpoint, check: &HealthCheck) -> bool {
+    if let Some(service) = &check.grpc_service {
+        return matches!(
+            tokio::time::timeout(check.timeout, grpc_check(endpoint, service)).await,
+            Ok(Some(true))
+        );
+    }
     if endpoint.tls {
         // Plain-HTTP checker; TLS endpoints are left to passive detection.
         return true;
@@ -98,4 +105,94 @@ pub async fn check_once(endpoint: &Endpoint, check: &HealthCheck) -> bool {
         tokio::time::timeout(check.timeout, exchange).await,
         Ok(Some(true))
     )
+}
+
+/// The standard gRPC health check (`grpc.health.v1.Health/Check`) over h2c:
+/// `Some(true)` when the answer's `status` is `SERVING` (1).
+async fn grpc_check(endpoint: &Endpoint, service: &str) -> Option<bool> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::client::conn::http2;
+    use hyper_util::rt::TokioExecutor;
+    if endpoint.tls {
+        // Plain-h2 checker; TLS endpoints are left to passive detection.
+        return Some(true);
+    }
+    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        .await
+        .ok()?;
+    let (mut sender, conn) =
+        http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .ok()?;
+    let uri = format!(
+        "http://{}{}",
+        endpoint.authority(),
+        crate::grpc::HEALTH_CHECK_PATH
+    );
+    let req = Request::post(uri)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header(USER_AGENT, "grayproxy-health-check")
+        .body(Full::new(health_request(service)))
+        .ok()?;
+    tokio::pin!(conn);
+    let exchange = async {
+        let response = sender.send_request(req).await.ok()?;
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await.ok()?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let code = crate::grpc::GrpcCode::in_headers(&trailers)
+            .or_else(|| crate::grpc::GrpcCode::in_headers(&parts.headers));
+        if parts.status != http::StatusCode::OK || code != Some(crate::grpc::GrpcCode::Ok) {
+            return Some(false);
+        }
+        Some(serving(&collected.to_bytes()))
+    };
+    tokio::select! {
+        r = exchange => r,
+        _ = &mut conn => None,
+    }
+}
+
+/// A framed `HealthCheckRequest { service = 1 }`.
+fn health_request(service: &str) -> Bytes {
+    let mut msg = Vec::with_capacity(service.len() + 8);
+    if !service.is_empty() {
+        msg.push(0x0a); // field 1, length-delimited
+        let mut len = service.len();
+        while len >= 0x80 {
+            msg.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        msg.push(len as u8);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = Vec::with_capacity(msg.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    Bytes::from(framed)
+}
+
+/// Whether a framed `HealthCheckResponse` says `status = SERVING` (field
+/// 1, varint 1). The message is tiny: one field, a one-byte varint.
+fn serving(framed: &[u8]) -> bool {
+    framed.get(5..) == Some(&[0x08, 0x01][..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_messages() {
+        assert_eq!(&health_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(
+            &health_request("reco")[..],
+            &[0, 0, 0, 0, 6, 0x0a, 4, b'r', b'e', b'c', b'o']
+        );
+        assert!(serving(&[0, 0, 0, 0, 2, 0x08, 0x01]));
+        assert!(!serving(&[0, 0, 0, 0, 2, 0x08, 0x02]));
+        assert!(!serving(&[0, 0, 0, 0, 0]));
+    }
 }

@@ -9,10 +9,13 @@ pub mod error;
 pub mod fallback;
 pub mod forward;
 pub mod framing;
+pub mod grpc_body;
+pub mod h2;
 pub mod health;
 pub mod mirror;
 pub mod outcome;
 pub mod outlier;
+pub mod record;
 pub mod runtime;
 pub mod upstream;
 
@@ -29,12 +32,15 @@ use tokio::time::Instant;
 
 use crate::config::types::Route;
 use crate::domain::Arm;
+use crate::grpc::{self, GrpcCode};
 use crate::proxy::runtime::{RouteRuntime, Runtime, Snapshot};
 use crate::routing::{self, Decision, RequestView};
 use body::{RequestBody, ResponseBody};
 use error::ProxyError;
 use forward::ClientInfo;
+use grpc_body::{GrpcBody, PendingCall};
 use outcome::{Outcome, SendError};
+use record::{record, Ended};
 use upstream::{SendFailure, UpstreamFailure};
 
 /// The proxy service; cheap to clone into every connection.
@@ -58,17 +64,26 @@ impl Proxy {
         let started = Instant::now();
         let version = req.version();
         let snap = self.runtime.snapshot();
+        let call = GrpcCall::of(&req, started);
         let limit = match admit(&snap, &req) {
             Ok(limit) => limit,
+            Err(refused) if call.is_some() => return refused.grpc_response(),
             // The bytes after a refused head cannot be trusted to start a request.
             Err(refused) => return closing(refused.response(None, None), version),
         };
-        let Some(mut ctx) = RequestCtx::route(&snap, &req, started) else {
-            return ProxyError::NoRoute.response(None, None);
+        let Some(mut ctx) = RequestCtx::route(&snap, &req, started, call) else {
+            return match call {
+                Some(_) => ProxyError::NoRoute.grpc_response(),
+                None => ProxyError::NoRoute.response(None, None),
+            };
         };
         let (parts, body) = req.into_parts();
-        let body = RequestBody::limited(body, limit);
-        let upstream_req = upstream_request(&snap, parts, body, client, ctx.arm);
+        let mut body = RequestBody::limited(body, limit);
+        if ctx.idempotent_call() && ctx.may_fall_back() {
+            // Kept whole so that stable can be asked again.
+            body = Box::pin(body.buffered()).await;
+        }
+        let upstream_req = upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
         // One branch for routes without shadow traffic.
         let mirror = match &ctx.route.shadow {
             Some(_) if ctx.arm == Arm::Stable => {
@@ -152,6 +167,22 @@ impl Exchange {
     }
 }
 
+/// What the proxy needs to know of a gRPC call.
+#[derive(Debug, Clone, Copy)]
+struct GrpcCall {
+    /// When its `grpc-timeout` runs out.
+    deadline: Option<Instant>,
+}
+
+impl GrpcCall {
+    /// `Some` for a gRPC call (`content-type: application/grpc…`).
+    fn of<B>(req: &Request<B>, started: Instant) -> Option<GrpcCall> {
+        grpc::is_grpc(req.headers()).then(|| GrpcCall {
+            deadline: grpc::timeout(req.headers()).map(|t| started + t),
+        })
+    }
+}
+
 /// Whether a canary exchange is answered by stable instead.
 enum Fallback {
     /// Send this request to stable.
@@ -165,7 +196,7 @@ enum Fallback {
 struct RequestCtx<'s> {
     snap: &'s Snapshot,
     route: &'s Route,
-    rt: &'s RouteRuntime,
+    rt: &'s Arc<RouteRuntime>,
     decision: Decision,
     /// When the request arrived.
     started: Instant,
@@ -178,12 +209,23 @@ struct RequestCtx<'s> {
     outcome: Option<Outcome>,
     /// The canary's outcome and latency, when it fell back to stable.
     canary_fell_back: Option<(Outcome, Duration)>,
+    /// Set for a gRPC call.
+    grpc: Option<GrpcCall>,
+    /// Time from `attempt_started` to the response headers.
+    header_latency: Duration,
+    /// A gRPC call to a method in the route's `grpc_idempotent`.
+    idempotent: bool,
 }
 
 impl<'s> RequestCtx<'s> {
     /// Step: route and pick an arm; counts the request in the route's
     /// fallback budget. `None` when no route matches.
-    fn route<B>(snap: &'s Snapshot, req: &Request<B>, started: Instant) -> Option<Self> {
+    fn route<B>(
+        snap: &'s Snapshot,
+        req: &Request<B>,
+        started: Instant,
+        grpc: Option<GrpcCall>,
+    ) -> Option<Self> {
         let decision = routing::decide(
             &snap.config.routes,
             &snap.route_index,
@@ -203,7 +245,16 @@ impl<'s> RequestCtx<'s> {
             attempt_started: started,
             outcome: None,
             canary_fell_back: None,
+            grpc,
+            header_latency: Duration::ZERO,
+            idempotent: grpc.is_some()
+                && route.grpc_idempotent.iter().any(|m| m == req.uri().path()),
         })
+    }
+
+    /// Whether this is a gRPC call to a method of the route's `grpc_idempotent`.
+    fn idempotent_call(&self) -> bool {
+        self.idempotent
     }
 
     /// Whether a failure of this exchange may be answered by stable.
@@ -211,16 +262,25 @@ impl<'s> RequestCtx<'s> {
         self.arm == Arm::Canary && self.route.fallback
     }
 
-    /// Step: send to the current arm's upstream.
+    /// Step: send to the current arm's upstream. A gRPC call waits for its
+    /// response headers until `request_timeout` or its `grpc-timeout`,
+    /// whichever comes first.
     async fn send(&mut self, req: Request<RequestBody>) -> Exchange {
         let id = self.route.upstream(self.arm);
+        let mut timeout = self.snap.config.server.request_timeout;
+        if let Some(deadline) = self.grpc.and_then(|c| c.deadline) {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+        }
         let exchange = match self.snap.upstreams.get(id.0) {
-            Some(pool) => match pool
-                .send(req, self.snap.config.server.request_timeout)
-                .await
-            {
+            Some(pool) => match pool.send(req, timeout).await {
                 Ok((response, slot)) => {
-                    Exchange::Answered(response.map(|b| ResponseBody::upstream(b, slot)))
+                    self.header_latency = self.attempt_started.elapsed();
+                    match self.grpc {
+                        Some(call) => return self.grpc_answer(response, call),
+                        None => {
+                            Exchange::Answered(response.map(|b| ResponseBody::upstream(b, slot)))
+                        }
+                    }
                 }
                 Err(failure) => Exchange::Failed(failure),
             },
@@ -231,6 +291,22 @@ impl<'s> RequestCtx<'s> {
         };
         self.outcome = Some(exchange.outcome());
         exchange
+    }
+
+    /// A gRPC call's answer: a trailers-only one (`grpc-status` in the
+    /// headers) is complete; otherwise the body is watched for its trailers.
+    fn grpc_answer(&mut self, response: Response<Incoming>, call: GrpcCall) -> Exchange {
+        let code = GrpcCode::in_headers(response.headers());
+        let outcome = match code {
+            Some(code) if response.status() == http::StatusCode::OK => {
+                Outcome::Grpc(code, self.route.grpc_error_codes)
+            }
+            _ => Outcome::Answered(response.status()),
+        };
+        self.outcome = Some(outcome);
+        Exchange::Answered(
+            response.map(|b| ResponseBody::Grpc(Box::new(GrpcBody::new(b, call.deadline)))),
+        )
     }
 
     /// Step: decide whether a canary exchange falls back; when it does, the
@@ -248,8 +324,9 @@ impl<'s> RequestCtx<'s> {
         let unsent = matches!(&exchange, Exchange::Failed(f) if f.request.is_some());
         // A request with a body that the canary consumed cannot be replayed.
         let replayable = unsent || spare_head.is_some();
+        let safe = fallback::safe_method(method) || self.idempotent;
         if !replayable
-            || !fallback::eligible(method, outcome, unsent)
+            || !fallback::eligible(safe, outcome, unsent)
             || !self
                 .rt
                 .budget
@@ -286,8 +363,11 @@ impl<'s> RequestCtx<'s> {
             }
             Exchange::Failed(f) => {
                 let route = Some(self.route.name.as_str());
-                let mut r: Response<ResponseBody> =
-                    f.error.proxy_error().response(route, Some(self.arm));
+                let error = f.error.proxy_error();
+                let mut r: Response<ResponseBody> = match self.grpc {
+                    Some(_) => error.grpc_response(),
+                    None => error.response(route, Some(self.arm)),
+                };
                 forward::set_arm(r.headers_mut(), self.arm, arm_header);
                 r
             }
@@ -305,19 +385,32 @@ impl<'s> RequestCtx<'s> {
     /// metrics and the ramp's window (rule-forced ones are only counted
     /// apart); stable's answer to a fallback goes to metrics only, because it
     /// is not a weight-assigned stable request. Then the access log.
-    fn finish(self, response: Response<ResponseBody>, version: Version) -> Response<ResponseBody> {
+    /// A gRPC call still streaming its answer is counted when its trailers
+    /// pass (see [`grpc_body`]); everything else here.
+    fn finish(
+        self,
+        mut response: Response<ResponseBody>,
+        version: Version,
+    ) -> Response<ResponseBody> {
         let last = self.outcome.map(|o| (o, self.attempt_started.elapsed()));
-        match (self.canary_fell_back, last) {
-            (Some((canary, canary_latency)), stable) => {
-                // The canary's failure still counts against it.
-                self.judge(Arm::Canary, canary, canary_latency);
-                self.rt.metrics.record_fallback();
-                if let Some((outcome, latency)) = stable {
-                    record_metrics(self.rt, Arm::Stable, outcome, latency);
-                }
-            }
-            (None, Some((outcome, latency))) => self.judge(self.arm, outcome, latency),
-            (None, None) => {}
+        let ended = Ended {
+            arm: self.arm,
+            last,
+            canary_fell_back: self.canary_fell_back,
+            grpc: self.grpc.is_some(),
+        };
+        let streaming =
+            matches!(last, Some((Outcome::Answered(s), _)) if s == http::StatusCode::OK);
+        match response.body_mut() {
+            ResponseBody::Grpc(body) if streaming => body.count_at_end(PendingCall {
+                rt: self.rt.clone(),
+                decision: self.decision,
+                ended,
+                errors: self.route.grpc_error_codes,
+                attempt_started: self.attempt_started,
+                header_latency: self.header_latency,
+            }),
+            _ => record(self.rt, &self.decision, ended),
         }
         self.access_log(&response);
         match last {
@@ -325,23 +418,6 @@ impl<'s> RequestCtx<'s> {
             Some((outcome, _)) if outcome.client_body_broke() => closing(response, version),
             _ => response,
         }
-    }
-
-    /// Counts the decided arm's exchange in metrics and, when the weight
-    /// assigned the arm, in the ramp's window.
-    fn judge(&self, arm: Arm, outcome: Outcome, latency: Duration) {
-        record_metrics(self.rt, arm, outcome, latency);
-        if !self.decision.reason.is_weight_assigned() {
-            self.rt.record_forced(arm);
-            return;
-        }
-        let half = match self.decision.bucket {
-            Some(b) => usize::from(b & 1),
-            None => usize::from(rand::thread_rng().gen::<bool>()),
-        };
-        self.rt
-            .window
-            .record(arm, half, outcome.is_failure(), latency);
     }
 
     /// One `access` event per proxied request (sampled), with the arm that
@@ -381,15 +457,6 @@ impl<'s> RequestCtx<'s> {
     }
 }
 
-/// Counts an exchange in the route × arm's Prometheus metrics.
-fn record_metrics(rt: &RouteRuntime, arm: Arm, outcome: Outcome, latency: Duration) {
-    let metrics = rt.metrics.arm(arm);
-    metrics.record_answer(outcome.status().as_u16(), latency.as_secs_f64());
-    if let Some(kind) = outcome.failure_kind() {
-        metrics.record_failure(kind);
-    }
-}
-
 /// The access-log sample rate from `GRAYPROXY_ACCESS_LOG`, for configs
 /// without `server.access_log_sample` (deprecated; read once): a fraction,
 /// clamped to `0.0..=1.0`; unset or unparsable = off.
@@ -412,6 +479,7 @@ fn upstream_request(
     body: RequestBody,
     client: ClientInfo,
     arm: Arm,
+    grpc: bool,
 ) -> Request<RequestBody> {
     let host: Option<HeaderValue> = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -430,18 +498,28 @@ fn upstream_request(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     parts.uri = Uri::from(path);
+    if grpc {
+        // gRPC servers require it (it tells them trailers will be read);
+        // removed above with the other hop-by-hop headers.
+        parts
+            .headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
 }
 
-/// A body-less copy of a request, for resending a safe request to stable.
-/// `None` when the request has a body (it streams once and cannot be resent).
+/// A copy of a request, for resending it to stable: body-less, or with a
+/// body read whole (an idempotent gRPC call). `None` when the body streams
+/// once and cannot be resent.
 fn resend_head(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     use http_body::Body;
-    if !req.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(RequestBody::Empty);
+    let body = if req.body().is_end_stream() {
+        RequestBody::Empty
+    } else {
+        req.body().try_clone()?
+    };
+    let mut copy = Request::new(body);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();

@@ -2,15 +2,17 @@
 //! which endings count against the arm.
 //!
 //! Metrics, the ramp's window, fallback and outlier detection all read an
-//! [`Outcome`]; none of them looks at a status code on its own. gRPC, when it
-//! comes, refines [`Outcome::Answered`] with the `grpc-status` of the
-//! trailers, and [`Outcome::is_failure`] is where that decision goes.
+//! [`Outcome`]; none of them looks at a status code on its own. A gRPC call
+//! answered with HTTP 200 is [`Outcome::Grpc`]: its `grpc-status` (from the
+//! trailers, or the headers of a trailers-only answer) decides, against the
+//! route's `grpc_error_codes`.
 
 use http::StatusCode;
 
 use super::body::ClientBodyError;
 use super::error::ProxyError;
 use super::upstream::UpstreamFailure;
+use crate::grpc::{GrpcCode, GrpcCodeSet};
 use crate::metrics::FailureKind;
 
 /// Why a send produced no response.
@@ -29,6 +31,9 @@ pub enum Outcome {
     Answered(StatusCode),
     /// No usable answer.
     NoAnswer(SendError),
+    /// A gRPC call answered (HTTP 200) with this `grpc-status`; the set is
+    /// the route's codes that count as errors.
+    Grpc(GrpcCode, GrpcCodeSet),
 }
 
 impl Outcome {
@@ -38,6 +43,7 @@ impl Outcome {
     pub fn is_failure(self) -> bool {
         match self {
             Outcome::Answered(status) => status.is_server_error(),
+            Outcome::Grpc(code, errors) => errors.contains(code),
             Outcome::NoAnswer(SendError::Upstream(_)) => true,
             Outcome::NoAnswer(SendError::ClientBody(_)) => false,
         }
@@ -47,6 +53,7 @@ impl Outcome {
     pub fn status(self) -> StatusCode {
         match self {
             Outcome::Answered(status) => status,
+            Outcome::Grpc(..) => StatusCode::OK,
             Outcome::NoAnswer(e) => e.proxy_error().status(),
         }
     }
@@ -56,7 +63,9 @@ impl Outcome {
     pub fn failure_kind(self) -> Option<FailureKind> {
         match self {
             Outcome::NoAnswer(SendError::Upstream(f)) => Some(f.metric_kind()),
-            Outcome::Answered(_) | Outcome::NoAnswer(SendError::ClientBody(_)) => None,
+            Outcome::Answered(_)
+            | Outcome::Grpc(..)
+            | Outcome::NoAnswer(SendError::ClientBody(_)) => None,
         }
     }
 
@@ -64,6 +73,19 @@ impl Outcome {
     /// request.
     pub fn client_body_broke(self) -> bool {
         matches!(self, Outcome::NoAnswer(SendError::ClientBody(_)))
+    }
+}
+
+impl Outcome {
+    /// The `grpc-status` the client of a gRPC call sees: the upstream's, or
+    /// the proxy's own answer's. `None` for an HTTP answer (not 200) to a
+    /// gRPC call, which the client maps itself.
+    pub fn grpc_code(self) -> Option<GrpcCode> {
+        match self {
+            Outcome::Grpc(code, _) => Some(code),
+            Outcome::NoAnswer(e) => Some(e.proxy_error().grpc_code()),
+            Outcome::Answered(_) => None,
+        }
     }
 }
 

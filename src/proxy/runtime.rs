@@ -235,7 +235,7 @@ impl Runtime {
                     .or_insert_with(|| {
                         let rt = RouteRuntime::new(
                             route.name.clone(),
-                            metrics.route(route.name.as_str()),
+                            metrics.route(route.name.as_str(), config.is_grpc_route(route)),
                         );
                         rt.metrics.set_ramp_state("idle");
                         Arc::new(rt)

@@ -5,6 +5,9 @@
 //! ever received a request: we connect first and only then hand the request
 //! to hyper, and `try_send_request` returns a request that was never written.
 //! Such a request — body untouched — can go to stable even when it is a POST.
+//!
+//! `protocol = "h2"` endpoints share one multiplexed connection instead
+//! (see [`super::h2`]); the pool here picks the endpoint either way.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -25,10 +28,11 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::body::{is_body_too_large, ClientBodyError, RequestBody};
+use super::h2::H2Conn;
 use super::health;
 use super::outcome::{Outcome, SendError};
 use super::outlier::{self, EndpointHealth, Verdict};
-use crate::config::types::{Endpoint, OutlierPolicy, Upstream};
+use crate::config::types::{Endpoint, OutlierPolicy, Protocol, Upstream};
 use crate::metrics::FailureKind;
 
 /// How long an idle upstream connection is kept (nginx's `keepalive_timeout` is 60 s).
@@ -65,7 +69,7 @@ impl UpstreamFailure {
 
 /// Classifies a hyper error from `send_request`: the client's body or the
 /// upstream.
-fn classify(err: &hyper::Error) -> SendError {
+pub(super) fn classify(err: &hyper::Error) -> SendError {
     if is_body_too_large(err) {
         return SendError::ClientBody(ClientBodyError::TooLarge);
     }
@@ -141,7 +145,7 @@ pub struct SendFailure {
 /// that a reload keeps warm connections.
 #[derive(Default)]
 pub struct Pools {
-    by_endpoint: Mutex<HashMap<Endpoint, Arc<EndpointPool>>>,
+    by_endpoint: Mutex<HashMap<(Endpoint, Protocol), Arc<EndpointPool>>>,
 }
 
 impl Pools {
@@ -158,8 +162,8 @@ impl Pools {
             .iter()
             .map(|e| {
                 let pool = map
-                    .entry(e.clone())
-                    .or_insert_with(|| Arc::new(EndpointPool::new(e.clone())))
+                    .entry((e.clone(), upstream.protocol))
+                    .or_insert_with(|| Arc::new(EndpointPool::new(e.clone(), upstream.protocol)))
                     .clone();
                 pool.set_health_check(upstream.health_check.as_ref());
                 if e.tls {
@@ -182,7 +186,7 @@ impl Pools {
             .by_endpoint
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.retain(|e, _| live.contains(e));
+        map.retain(|(e, _), _| live.contains(e));
     }
 }
 
@@ -232,6 +236,11 @@ impl UpstreamPool {
         result
     }
 
+    /// Connections opened to each endpoint so far (h2 endpoints; for tests).
+    pub fn h2_connections_opened(&self) -> u64 {
+        self.endpoints.iter().map(|e| e.h2.opened()).sum()
+    }
+
     /// Health of each endpoint, in config order (for tests and status).
     pub fn health(&self) -> Vec<Arc<EndpointHealth>> {
         self.endpoints.iter().map(|e| e.health.clone()).collect()
@@ -278,6 +287,9 @@ struct IdleConn {
 /// Keep-alive connections to one endpoint.
 pub struct EndpointPool {
     endpoint: Endpoint,
+    protocol: Protocol,
+    /// The shared connection, for `protocol = "h2"`.
+    h2: H2Conn,
     authority: String,
     /// `authority` as a `Host` value, for requests that came without one.
     host: Option<HeaderValue>,
@@ -290,21 +302,23 @@ pub struct EndpointPool {
 }
 
 /// A connection lent to one exchange; [`PoolSlot::release`] gives it back.
-pub struct PoolSlot {
-    sender: http1::SendRequest<RequestBody>,
-    pool: Arc<EndpointPool>,
-}
+/// Empty for h2, whose connection is shared, not lent.
+pub struct PoolSlot(Option<(http1::SendRequest<RequestBody>, Arc<EndpointPool>)>);
 
 impl PoolSlot {
     /// Returns the connection to its pool (the response body has ended).
     pub fn release(self) {
-        self.pool.put(self.sender);
+        if let Some((sender, pool)) = self.0 {
+            pool.put(sender);
+        }
     }
 }
 
 impl EndpointPool {
-    fn new(endpoint: Endpoint) -> EndpointPool {
+    fn new(endpoint: Endpoint, protocol: Protocol) -> EndpointPool {
         EndpointPool {
+            protocol,
+            h2: H2Conn::default(),
             authority: endpoint.authority(),
             host: HeaderValue::from_str(&endpoint.authority()).ok(),
             endpoint,
@@ -324,7 +338,11 @@ impl EndpointPool {
         {
             return;
         }
-        let connector = crate::tls::connector(ca)
+        let alpn: &[u8] = match self.protocol {
+            Protocol::Http1 => b"http/1.1",
+            Protocol::H2 => b"h2",
+        };
+        let connector = crate::tls::connector(ca, alpn)
             .map_err(|e| tracing::error!(endpoint = %self.authority, error = %e, "upstream TLS setup failed"))
             .ok();
         *tls = Some((ca.map(Path::to_path_buf), connector));
@@ -409,6 +427,11 @@ impl EndpointPool {
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
+        if self.protocol == Protocol::H2 {
+            // Boxed: the h2 exchange's state machine would otherwise sit
+            // (unused) inside every HTTP/1 request's future.
+            return Box::pin(self.send_h2(request, timeout, connect_timeout)).await;
+        }
         let deadline = Instant::now() + timeout;
         // HTTP/1.1 requires Host (RFC 9112 §3.2): a client that sent none
         // (HTTP/1.0) gets this endpoint's authority, as nginx does. Taken off
@@ -468,15 +491,7 @@ impl EndpointPool {
             }
             let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request)).await;
             match sent {
-                Ok(Ok(response)) => {
-                    return Ok((
-                        response,
-                        PoolSlot {
-                            sender,
-                            pool: self.clone(),
-                        },
-                    ))
-                }
+                Ok(Ok(response)) => return Ok((response, PoolSlot(Some((sender, self.clone()))))),
                 Ok(Err(mut err)) => match err.take_message() {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
@@ -503,4 +518,72 @@ impl EndpointPool {
             request: Some(hand_back(request)),
         })
     }
+}
+
+impl EndpointPool {
+    /// Sends over the endpoint's shared h2 connection. The request goes out
+    /// with `:scheme` and `:authority` (the client's `Host`, else the
+    /// endpoint's); one handed back unsent is restored to how it came.
+    async fn send_h2(
+        &self,
+        request: Request<RequestBody>,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
+        let (request, host) = to_h2(request, &self.endpoint, &self.authority);
+        let tls = if self.endpoint.tls {
+            self.tls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .and_then(|(_, c)| c.clone())
+        } else {
+            None
+        };
+        let sent = self
+            .h2
+            .send(&self.endpoint, tls, request, timeout, connect_timeout)
+            .await;
+        match sent {
+            Ok(response) => Ok((response, PoolSlot(None))),
+            Err(mut failure) => {
+                failure.request = failure.request.map(|r| from_h2(r, host));
+                Err(failure)
+            }
+        }
+    }
+}
+
+/// The request in HTTP/2 form: absolute URI (`:scheme`, `:authority` from
+/// `Host`), no `Host` header. Returns the `Host` it took off.
+fn to_h2(
+    mut request: Request<RequestBody>,
+    endpoint: &Endpoint,
+    authority: &str,
+) -> (Request<RequestBody>, Option<HeaderValue>) {
+    let host = request.headers_mut().remove(HOST);
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    let target = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(authority);
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = http::Uri::try_from(format!("{scheme}://{target}{path}")) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = http::Version::HTTP_2;
+    (request, host)
+}
+
+/// Undoes [`to_h2`] for a request handed back unsent (it may go to an
+/// HTTP/1.1 stable next).
+fn from_h2(mut request: Request<RequestBody>, host: Option<HeaderValue>) -> Request<RequestBody> {
+    if let Some(path) = request.uri().path_and_query().cloned() {
+        *request.uri_mut() = http::Uri::from(path);
+    }
+    if let Some(host) = host {
+        request.headers_mut().insert(HOST, host);
+    }
+    *request.version_mut() = http::Version::HTTP_11;
+    request
 }

@@ -262,6 +262,8 @@ mod tests {
             rules: Vec::new(),
             ramp: None,
             shadow: None,
+            grpc_error_codes: Default::default(),
+            grpc_idempotent: Vec::new(),
         }
     }
 

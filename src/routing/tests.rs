@@ -32,6 +32,8 @@ fn route(name: &str) -> RouteBuilder {
         rules: Vec::new(),
         ramp: None,
         shadow: None,
+        grpc_error_codes: Default::default(),
+        grpc_idempotent: Vec::new(),
     })
 }
 

@@ -342,6 +342,7 @@ impl Reader<'_> {
                     path: self.string(&h, "path"),
                     interval: self.string(&h, "interval"),
                     timeout: self.string(&h, "timeout"),
+                    grpc_service: self.string(&h, "grpc_service"),
                 });
             out.push(RawUpstream {
                 name: Sp {
@@ -352,6 +353,7 @@ impl Reader<'_> {
                 outlier,
                 health_check,
                 tls_ca: self.string(&u, "tls_ca"),
+                protocol: self.string(&u, "protocol"),
             });
         }
         out
@@ -389,6 +391,8 @@ impl Reader<'_> {
             rules,
             ramp,
             shadow,
+            grpc_error_codes: self.list(t, "grpc_error_codes", "strings", str_value),
+            grpc_idempotent: self.list(t, "grpc_idempotent", "strings", str_value),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::config::types::{
     Condition, Route, RouteMatch, Rule, StickySource, Upstream, UpstreamId, ValueTest,
 };
 use crate::domain::{Arm, CanaryWeight, RouteName};
+use crate::grpc::{GrpcCode, GrpcCodeSet};
 
 /// One route, or `None` when something in it is wrong (reported).
 pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -> Option<Route> {
@@ -38,6 +39,8 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         .collect();
     let ramp = r.ramp.as_ref().map(|ramp| super::ramp::ramp(c, ramp));
     let shadow = super::shadow::shadow(c, r.shadow.as_ref(), ramp.as_ref());
+    let grpc_error_codes = grpc_error_codes(c, r);
+    let grpc_idempotent = grpc_idempotent(c, r);
     warn_weight_with_ramp(c, r);
     if let (Some(s), Some(k), Some(_)) = (&r.stable, &r.canary, stable.zip(canary)) {
         if s.value == k.value {
@@ -68,7 +71,57 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         rules,
         ramp,
         shadow,
+        grpc_error_codes,
+        grpc_idempotent,
     })
+}
+
+/// `grpc_error_codes = ["UNAVAILABLE", ..]`: code names; default
+/// [`GrpcCodeSet::default`].
+fn grpc_error_codes(c: &mut Checker<'_>, r: &RawRoute) -> GrpcCodeSet {
+    let Some(list) = &r.grpc_error_codes else {
+        return GrpcCodeSet::default();
+    };
+    list.value
+        .iter()
+        .filter_map(|name| {
+            let code = GrpcCode::from_name(&name.value);
+            if code.is_none() {
+                let names: Vec<&str> = GrpcCode::ALL.iter().map(|c| c.as_str()).collect();
+                let msg = format!(
+                    "grpc_error_codes has {:?}, which is not a gRPC status code; use names like {}",
+                    name.value,
+                    names.join(", ")
+                );
+                c.error(name.at, msg);
+            }
+            code
+        })
+        .collect()
+}
+
+/// `grpc_idempotent = ["/pkg.Service/Method", ..]`: full method paths.
+fn grpc_idempotent(c: &mut Checker<'_>, r: &RawRoute) -> Vec<String> {
+    let Some(list) = &r.grpc_idempotent else {
+        return Vec::new();
+    };
+    for m in &list.value {
+        let ok = m
+            .value
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(service, method)| {
+                !service.is_empty() && !method.is_empty() && !method.contains('/')
+            });
+        if !ok {
+            let msg = format!(
+                "grpc_idempotent entry {:?} is not a gRPC method path; write \"/package.Service/Method\"",
+                m.value
+            );
+            c.error(m.at, msg);
+        }
+    }
+    list.value.iter().map(|m| m.value.clone()).collect()
 }
 
 fn route_name(c: &mut Checker<'_>, r: &RawRoute) -> Option<String> {
