@@ -88,6 +88,10 @@ async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // What the new leader must continue from: read right before the kill
+    // (on a loaded machine the old leader may still decide during the pause).
+    let before = ramp_of(all[(lead + 1) % 3]).await;
+    assert_eq!(before["state"], "progressing", "{before:#}");
     let killed = tokio::time::Instant::now();
     nodes[lead].1.signal("KILL");
     let rest: Vec<&Binary> = nodes
