@@ -78,7 +78,7 @@ async fn leader_killed_another_leads_and_continues_from_the_stored_state() {
         .map(|(_, b)| Traffic::start(b.proxy, 60.0))
         .collect();
     // Progressing at 10 % with evidence on the step.
-    let before = eventually(
+    eventually(
         Duration::from_secs(20),
         "progressing with evidence",
         || async {
