@@ -74,9 +74,14 @@ impl BackendSpec {
     /// latency included) and whether it fails.
     pub fn draw(&self) -> (Duration, bool) {
         let mut rng = rand::thread_rng();
-        let median = self.median_latency.as_secs_f64().max(1e-6);
-        let service = LogNormal::new(median.ln(), self.latency_sigma.max(0.0))
-            .map_or(median, |d| d.sample(&mut rng));
+        let median = self.median_latency.as_secs_f64();
+        // A zero median is no service time at all (a benchmark's backend).
+        let service = if median > 0.0 {
+            LogNormal::new(median.ln(), self.latency_sigma.max(0.0))
+                .map_or(median, |d| d.sample(&mut rng))
+        } else {
+            0.0
+        };
         let delay = Duration::from_secs_f64(service.min(10.0)) + self.added_latency;
         (delay, rng.gen::<f64>() < self.error_rate)
     }

@@ -67,7 +67,7 @@ pub fn hint(grpc: bool, proxy: SocketAddr) -> String {
     if grpc {
         format!(
             "gRPC over h2c: {METHOD}; try: grpcurl -plaintext -proto reco.proto \
-             -d '{{\"user_id\":\"alice\"}}' {proxy} reco.Recommender/Recommend"
+             -H 'x-user-id: alice' -d '{{\"user_id\":\"alice\"}}' {proxy} reco.Recommender/Recommend"
         )
     } else {
         format!("try: curl -H 'x-user-id: alice' http://{proxy}/api/recommend")
@@ -143,7 +143,9 @@ async fn answer(
         ));
     };
     let (delay, fail) = spec.draw();
-    tokio::time::sleep(delay).await;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut trailers = HeaderMap::with_capacity(2);
     let message = if fail {
         trailers.insert(GRPC_STATUS, HeaderValue::from_static("14"));
