@@ -87,6 +87,9 @@ pub struct DemoArgs {
     /// itself (needs `etcd` on PATH; Debian: etcd-server).
     #[arg(long, value_name = "N")]
     pub fleet: Option<usize>,
+    /// gRPC backends (h2c, `reco.Recommender/Recommend`) and gRPC traffic.
+    #[arg(long)]
+    pub grpc: bool,
 }
 
 /// Arguments of `status`.
@@ -177,6 +180,7 @@ pub fn run(cli: Cli) -> ExitCode {
             stable_error_rate: a.stable_error_rate,
             rps: a.rps,
             fleet: a.fleet.unwrap_or(0),
+            grpc: a.grpc,
         }),
         Command::Status(a) => status::status_command(&a.admin, a.watch),
     }

@@ -1,6 +1,8 @@
 //! `grayproxy demo` and `grayproxy status`, driven through the real binary:
 //! a canary failing 30 % of its requests is rolled back, a healthy one is
-//! promoted, and `status` renders a running proxy's `/status`.
+//! promoted, and `status` renders a running proxy's `/status`. The same
+//! over gRPC (`demo --grpc`): calls go through, the ramp counts them, and a
+//! canary whose calls end in UNAVAILABLE trailers (HTTP 200) is rolled back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -8,7 +10,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{run_cli, Binary, BIN};
+use support::{admin_metrics, eventually, run_cli, Binary, BIN};
 
 /// `grayproxy ARGS` with its output as lines (`RUST_LOG=warn`).
 fn spawn(args: &[&str]) -> Binary {
@@ -141,4 +143,82 @@ fn demo_ends_at_its_duration_with_exit_0() {
         "{out}"
     );
     assert!(out.contains("the ramp was baseline"), "{out}");
+}
+
+/// `grayproxy_grpc_responses_total` of the demo route's `arm` with `code`.
+fn grpc_calls(m: &support::Metrics, arm: &str, code: &str) -> f64 {
+    let labels = [("route", "recommend"), ("arm", arm), ("grpc_status", code)];
+    m.value("grayproxy_grpc_responses_total", &labels)
+}
+
+#[test]
+fn grpc_demo_calls_go_through_and_the_ramp_counts_them() {
+    let mut demo = spawn(&["demo", "--grpc", "--duration", "25s"]);
+    let banner = demo.next_line(Duration::from_secs(60), |l| l.contains("admin   http://"));
+    let admin: std::net::SocketAddr = admin_url(&banner)["http://".len()..].parse().unwrap();
+    assert!(demo
+        .logs()
+        .iter()
+        .any(|l| l.contains("gRPC over h2c: /reco.Recommender/Recommend")));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Stable answers from the first second; the canary once the ramp's
+    // first step (1 %) starts after the warm-up and the 10 s baseline.
+    let m = rt.block_on(eventually(
+        Duration::from_secs(25),
+        "OK calls on both arms",
+        || async {
+            let m = admin_metrics(admin).await;
+            let both =
+                grpc_calls(&m, "stable", "OK") > 100.0 && grpc_calls(&m, "canary", "OK") > 0.0;
+            both.then_some(m)
+        },
+    ));
+    let unavailable =
+        grpc_calls(&m, "stable", "UNAVAILABLE") + grpc_calls(&m, "canary", "UNAVAILABLE");
+    assert!(
+        unavailable < grpc_calls(&m, "stable", "OK") / 20.0,
+        "{}",
+        m.0
+    );
+    let (code, out) = finish(&mut demo, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("result: no decision within --duration"),
+        "{out}"
+    );
+    assert!(out.contains("ramp_started"), "{out}");
+    // Every call had an answer with a grpc-status; about 0.5 % were stable's
+    // background UNAVAILABLEs.
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("traffic: users saw"))
+        .expect("a traffic line");
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let (errors, sent): (f64, f64) = (words[3].parse().unwrap(), words[6].parse().unwrap());
+    assert!(sent > 3000.0 && errors < sent / 20.0, "{summary}");
+}
+
+#[test]
+fn grpc_demo_rolls_back_a_canary_answering_unavailable() {
+    let mut demo = spawn(&[
+        "demo",
+        "--grpc",
+        "--canary-error-rate",
+        "0.5",
+        "--duration",
+        "2m",
+    ]);
+    let (code, out) = finish(&mut demo, Duration::from_secs(150));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("result: ROLLED BACK"), "{out}");
+    let audit = out.split("audit log (").nth(1).expect("an audit summary");
+    let rollback = audit
+        .lines()
+        .find(|l| l.contains(" rollback "))
+        .expect("a rollback line");
+    assert!(
+        rollback.contains("(judge) canary shown worse"),
+        "{rollback}"
+    );
+    assert!(out.contains("state  rolled_back"), "{out}");
 }

@@ -5,16 +5,15 @@
 //! not commit anything (fencing).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fleet_support;
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleet_support::etcd;
 use serde_json::Value;
 use support::binary::Binary;
 use support::eventually;
+use support::fleet::etcd;
 use support::http::admin_json;
 use support::ramp::*;
 use support::upstream::TestUpstream;
@@ -295,7 +294,7 @@ async fn frozen_leader_thawed_after_losing_its_lease_commits_nothing() {
 #[test]
 fn demo_runs_a_fleet_of_three_on_its_own_etcd() {
     // Needs etcd on PATH, as the other fleet tests (a missing etcd fails).
-    fleet_support::etcd();
+    support::fleet::etcd();
     let out = std::process::Command::new(support::binary::BIN)
         .args(["demo", "--fleet", "3", "--duration", "15s", "--rps", "150"])
         .env_remove("RUST_LOG")

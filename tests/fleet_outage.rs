@@ -7,17 +7,16 @@
 //! Its own etcd (the test stops it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fleet_support;
 mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fleet_support::Etcd;
 use grayproxy::app::App;
 use serde_json::Value;
 use support::eventually;
+use support::fleet::Etcd;
 use support::http::{admin_json, client};
 use support::ramp::*;
 

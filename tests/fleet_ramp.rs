@@ -5,16 +5,15 @@
 //! pause sent to a follower seen by every replica within 1 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fleet_support;
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleet_support::{etcd, percentiles};
 use grayproxy::app::App;
 use serde_json::Value;
 use support::eventually;
+use support::fleet::{etcd, percentiles};
 use support::http::{admin_json, client};
 use support::ramp::*;
 use support::upstream::TestUpstream;

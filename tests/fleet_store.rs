@@ -4,17 +4,17 @@
 //! outliving a lease, etcd health, and watch delivery latency.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fleet_support;
+mod support;
 
 use std::time::Duration;
 
-use fleet_support::{etcd, eventually, percentiles};
 use grayproxy::config::types::FleetConfig;
 use grayproxy::fleet::counts::{Accumulator, Consumer, CountsReport};
 use grayproxy::fleet::health::EtcdHealth;
 use grayproxy::fleet::session::{Session, SessionConfig};
 use grayproxy::fleet::store::{Change, Fence, Store, Written};
 use grayproxy::ramp::{ArmTick, TickCounts};
+use support::fleet::{etcd, percentiles, poll_for};
 
 fn cfg(prefix: &str, replica: &str, endpoint: &str) -> FleetConfig {
     FleetConfig {
@@ -49,7 +49,7 @@ async fn session(prefix: &str, replica: &str, digest: &str) -> Session {
 
 /// Waits until exactly one of `sessions` leads and all agree on it.
 async fn agreed_leader(sessions: &[&Session], limit: Duration) -> Option<String> {
-    eventually(limit, || {
+    poll_for(limit, || {
         let views: Vec<_> = sessions.iter().map(|s| s.view()).collect();
         let leaders = views.iter().filter(|v| v.term().is_some()).count();
         let first = views[0].leader.clone()?;
@@ -99,7 +99,7 @@ async fn one_leader_then_failover_on_lease_expiry_and_the_old_term_is_fenced() {
         .copied()
         .filter(|s| s.replica() != first)
         .collect();
-    let next = eventually(Duration::from_secs(6), || {
+    let next = poll_for(Duration::from_secs(6), || {
         let v = rest[0].view();
         let l = v.leader.clone()?;
         (l != first && rest.iter().any(|s| s.view().term().is_some())).then_some(l)
@@ -143,7 +143,7 @@ async fn one_leader_then_failover_on_lease_expiry_and_the_old_term_is_fenced() {
     assert!(matches!(w, Written::Committed(_)), "{w:?}");
 
     // The crashed replica stays listed, not alive.
-    let dead = eventually(Duration::from_secs(3), || {
+    let dead = poll_for(Duration::from_secs(3), || {
         let v = rest[0].view();
         v.replicas
             .iter()
@@ -168,7 +168,7 @@ async fn clean_shutdown_hands_over_at_once_and_drift_is_reported() {
         .await
         .unwrap();
     assert_eq!(leader, "a", "the first replica keeps leading");
-    let drift = eventually(Duration::from_secs(3), || {
+    let drift = poll_for(Duration::from_secs(3), || {
         let v = b.view();
         (v.replicas.len() == 3).then(|| {
             v.replicas
@@ -185,7 +185,7 @@ async fn clean_shutdown_hands_over_at_once_and_drift_is_reported() {
     );
     let t = tokio::time::Instant::now();
     a.shutdown().await;
-    let next = eventually(Duration::from_secs(3), || {
+    let next = poll_for(Duration::from_secs(3), || {
         let l = b.view().leader.clone()?;
         (l != "a" && (b.view().term().is_some() || c.view().term().is_some())).then_some(l)
     })
@@ -222,7 +222,7 @@ async fn counts_are_summed_over_live_replicas_at_the_current_weight() {
         session(p, "b", "d").await,
         session(p, "c", "d").await,
     ];
-    eventually(Duration::from_secs(5), || {
+    poll_for(Duration::from_secs(5), || {
         sessions
             .iter()
             .all(|s| s.view().lease.is_some())
@@ -352,7 +352,7 @@ async fn unreachable_etcd_is_reported_within_a_lease() {
         },
     );
     let t = tokio::time::Instant::now();
-    let v = eventually(Duration::from_secs(3), || {
+    let v = poll_for(Duration::from_secs(3), || {
         let v = s.view();
         (v.etcd == EtcdHealth::Unreachable).then_some(v)
     })
@@ -375,7 +375,7 @@ async fn link(prefix: &str, replica: &str) -> grayproxy::fleet::link::FleetLink 
 async fn link_leader_sums_commits_and_every_replica_sees_it() {
     let p = "/t/link";
     let links = [link(p, "a").await, link(p, "b").await, link(p, "c").await];
-    let leader = eventually(Duration::from_secs(5), || {
+    let leader = poll_for(Duration::from_secs(5), || {
         links.iter().position(|l| l.view().term().is_some())
     })
     .await
@@ -455,7 +455,7 @@ async fn link_leader_sums_commits_and_every_replica_sees_it() {
     let (p50, p99, max) = percentiles(&mut spread);
     println!("decision -> last of 3 replicas applied, ms: p50 {p50:.2} p99 {p99:.2} max {max:.2}");
     // The history keeps the last 20, on every replica.
-    let h = eventually(Duration::from_secs(2), || {
+    let h = poll_for(Duration::from_secs(2), || {
         let s = links[follower].snapshot();
         (s.history.len() == 20 && s.history.last().is_some_and(|h| h == b"{\"n\":24}"))
             .then(|| s.history.clone())

@@ -2,12 +2,11 @@
 //! a tonic client in front (h2c).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod grpc_support;
 mod support;
 
 use std::time::Duration;
 
-use grpc_support::{channel, config, recommend, stream_items, Backend};
+use support::grpc::{self as grpc_support, channel, config, recommend, stream_items, Backend};
 use support::{eventually, TestProxy};
 use tonic::Code;
 
@@ -354,13 +353,13 @@ async fn grpc_health_check_reads_serving_status() {
         grpc_service: Some(service.into()),
     };
     let health = grayproxy::proxy::health::check_once;
-    assert!(health(&endpoint, &check("reco.Recommender")).await);
-    assert!(!health(&endpoint, &check("other.Service")).await);
+    assert!(health(&endpoint, &check("reco.Recommender"), None).await);
+    assert!(!health(&endpoint, &check("other.Service"), None).await);
     backend
         .state
         .serving
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(!health(&endpoint, &check("reco.Recommender")).await);
+    assert!(!health(&endpoint, &check("reco.Recommender"), None).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

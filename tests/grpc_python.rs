@@ -2,12 +2,11 @@
 //! (installed by scripts/grpc-tools.sh), through the proxy to tonic backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod grpc_support;
 mod support;
 
 use std::time::Duration;
 
-use grpc_support::{config, Backend};
+use support::grpc::{config, Backend};
 use support::TestProxy;
 
 /// The tools venv's Python (where scripts/grpc-tools.sh installs grpcio).

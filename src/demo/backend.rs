@@ -69,6 +69,24 @@ impl BackendSpec {
     }
 }
 
+impl BackendSpec {
+    /// One request's fate, drawn before the wait: its service time (added
+    /// latency included) and whether it fails.
+    pub fn draw(&self) -> (Duration, bool) {
+        let mut rng = rand::thread_rng();
+        let median = self.median_latency.as_secs_f64();
+        // A zero median is no service time at all (a benchmark's backend).
+        let service = if median > 0.0 {
+            LogNormal::new(median.ln(), self.latency_sigma.max(0.0))
+                .map_or(median, |d| d.sample(&mut rng))
+        } else {
+            0.0
+        };
+        let delay = Duration::from_secs_f64(service.min(10.0)) + self.added_latency;
+        (delay, rng.gen::<f64>() < self.error_rate)
+    }
+}
+
 /// A running demo backend.
 #[derive(Clone, Debug)]
 pub struct DemoBackend {
@@ -119,14 +137,7 @@ async fn answer(
     spec: Arc<BackendSpec>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (delay, fail) = {
-        let mut rng = rand::thread_rng();
-        let median = spec.median_latency.as_secs_f64().max(1e-6);
-        let service = LogNormal::new(median.ln(), spec.latency_sigma.max(0.0))
-            .map_or(median, |d| d.sample(&mut rng));
-        let delay = Duration::from_secs_f64(service.min(10.0)) + spec.added_latency;
-        (delay, rng.gen::<f64>() < spec.error_rate)
-    };
+    let (delay, fail) = spec.draw();
     tokio::time::sleep(delay).await;
     let (status, body) = if req.uri().path() != "/api/recommend" {
         (
@@ -176,17 +187,23 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-/// The JSON answer: three distinct products chosen by the user's hash.
-pub fn recommendations(version: &str, user: &str) -> String {
+/// Three distinct products and their scores, chosen by the user's hash.
+pub fn picks(user: &str) -> [(&'static str, f64); 3] {
     let h = fnv1a(user);
     let n = PRODUCTS.len() as u64;
     let first = h % n;
-    let picks: Vec<serde_json::Value> = (0..3u64)
-        .map(|i| {
-            let idx = ((first + i * (1 + (h >> 32) % (n - 1))) % n) as usize;
-            let score = 0.95 - 0.1 * i as f64 - ((h >> (8 * i)) % 7) as f64 / 100.0;
-            serde_json::json!({"product": PRODUCTS[idx], "score": (score * 100.0).round() / 100.0})
-        })
+    [0u64, 1, 2].map(|i| {
+        let idx = ((first + i * (1 + (h >> 32) % (n - 1))) % n) as usize;
+        let score = 0.95 - 0.1 * i as f64 - ((h >> (8 * i)) % 7) as f64 / 100.0;
+        (PRODUCTS[idx], (score * 100.0).round() / 100.0)
+    })
+}
+
+/// The JSON answer: the user's three [`picks`].
+pub fn recommendations(version: &str, user: &str) -> String {
+    let picks: Vec<serde_json::Value> = picks(user)
+        .into_iter()
+        .map(|(product, score)| serde_json::json!({"product": product, "score": score}))
         .collect();
     serde_json::json!({"user": user, "served_by": version, "recommendations": picks}).to_string()
 }

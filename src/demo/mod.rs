@@ -12,6 +12,7 @@
 
 pub mod backend;
 mod fleet;
+pub mod grpc;
 pub mod traffic;
 
 use std::io::IsTerminal;
@@ -54,6 +55,8 @@ pub struct DemoOptions {
     /// Replicas sharing one ramp through an etcd the demo starts (0 or 1:
     /// a single process, no etcd).
     pub fleet: usize,
+    /// gRPC backends and gRPC traffic instead of HTTP.
+    pub grpc: bool,
 }
 
 impl Default for DemoOptions {
@@ -65,6 +68,7 @@ impl Default for DemoOptions {
             stable_error_rate: 0.005,
             rps: 400.0,
             fleet: 0,
+            grpc: false,
         }
     }
 }
@@ -214,7 +218,8 @@ pub fn run(opts: DemoOptions) -> ExitCode {
 
 async fn run_async(opts: DemoOptions) -> Result<Ending, String> {
     let (stop, stop_rx) = watch::channel(false);
-    let stable = backend::spawn(
+    let stable = grpc::spawn_backend(
+        opts.grpc,
         BackendSpec {
             error_rate: opts.stable_error_rate,
             ..BackendSpec::healthy("reco-v1")
@@ -223,7 +228,8 @@ async fn run_async(opts: DemoOptions) -> Result<Ending, String> {
     )
     .await
     .map_err(|e| format!("cannot start the stable backend: {e}"))?;
-    let canary = backend::spawn(
+    let canary = grpc::spawn_backend(
+        opts.grpc,
         BackendSpec {
             error_rate: opts.canary_error_rate,
             added_latency: opts.canary_latency,
@@ -263,7 +269,7 @@ async fn run_in(
         0 | 1 => None,
         _ => Some(fleet::DemoEtcd::start(dir).await?),
     };
-    let base = config_text(stable, canary);
+    let base = grpc::config(opts.grpc, config_text(stable, canary));
     let text = format!(
         "{base}{}",
         etcd.as_ref().map_or(String::new(), |e| e.section(1))
@@ -302,21 +308,23 @@ async fn run_in(
 
     let stats = Arc::new(TrafficStats::default());
     let share = opts.rps / (1 + others.len()) as f64;
-    let traffic = tokio::spawn(traffic::run(
+    let traffic = grpc::spawn_traffic(
+        opts.grpc,
         app.proxy_addr,
         share,
         stats.clone(),
         stop_rx.clone(),
-    ));
+    );
     let more: Vec<_> = others
         .iter()
         .map(|a| {
-            tokio::spawn(traffic::run(
+            grpc::spawn_traffic(
+                opts.grpc,
                 a.proxy_addr,
                 share,
                 stats.clone(),
                 stop_rx.clone(),
-            ))
+            )
         })
         .collect();
     tokio::time::sleep(WARMUP).await;
@@ -380,20 +388,22 @@ fn print_banner(
 ) {
     println!("grayproxy demo");
     println!(
-        "  proxy   http://{}   (try: curl -H 'x-user-id: alice' http://{}/api/recommend)",
-        app.proxy_addr, app.proxy_addr
+        "  proxy   http://{}   ({})",
+        app.proxy_addr,
+        grpc::hint(opts.grpc, app.proxy_addr)
     );
+    let fault = if opts.grpc { "UNAVAILABLE" } else { "503s" };
     println!(
         "  admin   http://{}   (grayproxy status --admin http://{} --watch)",
         app.admin_addr, app.admin_addr
     );
     println!(
-        "  stable  reco-v1 at {}: {:.2} % 503s, ~3 ms",
+        "  stable  reco-v1 at {}: {:.2} % {fault}, ~3 ms",
         stable.addr,
         opts.stable_error_rate * 100.0
     );
     println!(
-        "  canary  reco-v2 at {}: {:.2} % 503s, ~3 ms + {} ms",
+        "  canary  reco-v2 at {}: {:.2} % {fault}, ~3 ms + {} ms",
         canary.addr,
         opts.canary_error_rate * 100.0,
         opts.canary_latency.as_millis()

@@ -2,6 +2,7 @@
 //! proxy, each from a random user of a fixed population (`x-user-id`, so
 //! the route's sticky bucketing keeps a user on one arm), until stopped.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ const MAX_IN_FLIGHT: usize = 512;
 /// How often a batch of requests is sent.
 const BATCH_EVERY: Duration = Duration::from_millis(10);
 /// One request may take this long before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the users saw, since the traffic started.
 #[derive(Debug, Default)]
@@ -67,13 +68,33 @@ pub async fn run(
     proxy: SocketAddr,
     rps: f64,
     stats: Arc<TrafficStats>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
+    let counted = stats.clone();
+    pace(rps, &counted, stop, move |user| {
+        let (client, stats) = (client.clone(), stats.clone());
+        async move { one(&client, proxy, user, &stats).await }
+    })
+    .await;
+}
+
+/// Starts `send(user)` `rps` times per second, each in its own task, for a
+/// random user; at most [`MAX_IN_FLIGHT`] at once (a send over the limit is
+/// skipped and counted). Returns when `stop` turns true.
+pub async fn pace<F, Fut>(
+    rps: f64,
+    stats: &TrafficStats,
+    mut stop: watch::Receiver<bool>,
+    mut send: F,
+) where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let per_batch = rps.max(0.0) * BATCH_EVERY.as_secs_f64();
     let mut owed = 0.0;
@@ -92,9 +113,9 @@ pub async fn run(
                 continue;
             };
             let user = rand::thread_rng().gen_range(1..=USERS);
-            let (client, stats) = (client.clone(), stats.clone());
+            let sent = send(user);
             tokio::spawn(async move {
-                one(&client, proxy, user, &stats).await;
+                sent.await;
                 drop(permit);
             });
         }

@@ -2,7 +2,9 @@
 //! upstream sends `GET path` to each of its endpoints every `interval` on a
 //! fresh connection. A non-2xx answer, or none within `timeout`, takes the
 //! endpoint out of rotation until a check passes again (the balancer still
-//! uses it when every endpoint is out: see [`super::outlier`]).
+//! uses it when every endpoint is out: see [`super::outlier`]). With
+//! `grpc_service` the check is the standard gRPC health check over h2.
+//! `https://` endpoints are checked over TLS, with their upstream's CA.
 
 use std::sync::{Arc, Weak};
 
@@ -14,6 +16,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::outlier::EndpointHealth;
 use crate::config::types::{Endpoint, HealthCheck};
@@ -31,11 +35,13 @@ impl Drop for Checker {
     }
 }
 
-/// Starts checking `endpoint`, reporting into `health`; `None` outside a
-/// tokio runtime. The task also ends when `health` is dropped.
+/// Starts checking `endpoint` (over TLS with `tls` for `https://`),
+/// reporting into `health`; `None` outside a tokio runtime. The task also
+/// ends when `health` is dropped.
 pub fn spawn(
     endpoint: Endpoint,
     check: HealthCheck,
+    tls: Option<TlsConnector>,
     health: &Arc<EndpointHealth>,
 ) -> Option<Checker> {
     let handle = tokio::runtime::Handle::try_current().ok()?;
@@ -46,7 +52,7 @@ pub fn spawn(
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let ok = check_once(&endpoint, &run).await;
+            let ok = check_once(&endpoint, &run, tls.as_ref()).await;
             let Some(health) = weak.upgrade() else { return };
             if health.check_ok() != ok {
                 let endpoint = endpoint.authority();
@@ -66,40 +72,24 @@ pub fn spawn(
 }
 
 /// One check: true on a 2xx answer (or `SERVING` for a gRPC check) within
-/// `check.timeout`.
-pub async fn check_once(endpoint: &Endpoint, check: &HealthCheck) -> bool {
-    if let Some(service) = &check.grpc_service {
-        return matches!(
-            tokio::time::timeout(check.timeout, grpc_check(endpoint, service)).await,
-            Ok(Some(true))
-        );
-    }
-    if endpoint.tls {
-        // Plain-HTTP checker; TLS endpoints are left to passive detection.
-        return true;
-    }
+/// `check.timeout`. An `https://` endpoint is checked over TLS with `tls`,
+/// the connector its upstream uses (ALPN `h2` for h2 upstreams); without one
+/// (its CA file could not be read) the check fails, as its calls would.
+pub async fn check_once(
+    endpoint: &Endpoint,
+    check: &HealthCheck,
+    tls: Option<&TlsConnector>,
+) -> bool {
     let exchange = async {
         let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .ok()?;
-        let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .ok()?;
-        let host = HeaderValue::from_str(&endpoint.authority()).ok()?;
-        let req = Request::get(check.path.as_str())
-            .header(HOST, host)
-            .header(USER_AGENT, "grayproxy-health-check")
-            .body(Empty::new())
-            .ok()?;
-        let send = sender.send_request(req);
-        tokio::pin!(conn);
-        // The connection is driven here, not spawned, so a hung upstream
-        // cannot leave a task behind: everything drops with this future.
-        let response = tokio::select! {
-            r = send => r.ok()?,
-            _ = &mut conn => return None,
-        };
-        Some(response.status().is_success())
+        if !endpoint.tls {
+            return exchange(TokioIo::new(stream), endpoint, check).await;
+        }
+        let name = ServerName::try_from(endpoint.host.clone()).ok()?;
+        let stream = tls?.connect(name, stream).await.ok()?;
+        exchange(TokioIo::new(stream), endpoint, check).await
     };
     matches!(
         tokio::time::timeout(check.timeout, exchange).await,
@@ -107,25 +97,49 @@ pub async fn check_once(endpoint: &Endpoint, check: &HealthCheck) -> bool {
     )
 }
 
-/// The standard gRPC health check (`grpc.health.v1.Health/Check`) over h2c:
-/// `Some(true)` when the answer's `status` is `SERVING` (1).
-async fn grpc_check(endpoint: &Endpoint, service: &str) -> Option<bool> {
+/// The check's exchange on an open connection: `Some(passed)`, `None` when
+/// the connection failed.
+async fn exchange<I>(io: I, endpoint: &Endpoint, check: &HealthCheck) -> Option<bool>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if let Some(service) = &check.grpc_service {
+        return grpc_check(io, endpoint, service).await;
+    }
+    let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(io).await.ok()?;
+    let host = HeaderValue::from_str(&endpoint.authority()).ok()?;
+    let req = Request::get(check.path.as_str())
+        .header(HOST, host)
+        .header(USER_AGENT, "grayproxy-health-check")
+        .body(Empty::new())
+        .ok()?;
+    let send = sender.send_request(req);
+    tokio::pin!(conn);
+    // The connection is driven here, not spawned, so a hung upstream
+    // cannot leave a task behind: everything drops with this future.
+    let response = tokio::select! {
+        r = send => r.ok()?,
+        _ = &mut conn => return None,
+    };
+    Some(response.status().is_success())
+}
+
+/// The standard gRPC health check (`grpc.health.v1.Health/Check`) over h2
+/// (h2c, or TLS with ALPN `h2`): `Some(true)` when the answer's `status` is
+/// `SERVING` (1).
+async fn grpc_check<I>(io: I, endpoint: &Endpoint, service: &str) -> Option<bool>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     use http_body_util::{BodyExt, Full};
     use hyper::client::conn::http2;
     use hyper_util::rt::TokioExecutor;
-    if endpoint.tls {
-        // Plain-h2 checker; TLS endpoints are left to passive detection.
-        return Some(true);
-    }
-    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+    let (mut sender, conn) = http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), io)
         .await
         .ok()?;
-    let (mut sender, conn) =
-        http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .ok()?;
+    let scheme = if endpoint.tls { "https" } else { "http" };
     let uri = format!(
-        "http://{}{}",
+        "{scheme}://{}{}",
         endpoint.authority(),
         crate::grpc::HEALTH_CHECK_PATH
     );

@@ -165,10 +165,9 @@ impl Pools {
                     .entry((e.clone(), upstream.protocol))
                     .or_insert_with(|| Arc::new(EndpointPool::new(e.clone(), upstream.protocol)))
                     .clone();
-                pool.set_health_check(upstream.health_check.as_ref());
-                if e.tls {
-                    pool.set_tls_ca(upstream.tls_ca.as_deref());
-                }
+                // TLS first: the health checker connects with it.
+                let new_tls = e.tls && pool.set_tls_ca(upstream.tls_ca.as_deref());
+                pool.set_health_check(upstream.health_check.as_ref(), new_tls);
                 pool
             })
             .collect();
@@ -329,14 +328,15 @@ impl EndpointPool {
         }
     }
 
-    /// Builds the TLS connector (system roots, or `ca`) unless it is current.
-    fn set_tls_ca(&self, ca: Option<&Path>) {
+    /// Builds the TLS connector (system roots, or `ca`) unless it is
+    /// current; whether it built one.
+    fn set_tls_ca(&self, ca: Option<&Path>) -> bool {
         let mut tls = self.tls.lock().unwrap_or_else(|p| p.into_inner());
         if tls
             .as_ref()
             .is_some_and(|(built_for, _)| built_for.as_deref() == ca)
         {
-            return;
+            return false;
         }
         let alpn: &[u8] = match self.protocol {
             Protocol::Http1 => b"http/1.1",
@@ -346,16 +346,26 @@ impl EndpointPool {
             .map_err(|e| tracing::error!(endpoint = %self.authority, error = %e, "upstream TLS setup failed"))
             .ok();
         *tls = Some((ca.map(Path::to_path_buf), connector));
+        true
     }
 
-    /// Starts, replaces or stops the active health check.
-    fn set_health_check(&self, check: Option<&crate::config::types::HealthCheck>) {
+    /// The `https://` endpoint's TLS connector, if built.
+    fn tls_connector(&self) -> Option<TlsConnector> {
+        let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        tls.as_ref().and_then(|(_, c)| c.clone())
+    }
+
+    /// Starts, replaces or stops the active health check (restarted when
+    /// `new_tls`: it connects with the old connector otherwise).
+    fn set_health_check(&self, check: Option<&crate::config::types::HealthCheck>, new_tls: bool) {
         let mut checker = self.checker.lock().unwrap_or_else(|p| p.into_inner());
-        if checker.as_ref().map(|c| &c.check) == check {
+        if !new_tls && checker.as_ref().map(|c| &c.check) == check {
             return;
         }
-        *checker =
-            check.and_then(|c| health::spawn(self.endpoint.clone(), c.clone(), &self.health));
+        *checker = check.and_then(|c| {
+            let tls = self.tls_connector();
+            health::spawn(self.endpoint.clone(), c.clone(), tls, &self.health)
+        });
         if checker.is_none() {
             self.health.set_check_ok(true);
         }
@@ -401,13 +411,7 @@ impl EndpointPool {
         if !self.endpoint.tls {
             return handshake(TokioIo::new(stream), self.authority.clone()).await;
         }
-        let connector = self
-            .tls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(|(_, c)| c.clone())
-            .ok_or(UpstreamFailure::Connect)?;
+        let connector = self.tls_connector().ok_or(UpstreamFailure::Connect)?;
         let name = ServerName::try_from(self.endpoint.host.clone())
             .map_err(|_| UpstreamFailure::Connect)?;
         let tls = match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
@@ -532,11 +536,7 @@ impl EndpointPool {
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
         let (request, host) = to_h2(request, &self.endpoint, &self.authority);
         let tls = if self.endpoint.tls {
-            self.tls
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .and_then(|(_, c)| c.clone())
+            self.tls_connector()
         } else {
             None
         };

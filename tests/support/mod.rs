@@ -15,6 +15,10 @@
 //! - [`ramp`]: a ramped route in a temp dir, open-loop traffic, admin calls;
 //! - [`tools`]: the external tools of the ecosystem tests and a real
 //!   Prometheus;
+//! - [`grpc`]: a tonic recommendation service (unary, server-streaming,
+//!   health) that counts calls, connections and cancellations, a tonic
+//!   client, and a config with h2 upstreams;
+//! - [`fleet`]: a real etcd for the fleet tests;
 //! - here: [`eventually`], the one bounded poll, and [`TempDir`].
 //!
 //! Waiting is always a bounded poll on something observable; tests never
@@ -23,6 +27,8 @@
 
 pub mod binary;
 pub mod config;
+pub mod fleet;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod proxy;

@@ -2,8 +2,6 @@
 //! installed by scripts/fleet-tools.sh) on free loopback ports with a
 //! temporary data dir. One per test file (tests in a file use distinct key
 //! prefixes), stopped by PID. A missing etcd fails the test, never skips it.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -144,8 +142,10 @@ impl Drop for Etcd {
     }
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
-pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+/// Polls the synchronous check `f` every 20 ms until it returns `Some`, for
+/// at most `limit`; `None` then, so the caller fails with its own context
+/// (the kit's [`super::eventually`] takes async checks and fails itself).
+pub async fn poll_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = tokio::time::Instant::now();
     loop {
         if let Some(v) = f() {

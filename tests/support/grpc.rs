@@ -1,8 +1,6 @@
 //! gRPC test kit: a small recommendation service on tonic (built by hand:
 //! prost-derived messages, no protoc, no generated code), a tonic client,
 //! and a proxy config for h2 upstreams.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +54,8 @@ pub struct Behaviour {
     pub cancelled: AtomicUsize,
     /// What its gRPC health service answers.
     pub serving: std::sync::atomic::AtomicBool,
+    /// gRPC health checks answered.
+    pub health_checks: AtomicUsize,
 }
 
 /// `grpc.health.v1.HealthCheckRequest`.
@@ -92,6 +92,7 @@ impl Backend {
             accepted: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             serving: std::sync::atomic::AtomicBool::new(true),
+            health_checks: AtomicUsize::new(0),
         });
         Backend::serve(listener, state)
     }
@@ -279,6 +280,10 @@ impl Service<http::Request<Body>> for Reco {
                     async move {
                         b.calls.fetch_add(1, Ordering::SeqCst);
                         let r = r.into_inner();
+                        if r.user_id == "slow-stream" {
+                            let stream: ItemStream = Box::pin(SlowItems::new(b.clone(), r.count));
+                            return Ok::<_, Status>(Response::new(stream));
+                        }
                         let fail = r.user_id == "fail-at-end";
                         let name = b.name;
                         let items = (0..r.count).map(move |i| {
@@ -303,6 +308,7 @@ impl Service<http::Request<Body>> for Reco {
                 Ok(grpc.server_streaming(svc, req).await)
             }),
             "/grpc.health.v1.Health/Check" => Box::pin(async move {
+                b.health_checks.fetch_add(1, Ordering::SeqCst);
                 let svc = tower::service_fn(move |r: Request<HealthCheckRequest>| {
                     let serving = b.serving.load(Ordering::SeqCst)
                         && r.get_ref().service == "reco.Recommender";
@@ -319,6 +325,110 @@ impl Service<http::Request<Body>> for Reco {
                 Ok(grpc.unary(svc, req).await)
             }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
+        }
+    }
+}
+
+/// The `slow-stream` reply stream: one message every [`SLOW_EVERY`]; counts
+/// the call as cancelled when it is dropped before its last message (the
+/// client or the proxy reset the stream).
+struct SlowItems {
+    left: u32,
+    sent: u32,
+    next: std::pin::Pin<Box<tokio::time::Sleep>>,
+    state: Arc<Behaviour>,
+}
+
+/// The pace of a `slow-stream` call.
+pub const SLOW_EVERY: Duration = Duration::from_millis(100);
+
+impl SlowItems {
+    fn new(state: Arc<Behaviour>, count: u32) -> SlowItems {
+        SlowItems {
+            left: count,
+            sent: 0,
+            next: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            state,
+        }
+    }
+}
+
+impl tokio_stream::Stream for SlowItems {
+    type Item = Result<RecommendReply, Status>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use std::future::Future;
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        if this.next.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.next
+            .as_mut()
+            .reset(tokio::time::Instant::now() + SLOW_EVERY);
+        this.left -= 1;
+        this.sent += 1;
+        Poll::Ready(Some(Ok(RecommendReply {
+            items: vec![format!("item-{}", this.sent - 1)],
+            model: this.state.name.to_owned(),
+        })))
+    }
+}
+
+impl Drop for SlowItems {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.state.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Backend {
+    /// Starts a backend that speaks gRPC over TLS (h2 by ALPN: `acceptor`
+    /// must offer it), served by hyper's HTTP/2 server.
+    pub async fn spawn_tls(name: &'static str, acceptor: tokio_rustls::TlsAcceptor) -> Backend {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Behaviour {
+            name,
+            unavailable_per_10: 0,
+            delay: Duration::ZERO,
+            calls: AtomicUsize::new(0),
+            accepted: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            serving: std::sync::atomic::AtomicBool::new(true),
+            health_checks: AtomicUsize::new(0),
+        });
+        let served = state.clone();
+        let done = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, state) = (acceptor.clone(), served.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    // Counted once TLS is up: only TLS clients count.
+                    state.accepted.fetch_add(1, Ordering::SeqCst);
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let mut reco = Reco(state.clone());
+                            reco.call(req.map(Body::new))
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            state,
+            stop: None,
+            done: Some(done),
         }
     }
 }
