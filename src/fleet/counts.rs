@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ramp::segments::SegmentTick;
 use crate::ramp::{ArmTick, JudgeHistogram, TickCounts};
 
 /// What one replica served on one route since it applied its current weight.
@@ -88,10 +89,7 @@ impl Accumulator {
 }
 
 fn merge(into: &mut TickCounts, add: &TickCounts) {
-    into.stable.merge(&add.stable);
-    into.canary.merge(&add.canary);
-    into.stable_halves[0].merge(&add.stable_halves[0]);
-    into.stable_halves[1].merge(&add.stable_halves[1]);
+    into.merge(add);
 }
 
 /// The leader's side: what it has consumed of each replica's counts.
@@ -170,6 +168,23 @@ fn diff(now: &TickCounts, before: &TickCounts) -> TickCounts {
             diff_arm(&now.stable_halves[0], &before.stable_halves[0]),
             diff_arm(&now.stable_halves[1], &before.stable_halves[1]),
         ],
+        segments: now
+            .segments
+            .iter()
+            .map(|s| {
+                let empty = SegmentTick::default();
+                let b = before
+                    .segments
+                    .iter()
+                    .find(|b| b.segment == s.segment)
+                    .unwrap_or(&empty);
+                SegmentTick {
+                    segment: s.segment.clone(),
+                    stable: diff_arm(&s.stable, &b.stable),
+                    canary: diff_arm(&s.canary, &b.canary),
+                }
+            })
+            .collect(),
     }
 }
 

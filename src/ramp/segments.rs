@@ -1,5 +1,4 @@
-//! Per-segment guardrails, the statistics only (not wired into the judge
-//! yet): how rollback evidence from several segments (`new`, `returning`,
+//! Per-segment guardrails: how rollback evidence from several segments (`new`, `returning`,
 //! `app`, ..., `other`) is combined with the overall evidence so that
 //! looking at more segments never raises the false-rollback rate.
 //!
@@ -25,6 +24,12 @@
 //! A segment with too little data has an e-value near 1 and only adds its
 //! share; it can never block a step (gates stay on the overall evidence).
 //! The reason names the segment with the largest e-value.
+//!
+//! [`record`] is the request-path side: classification and counters.
+
+mod record;
+
+pub use record::{classify, merge_segments, SegmentRecorder, SegmentTick};
 
 /// The evidence of one segment.
 #[derive(Clone, Debug, PartialEq)]
