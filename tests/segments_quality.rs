@@ -46,7 +46,15 @@ fn a_regression_confined_to_one_segment_is_caught_and_healthy_canaries_pass() {
     );
     for name in ["healthy, 3 segments judged", "healthy, 10 segments judged"] {
         let r = row(name);
-        assert!(r.p_rollback() <= 0.02, "{name}: false rollbacks {}", r.p_rollback());
-        assert!(r.p_promoted() >= 0.95, "{name}: promoted {}", r.p_promoted());
+        assert!(
+            r.p_rollback() <= 0.02,
+            "{name}: false rollbacks {}",
+            r.p_rollback()
+        );
+        assert!(
+            r.p_promoted() >= 0.95,
+            "{name}: promoted {}",
+            r.p_promoted()
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod outcome;
 pub mod outlier;
 pub mod runtime;
+pub mod segments;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tokio::time::Instant;
 use crate::config::types::Route;
 use crate::domain::Arm;
 use crate::proxy::runtime::{RouteRuntime, Runtime, Snapshot};
+use crate::proxy::segments::SegmentLive;
 use crate::routing::{self, Decision, RequestView};
 use body::{RequestBody, ResponseBody};
 use error::ProxyError;
@@ -178,21 +180,33 @@ struct RequestCtx<'s> {
     outcome: Option<Outcome>,
     /// The canary's outcome and latency, when it fell back to stable.
     canary_fell_back: Option<(Outcome, Duration)>,
+    /// The request's segment and the counters it goes to (routes whose
+    /// ramp has `segments` only).
+    segment: Option<(Arc<SegmentLive>, usize)>,
 }
 
 impl<'s> RequestCtx<'s> {
     /// Step: route and pick an arm; counts the request in the route's
     /// fallback budget. `None` when no route matches.
     fn route<B>(snap: &'s Snapshot, req: &Request<B>, started: Instant) -> Option<Self> {
+        let view = RequestView::of(req);
         let decision = routing::decide(
             &snap.config.routes,
             &snap.route_index,
-            &RequestView::of(req),
+            &view,
             |i| snap.routes.get(i).map(|r| r.weight()).unwrap_or_default(),
             &mut rand::thread_rng(),
         )?;
         let (route, rt) = snap.route(decision.route)?;
         rt.budget.record_request(started);
+        // Routes without segments pay this one branch on their config.
+        let segment = match route.ramp.as_ref().and_then(|r| r.segments.as_ref()) {
+            Some(_) => rt.segments().map(|s| {
+                let i = s.classify(&view);
+                (s, i)
+            }),
+            None => None,
+        };
         Some(RequestCtx {
             snap,
             route,
@@ -203,6 +217,7 @@ impl<'s> RequestCtx<'s> {
             attempt_started: started,
             outcome: None,
             canary_fell_back: None,
+            segment,
         })
     }
 
@@ -314,6 +329,7 @@ impl<'s> RequestCtx<'s> {
                 self.rt.metrics.record_fallback();
                 if let Some((outcome, latency)) = stable {
                     record_metrics(self.rt, Arm::Stable, outcome, latency);
+                    self.record_segment(Arm::Stable, outcome);
                 }
             }
             (None, Some((outcome, latency))) => self.judge(self.arm, outcome, latency),
@@ -331,9 +347,13 @@ impl<'s> RequestCtx<'s> {
     /// assigned the arm, in the ramp's window.
     fn judge(&self, arm: Arm, outcome: Outcome, latency: Duration) {
         record_metrics(self.rt, arm, outcome, latency);
+        self.record_segment(arm, outcome);
         if !self.decision.reason.is_weight_assigned() {
             self.rt.record_forced(arm);
             return;
+        }
+        if let Some((s, i)) = &self.segment {
+            s.record_judged(*i, arm, outcome.is_failure(), latency);
         }
         let half = match self.decision.bucket {
             Some(b) => usize::from(b & 1),
@@ -342,6 +362,13 @@ impl<'s> RequestCtx<'s> {
         self.rt
             .window
             .record(arm, half, outcome.is_failure(), latency);
+    }
+
+    /// Counts an answer in the request's segment (like `record_metrics`).
+    fn record_segment(&self, arm: Arm, outcome: Outcome) {
+        if let Some((s, i)) = &self.segment {
+            s.record_answer(*i, arm, outcome.status().as_u16());
+        }
     }
 
     /// One `access` event per proxied request (sampled), with the arm that

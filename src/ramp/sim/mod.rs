@@ -234,8 +234,7 @@ pub fn run(policy: &RampPolicy, opts: &SimOptions) -> SimReport {
     let parts: Vec<Vec<(usize, usize, RunOutcome)>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (jobs, traffic, scenarios, policies) =
-                    (&jobs, &traffic, &scenarios, &policies);
+                let (jobs, traffic, scenarios, policies) = (&jobs, &traffic, &scenarios, &policies);
                 sc.spawn(move || {
                     jobs.iter()
                         .skip(t)
