@@ -28,7 +28,7 @@ use crate::config::types::RampPolicy;
 use crate::domain::CanaryWeight;
 use crate::ramp::audit::{rfc3339, Action, AuditRecord, Trigger};
 use crate::ramp::judge::paired::{Pair, PairedEvidence};
-use crate::ramp::judge::{Evidence, Judge};
+use crate::ramp::judge::{Evidence, Judge, SegmentSummary};
 use crate::ramp::kpi::KpiResult;
 use crate::ramp::segments::{merge_segments, SegmentTick};
 use crate::ramp::status::waiting_for;
@@ -159,6 +159,10 @@ pub struct RampStatus {
     /// The business-KPI checks' last results (empty without checks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kpi: Vec<KpiResult>,
+    /// Per-segment evidence and per-arm numbers on the current step
+    /// (routes with `segments`, once the judge is calibrated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentSummary>,
 }
 
 /// The whole ramp state of one route: persisted after every change (and
@@ -451,6 +455,7 @@ impl RampState {
             decisions: self.decisions.iter().cloned().collect(),
             error: None,
             kpi: self.kpi.results().to_vec(),
+            segments: self.judge.segment_evidence(&self.step_segments),
         }
     }
 }

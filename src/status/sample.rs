@@ -83,6 +83,7 @@ pub fn ramp() -> RampStatus {
         ],
         error: None,
         kpi: Vec::new(),
+        segments: Vec::new(),
     }
 }
 
@@ -103,6 +104,7 @@ pub fn document() -> StatusDocument {
                     canary: ForcedTotals { requests: 17 },
                 },
                 shadow: None,
+                segments: Vec::new(),
             },
             RouteStatus {
                 name: "plain".to_string(),
@@ -111,6 +113,7 @@ pub fn document() -> StatusDocument {
                 arms: PerArm::default(),
                 forced: PerArm::default(),
                 shadow: None,
+                segments: Vec::new(),
             },
         ],
         config: ConfigStatus {
