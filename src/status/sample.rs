@@ -51,6 +51,8 @@ pub fn evidence() -> Evidence {
         slow_threshold_seconds: Some(0.05),
         r0_errors: 1.0,
         r0_slow: 1.0,
+        e_combined: None,
+        segments: Vec::new(),
     }
 }
 

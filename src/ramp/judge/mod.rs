@@ -493,4 +493,6 @@ fn temper(
 }
 
 #[cfg(test)]
+mod segment_tests;
+#[cfg(test)]
 mod tests;
