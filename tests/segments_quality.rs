@@ -58,3 +58,35 @@ fn a_regression_confined_to_one_segment_is_caught_and_healthy_canaries_pass() {
         );
     }
 }
+
+/// What judging segments costs on the standard scenarios (a route with
+/// three segment values, traffic spread evenly over them and `other`): the
+/// table in docs/judge.md. Slow; run with `--ignored`.
+#[test]
+#[ignore]
+fn standard_scenarios_with_three_segments_judged() {
+    use grayproxy::config::types::{SegmentPolicy, StickySource};
+    let runs = std::env::var("SEGMENT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let policy = RampPolicy {
+        segments: Some(SegmentPolicy {
+            source: StickySource::Header(http::HeaderName::from_static("x-user-segment")),
+            values: vec!["new".into(), "returning".into(), "app".into()],
+        }),
+        ..RampPolicy::default()
+    };
+    let report = run(
+        &policy,
+        &SimOptions {
+            runs,
+            seed: 11,
+            threads: 2,
+            ..SimOptions::default()
+        },
+    );
+    println!("{report}");
+    let healthy = report.row("healthy").unwrap();
+    assert!(healthy.p_rollback() <= 0.02, "{}", healthy.p_rollback());
+}
