@@ -67,7 +67,7 @@ pub struct Evidence {
     /// Null ratio of the slow-request test.
     pub r0_slow: f64,
     /// With segments: the statistic compared with `rollback_threshold`
-    /// instead of `e` (the mean of `e` and every segment's e-value).
+    /// instead of `e` (the weighted mean of `e` and the segments' e-values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e_combined: Option<f64>,
     /// With segments: each segment's evidence and per-arm numbers on the

@@ -102,7 +102,7 @@ pub struct Verdict {
     pub phi_errors: f64,
     /// φ̂ of slow requests.
     pub phi_slow: f64,
-    /// With segments: the mean of `e` and every segment's e-value, the
+    /// With segments: the weighted mean of `e` and the segments' e-values, the
     /// statistic compared with `1/α` instead of `e`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e_combined: Option<f64>,
@@ -346,7 +346,8 @@ impl Judge {
         }
     }
 
-    /// With segments: the mean of the overall and every segment's e-value
+    /// With segments: the weighted mean of the overall and the segments'
+    /// e-values (`ramp::segments::combine`)
     /// and the segment it names (`None` without segments).
     fn combine_segments(&self, log_e: f64, alpha: f64) -> Option<(f64, Option<String>)> {
         if self.segments.is_empty() {

@@ -73,9 +73,18 @@ fn run(p: &RampPolicy, segs: &[Seg], ticks: u64) -> (Option<u64>, Option<String>
     (None, None, j)
 }
 
+/// (case, segment values, tick, ticks, rolls back, segment named).
+type Case = (
+    &'static str,
+    &'static [&'static str],
+    &'static [Seg],
+    u64,
+    bool,
+    Option<&'static str>,
+);
+
 #[test]
 fn segments_catch_what_the_overall_cannot_see_and_leave_healthy_canaries_alone() {
-    // (case, segment values, tick, ticks, rolls back, segment named)
     let blind: &[Seg] = &[
         // `new` (5 %): canary 10 errors in 100 ≫ stable's 0.5 %; elsewhere
         // the canary is better, so overall both arms err at 0.5 %.
@@ -91,7 +100,7 @@ fn segments_catch_what_the_overall_cannot_see_and_leave_healthy_canaries_alone()
         ("new", (100, 5), (1000, 5)),
         ("returning", (100, 5), (1000, 5)),
     ];
-    let cases: &[(&str, &[&str], &[Seg], u64, bool, Option<&str>)] = &[
+    let cases: &[Case] = &[
         (
             "blind overall, segments judged",
             &["new", "returning"],

@@ -151,6 +151,9 @@ mod tests {
         classify(p, &RequestView::of(&req))
     }
 
+    /// (policy, uri, headers, segment index).
+    type Case<'a> = (&'a SegmentPolicy, &'a str, &'a [(&'a str, &'a str)], usize);
+
     #[test]
     fn classification_by_header_cookie_and_query() {
         let h = policy(StickySource::Header(http::HeaderName::from_static(
@@ -158,8 +161,7 @@ mod tests {
         )));
         let c = policy(StickySource::Cookie("seg".into()));
         let q = policy(StickySource::Query("seg".into()));
-        // (policy, uri, headers, segment index)
-        let cases: &[(&SegmentPolicy, &str, &[(&str, &str)], usize)] = &[
+        let cases: &[Case<'_>] = &[
             (&h, "/", &[("x-user-segment", "new")], 0),
             (&h, "/", &[("x-user-segment", "app")], 2),
             (&h, "/", &[("x-user-segment", "New")], 3),

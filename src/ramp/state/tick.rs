@@ -14,7 +14,7 @@ fn rollback_reason(v: &Verdict, judge: &Judge, policy: &RampPolicy) -> String {
     if let (Some(e), Some(name)) = (v.e_combined, &v.segment) {
         if let Some(j) = judge.segments.iter().find(|j| &j.segment == name) {
             return format!(
-                "canary shown worse for segment {name:?}: E = {e:.3} ≥ 1/α = {:.0} (mean of the overall and {} segments' E; segment {name:?} errors E = {:.3}, slow requests E = {:.3})",
+                "canary shown worse for segment {name:?}: E = {e:.3} ≥ 1/α = {:.0} (½ overall E + ½ mean of {} segments' E; segment {name:?} errors E = {:.3}, slow requests E = {:.3})",
                 1.0 / alpha(policy),
                 judge.segments.len(),
                 j.errors.log_e().min(690.0).exp(),
@@ -24,7 +24,7 @@ fn rollback_reason(v: &Verdict, judge: &Judge, policy: &RampPolicy) -> String {
     }
     if let Some(e) = v.e_combined {
         return format!(
-            "canary shown worse: E = {e:.3} ≥ 1/α = {:.0} (mean of the overall and {} segments' E; overall errors E = {:.3}, slow requests E = {:.3})",
+            "canary shown worse: E = {e:.3} ≥ 1/α = {:.0} (½ overall E + ½ mean of {} segments' E; overall errors E = {:.3}, slow requests E = {:.3})",
             1.0 / alpha(policy),
             judge.segments.len(),
             v.e_errors,
