@@ -90,6 +90,14 @@ async fn a_canary_failing_only_for_new_users_is_rolled_back_naming_the_segment()
                 .replace("max_step_duration = \"1m\"", "max_step_duration = \"1h\"")
         ),
     );
+    // Its one endpoint must stay in: outlier detection would eject it after
+    // a run of failed `new` users and fail every segment's requests.
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replace(
+        "[upstreams.v2]\n",
+        "[upstreams.v2]\noutlier = { consecutive_failures = 1000000 }\n",
+    );
+    std::fs::write(&setup.config, text).unwrap();
     let p = TestProxy::open(&setup.config).await;
     let (stop, _) = segmented_traffic(p.proxy, 300.0);
     let r = wait_state(p.admin, "rolled_back", Duration::from_secs(30)).await;
