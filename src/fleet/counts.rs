@@ -279,6 +279,41 @@ mod tests {
     }
 
     #[test]
+    fn segments_are_summed_and_differenced_by_name() {
+        let seg = |name: &str, canary: u64, errors: u64| SegmentTick {
+            segment: name.to_string(),
+            stable: arm(canary, 0, 10),
+            canary: arm(canary, errors, 10),
+        };
+        let with = |segments: Vec<SegmentTick>| TickCounts {
+            segments,
+            ..tick(10, 10, 0)
+        };
+        let (mut a, mut b) = (Accumulator::new(0), Accumulator::new(100));
+        let mut leader = Consumer::new();
+        a.add("reco", 500, &with(vec![seg("new", 1, 0)]));
+        leader.take("reco", 500, &reports(&[("a", &a), ("b", &b)]));
+        a.add(
+            "reco",
+            500,
+            &with(vec![seg("new", 2, 1), seg("other", 5, 0)]),
+        );
+        b.add(
+            "reco",
+            500,
+            &with(vec![seg("other", 3, 0), seg("new", 4, 2)]),
+        );
+        let t = leader.take("reco", 500, &reports(&[("a", &a), ("b", &b)]));
+        let got: Vec<(&str, u64, u64)> = t
+            .counts
+            .segments
+            .iter()
+            .map(|s| (s.segment.as_str(), s.canary.requests, s.canary.errors))
+            .collect();
+        assert_eq!(got, [("new", 6, 3), ("other", 8, 0)]);
+    }
+
+    #[test]
     fn never_mixes_weights() {
         let (mut a, mut b) = (Accumulator::new(0), Accumulator::new(100));
         let mut leader = Consumer::new();
