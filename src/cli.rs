@@ -333,6 +333,13 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
         stable_error_rate: args.stable_error_rate,
         runs: args.runs,
         seed: args.seed,
+        // The per-segment scenarios run with segments judged whatever the
+        // route says (and once without, for comparison).
+        scenarios: [
+            crate::ramp::sim::standard_scenarios(),
+            crate::ramp::sim::segment_scenarios(),
+        ]
+        .concat(),
         ..crate::ramp::sim::SimOptions::default()
     };
     println!(

@@ -6,6 +6,7 @@
 //! label strings.
 
 mod cells;
+mod segments;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::grpc::GrpcCode;
 use cells::{RouteCells, RouteFamilies, Shared};
 
 pub use cells::ArmMetrics;
+pub use segments::{SegmentMetrics, SEGMENT_REQUESTS};
 
 /// Prometheus buckets for request durations (seconds). The ramp judge keeps
 /// its own, much finer histogram; these only need to serve dashboards.
@@ -191,6 +193,7 @@ pub struct Metrics {
     shadow_requests: IntCounterVec,
     shadow_rbo: HistogramVec,
     grpc_responses: IntCounterVec,
+    segment_requests: IntCounterVec,
     reload_ok: IntCounter,
     reload_error: IntCounter,
     reload_last_ok: IntGauge,
@@ -235,6 +238,8 @@ impl Metrics {
             &["route", "arm", "grpc_status"],
         )?;
         registry.register(Box::new(grpc_responses.clone()))?;
+        let segment_requests = segments::family()?;
+        registry.register(Box::new(segment_requests.clone()))?;
         // Like Prometheus' own prometheus_config_last_reload_successful: a
         // counter alone cannot tell "the file is still broken" from "it
         // broke once, an hour ago", so the reload alert reads this gauge.
@@ -253,6 +258,7 @@ impl Metrics {
             shadow_requests,
             shadow_rbo,
             grpc_responses,
+            segment_requests,
         })
     }
 
@@ -321,6 +327,20 @@ impl Metrics {
                     .remove_label_values(&[route, arm.as_str(), c.as_str()]);
             }
         }
+        segments::forget(&self.segment_requests, route, &[]);
+    }
+
+    /// Resolves `route`'s per-segment counters for `segments` (index
+    /// order, `other` last) and drops its series of any other segment (a
+    /// reload changed `segment_values`).
+    pub fn segments(&self, route: &str, segments: &[String]) -> SegmentMetrics {
+        segments::forget(&self.segment_requests, route, segments);
+        SegmentMetrics::new(&self.segment_requests, route, segments)
+    }
+
+    /// Drops every per-segment series of `route` (it no longer has segments).
+    pub fn forget_segments(&self, route: &str) {
+        segments::forget(&self.segment_requests, route, &[]);
     }
 
     /// Counts one reload attempt.
@@ -473,5 +493,31 @@ mod tests {
             .record_answer(200, 0.001);
         metrics.forget_route("old");
         assert!(!metrics.render().unwrap().contains("route=\"old\""));
+    }
+
+    #[test]
+    fn segment_series_are_bounded_and_forgotten() {
+        let metrics = Metrics::new().unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let seg = metrics.segments("reco", &names(&["new", "app", "other"]));
+        seg.record(0, Arm::Canary, 503);
+        seg.record(0, Arm::Canary, 200);
+        seg.record(9, Arm::Stable, 404);
+        let text = metrics.render().unwrap();
+        for line in [
+            r#"grayproxy_segment_requests_total{arm="canary",code="5xx",route="reco",segment="new"} 1"#,
+            r#"grayproxy_segment_requests_total{arm="canary",code="2xx",route="reco",segment="new"} 1"#,
+            r#"grayproxy_segment_requests_total{arm="stable",code="4xx",route="reco",segment="other"} 1"#,
+            r#"grayproxy_segment_requests_total{arm="stable",code="2xx",route="reco",segment="app"} 0"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // A reload drops `app`; removing the route drops the rest.
+        let _ = metrics.segments("reco", &names(&["new", "other"]));
+        let text = metrics.render().unwrap();
+        assert!(!text.contains(r#"segment="app""#), "{text}");
+        assert!(text.contains(r#"segment="new""#), "{text}");
+        metrics.forget_route("reco");
+        assert!(!metrics.render().unwrap().contains(SEGMENT_REQUESTS));
     }
 }

@@ -495,7 +495,7 @@ fn every_unknown_key_and_type_error_at_once() {
             "6:2: unknown key `metrics` in the top level; expected one of: server, admin, state, upstreams, routes, fleet",
             "16:1: unknown key `colour` in [[routes]]; expected one of: name, match, stable, canary, canary_weight, sticky, salt, fallback, fallback_budget, rules, ramp, shadow, grpc_error_codes, grpc_idempotent",
             "17:10: `sticky` in [[routes]] must be a string, found integer",
-            "19:1: unknown key `step` in [routes.ramp] (did you mean `steps`?); expected one of: steps, interval, tick, min_requests, baseline, confidence, max_error_rate_increase, max_p99_increase, gate_ratios, max_step_duration, prometheus_url, failures_before_rollback, prometheus_checks, shadow, min_rbo",
+            "19:1: unknown key `step` in [routes.ramp] (did you mean `steps`?); expected one of: steps, interval, tick, min_requests, baseline, confidence, max_error_rate_increase, max_p99_increase, gate_ratios, max_step_duration, prometheus_url, failures_before_rollback, prometheus_checks, shadow, min_rbo, segments, segment_values",
             "20:8: `tick` in [routes.ramp] must be a string, found integer",
         ]
     );

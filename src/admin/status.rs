@@ -4,9 +4,10 @@ use std::time::SystemTime;
 
 use crate::config::types::Route;
 use crate::proxy::runtime::{RouteRuntime, Runtime};
+use crate::ramp::judge::SegmentSummary;
 use crate::status::{
     ArmTotals, ConfigStatus, EtcdHealth, FleetRole, FleetStatus, ForcedTotals, PerArm,
-    ReplicaStatus, RouteStatus, StatusDocument,
+    ReplicaStatus, RouteStatus, SegmentStatus, StatusDocument,
 };
 
 /// RFC 3339 UTC time of a `SystemTime`.
@@ -28,6 +29,10 @@ fn route_status(route: &Route, rt: &RouteRuntime) -> RouteStatus {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let ramp_segments = ramp
+        .as_ref()
+        .map(|r| r.segments.clone())
+        .unwrap_or_default();
     RouteStatus {
         name: name.to_string(),
         canary_weight: rt.weight().percent(),
@@ -42,7 +47,32 @@ fn route_status(route: &Route, rt: &RouteRuntime) -> RouteStatus {
         // Shown once the route mirrors, and kept after a shadow phase ends.
         shadow: (route.shadow.is_some() || rt.shadow.stats().mirrored() > 0)
             .then(|| rt.shadow.report()),
+        segments: segments(rt, ramp_segments),
     }
+}
+
+/// Each segment's totals since its counters began, with the judge's
+/// evidence from the ramp's status.
+fn segments(rt: &RouteRuntime, evidence: Vec<SegmentSummary>) -> Vec<SegmentStatus> {
+    let Some(live) = rt.segments() else {
+        return Vec::new();
+    };
+    live.totals()
+        .into_iter()
+        .map(|t| {
+            let ev = evidence.iter().find(|e| e.segment == t.segment);
+            SegmentStatus {
+                arms: PerArm::from_fn(|arm| {
+                    let a = t.arm(arm);
+                    ArmTotals::new(a.requests, a.errors, a.latency.quantile(0.99))
+                }),
+                e: ev.map(|e| e.e),
+                e_errors: ev.map(|e| e.e_errors),
+                e_slow: ev.map(|e| e.e_slow),
+                segment: t.segment,
+            }
+        })
+        .collect()
 }
 
 /// The whole `/status` document.

@@ -82,6 +82,8 @@ pub(crate) const RAMP_KEYS: &[&str] = &[
     "prometheus_checks",
     "shadow",
     "min_rbo",
+    "segments",
+    "segment_values",
 ];
 pub(crate) const SHADOW_KEYS: &[&str] = &[
     "percent",
@@ -292,6 +294,8 @@ pub(crate) struct RawRamp {
     pub prometheus_checks: Vec<RawPromCheck>,
     pub shadow: Opt<String>,
     pub min_rbo: Opt<f64>,
+    pub segments: Opt<String>,
+    pub segment_values: List<String>,
 }
 
 /// `[[routes.ramp.prometheus_checks]]`.

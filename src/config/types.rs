@@ -461,6 +461,37 @@ pub struct RampPolicy {
     /// Roll back in the shadow phase when the mean RBO of the ranked lists is
     /// below this (`None`: lists do not decide).
     pub min_rbo: Option<f64>,
+    /// Per-segment guardrails (`segments`, `segment_values`); `None`: the
+    /// judge compares the arms overall only.
+    pub segments: Option<SegmentPolicy>,
+}
+
+/// `[routes.ramp] segments` and `segment_values`: where a request's segment
+/// is read from and the values judged on their own (anything else, or no
+/// value, is [`SegmentPolicy::OTHER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPolicy {
+    /// `header:NAME`, `cookie:NAME` or `query:NAME`.
+    pub source: StickySource,
+    /// The values, in file order: non-empty, distinct, at most
+    /// [`SegmentPolicy::MAX_VALUES`], never `other`.
+    pub values: Vec<String>,
+}
+
+impl SegmentPolicy {
+    /// The segment of every request whose value is not in `values`.
+    pub const OTHER: &'static str = "other";
+    /// Most values a route may judge apart (bounds the metric's labels and
+    /// the judge's state).
+    pub const MAX_VALUES: usize = 16;
+
+    /// Every segment judged, `other` last; index `values.len()` is `other`.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(Self::OTHER))
+    }
 }
 
 /// One `[[routes.ramp.prometheus_checks]]`: a PromQL template evaluated per
@@ -517,6 +548,7 @@ impl Default for RampPolicy {
             prometheus_checks: Vec::new(),
             shadow: None,
             min_rbo: None,
+            segments: None,
         }
     }
 }

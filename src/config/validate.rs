@@ -9,6 +9,7 @@
 mod fleet;
 mod ramp;
 mod route;
+mod segments;
 mod shadow;
 mod shadowing;
 

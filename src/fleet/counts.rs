@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ramp::segments::SegmentTick;
 use crate::ramp::{ArmTick, JudgeHistogram, TickCounts};
 
 /// What one replica served on one route since it applied its current weight.
@@ -88,10 +89,7 @@ impl Accumulator {
 }
 
 fn merge(into: &mut TickCounts, add: &TickCounts) {
-    into.stable.merge(&add.stable);
-    into.canary.merge(&add.canary);
-    into.stable_halves[0].merge(&add.stable_halves[0]);
-    into.stable_halves[1].merge(&add.stable_halves[1]);
+    into.merge(add);
 }
 
 /// The leader's side: what it has consumed of each replica's counts.
@@ -170,6 +168,23 @@ fn diff(now: &TickCounts, before: &TickCounts) -> TickCounts {
             diff_arm(&now.stable_halves[0], &before.stable_halves[0]),
             diff_arm(&now.stable_halves[1], &before.stable_halves[1]),
         ],
+        segments: now
+            .segments
+            .iter()
+            .map(|s| {
+                let empty = SegmentTick::default();
+                let b = before
+                    .segments
+                    .iter()
+                    .find(|b| b.segment == s.segment)
+                    .unwrap_or(&empty);
+                SegmentTick {
+                    segment: s.segment.clone(),
+                    stable: diff_arm(&s.stable, &b.stable),
+                    canary: diff_arm(&s.canary, &b.canary),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -261,6 +276,41 @@ mod tests {
         b.add("reco", 500, &tick(10, 0, 0));
         let t = leader.take("reco", 500, &reports(&[("a", &a), ("b", &b)]));
         assert_eq!((t.replicas, t.counts.stable.requests), (2, 10));
+    }
+
+    #[test]
+    fn segments_are_summed_and_differenced_by_name() {
+        let seg = |name: &str, canary: u64, errors: u64| SegmentTick {
+            segment: name.to_string(),
+            stable: arm(canary, 0, 10),
+            canary: arm(canary, errors, 10),
+        };
+        let with = |segments: Vec<SegmentTick>| TickCounts {
+            segments,
+            ..tick(10, 10, 0)
+        };
+        let (mut a, mut b) = (Accumulator::new(0), Accumulator::new(100));
+        let mut leader = Consumer::new();
+        a.add("reco", 500, &with(vec![seg("new", 1, 0)]));
+        leader.take("reco", 500, &reports(&[("a", &a), ("b", &b)]));
+        a.add(
+            "reco",
+            500,
+            &with(vec![seg("new", 2, 1), seg("other", 5, 0)]),
+        );
+        b.add(
+            "reco",
+            500,
+            &with(vec![seg("other", 3, 0), seg("new", 4, 2)]),
+        );
+        let t = leader.take("reco", 500, &reports(&[("a", &a), ("b", &b)]));
+        let got: Vec<(&str, u64, u64)> = t
+            .counts
+            .segments
+            .iter()
+            .map(|s| (s.segment.as_str(), s.canary.requests, s.canary.errors))
+            .collect();
+        assert_eq!(got, [("new", 6, 3), ("other", 8, 0)]);
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl PendingCall {
             last: Some((Outcome::Grpc(code, self.errors), latency)),
             ..self.ended
         };
-        record(&self.rt, &self.decision, ended);
+        record(&self.rt, &self.decision, &ended);
     }
 }
 

@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod outlier;
 pub mod record;
 pub mod runtime;
+pub mod segments;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::config::types::Route;
 use crate::domain::Arm;
 use crate::grpc::{self, GrpcCode};
 use crate::proxy::runtime::{RouteRuntime, Runtime, Snapshot};
+use crate::proxy::segments::SegmentLive;
 use crate::routing::{self, Decision, RequestView};
 use body::{RequestBody, ResponseBody};
 use error::ProxyError;
@@ -215,6 +217,9 @@ struct RequestCtx<'s> {
     header_latency: Duration,
     /// A gRPC call to a method in the route's `grpc_idempotent`.
     idempotent: bool,
+    /// The request's segment and the counters it goes to (routes whose
+    /// ramp has `segments` only).
+    segment: Option<(Arc<SegmentLive>, usize)>,
 }
 
 impl<'s> RequestCtx<'s> {
@@ -226,15 +231,24 @@ impl<'s> RequestCtx<'s> {
         started: Instant,
         grpc: Option<GrpcCall>,
     ) -> Option<Self> {
+        let view = RequestView::of(req);
         let decision = routing::decide(
             &snap.config.routes,
             &snap.route_index,
-            &RequestView::of(req),
+            &view,
             |i| snap.routes.get(i).map(|r| r.weight()).unwrap_or_default(),
             &mut rand::thread_rng(),
         )?;
         let (route, rt) = snap.route(decision.route)?;
         rt.budget.record_request(started);
+        // Routes without segments pay this one branch on their config.
+        let segment = match route.ramp.as_ref().and_then(|r| r.segments.as_ref()) {
+            Some(_) => rt.segments().map(|s| {
+                let i = s.classify(&view);
+                (s, i)
+            }),
+            None => None,
+        };
         Some(RequestCtx {
             snap,
             route,
@@ -249,6 +263,7 @@ impl<'s> RequestCtx<'s> {
             header_latency: Duration::ZERO,
             idempotent: grpc.is_some()
                 && route.grpc_idempotent.iter().any(|m| m == req.uri().path()),
+            segment,
         })
     }
 
@@ -388,7 +403,7 @@ impl<'s> RequestCtx<'s> {
     /// A gRPC call still streaming its answer is counted when its trailers
     /// pass (see [`grpc_body`]); everything else here.
     fn finish(
-        self,
+        mut self,
         mut response: Response<ResponseBody>,
         version: Version,
     ) -> Response<ResponseBody> {
@@ -398,6 +413,7 @@ impl<'s> RequestCtx<'s> {
             last,
             canary_fell_back: self.canary_fell_back,
             grpc: self.grpc.is_some(),
+            segment: self.segment.take(),
         };
         let streaming =
             matches!(last, Some((Outcome::Answered(s), _)) if s == http::StatusCode::OK);
@@ -410,7 +426,7 @@ impl<'s> RequestCtx<'s> {
                 attempt_started: self.attempt_started,
                 header_latency: self.header_latency,
             }),
-            _ => record(self.rt, &self.decision, ended),
+            _ => record(self.rt, &self.decision, &ended),
         }
         self.access_log(&response);
         match last {

@@ -3,6 +3,7 @@
 //! its trailers arrive (see [`super::grpc_body`]). Same code both ways, so a
 //! gRPC call and an HTTP request are counted alike.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -10,10 +11,11 @@ use rand::Rng;
 use super::outcome::Outcome;
 use crate::domain::Arm;
 use crate::proxy::runtime::RouteRuntime;
+use crate::proxy::segments::SegmentLive;
 use crate::routing::Decision;
 
 /// How a request ended, as far as counting goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ended {
     /// The arm whose answer the client got.
     pub arm: Arm,
@@ -23,32 +25,27 @@ pub struct Ended {
     pub canary_fell_back: Option<(Outcome, Duration)>,
     /// Whether the request was a gRPC call.
     pub grpc: bool,
+    /// The request's segment and the counters it goes to (routes whose
+    /// ramp has `segments` only).
+    pub segment: Option<(Arc<SegmentLive>, usize)>,
 }
 
 /// Records the request, once. The weight-assigned exchange goes to metrics
 /// and the ramp's window (rule-forced ones are only counted apart); stable's
 /// answer to a fallback goes to metrics only, because it is not a
 /// weight-assigned stable request.
-pub fn record(rt: &RouteRuntime, decision: &Decision, ended: Ended) {
+pub fn record(rt: &RouteRuntime, decision: &Decision, ended: &Ended) {
     match (ended.canary_fell_back, ended.last) {
         (Some((canary, canary_latency)), stable) => {
             // The canary's failure still counts against it.
-            judge(
-                rt,
-                decision,
-                Arm::Canary,
-                canary,
-                canary_latency,
-                ended.grpc,
-            );
+            judge(rt, decision, ended, Arm::Canary, canary, canary_latency);
             rt.metrics.record_fallback();
             if let Some((outcome, latency)) = stable {
                 record_metrics(rt, Arm::Stable, outcome, latency, ended.grpc);
+                record_segment(ended, Arm::Stable, outcome);
             }
         }
-        (None, Some((outcome, latency))) => {
-            judge(rt, decision, ended.arm, outcome, latency, ended.grpc)
-        }
+        (None, Some((outcome, latency))) => judge(rt, decision, ended, ended.arm, outcome, latency),
         (None, None) => {}
     }
 }
@@ -58,15 +55,19 @@ pub fn record(rt: &RouteRuntime, decision: &Decision, ended: Ended) {
 fn judge(
     rt: &RouteRuntime,
     decision: &Decision,
+    ended: &Ended,
     arm: Arm,
     outcome: Outcome,
     latency: Duration,
-    grpc: bool,
 ) {
-    record_metrics(rt, arm, outcome, latency, grpc);
+    record_metrics(rt, arm, outcome, latency, ended.grpc);
+    record_segment(ended, arm, outcome);
     if !decision.reason.is_weight_assigned() {
         rt.record_forced(arm);
         return;
+    }
+    if let Some((s, i)) = &ended.segment {
+        s.record_judged(*i, arm, outcome.is_failure(), latency);
     }
     let half = match decision.bucket {
         Some(b) => usize::from(b & 1),
@@ -86,5 +87,12 @@ fn record_metrics(rt: &RouteRuntime, arm: Arm, outcome: Outcome, latency: Durati
         if let Some(code) = outcome.grpc_code() {
             rt.metrics.record_grpc(arm, code);
         }
+    }
+}
+
+/// Counts an answer in the request's segment (like `record_metrics`).
+fn record_segment(ended: &Ended, arm: Arm, outcome: Outcome) {
+    if let Some((s, i)) = &ended.segment {
+        s.record_answer(*i, arm, outcome.status().as_u16());
     }
 }

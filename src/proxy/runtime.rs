@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::types::{Config, Route};
 use crate::domain::{Arm, CanaryWeight, RouteName};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::fallback::FallbackBudget;
+use crate::proxy::segments::SegmentLive;
 use crate::proxy::upstream::{Pools, UpstreamPool};
 use crate::ramp::history::History;
 use crate::ramp::state::RampStatus;
@@ -45,6 +46,8 @@ pub struct RouteRuntime {
     pub history: Mutex<History>,
     /// Shadow traffic's state (idle unless the route mirrors).
     pub shadow: Arc<ShadowLive>,
+    /// Per-segment counters (routes whose ramp has `segments`).
+    segments: ArcSwapOption<SegmentLive>,
 }
 
 impl RouteRuntime {
@@ -61,6 +64,31 @@ impl RouteRuntime {
             ramp_status: Mutex::new(None),
             history: Mutex::new(History::default()),
             shadow: Arc::new(ShadowLive::default()),
+            segments: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The route's per-segment counters, when its ramp has `segments`.
+    pub fn segments(&self) -> Option<Arc<SegmentLive>> {
+        self.segments.load_full()
+    }
+
+    /// Follows the config's segment policy: keeps the counters while it is
+    /// unchanged, starts new ones (and drops the old series) when it changed.
+    fn set_segments(&self, route: &Route, metrics: &Metrics) {
+        let policy = route.ramp.as_ref().and_then(|r| r.segments.as_ref());
+        let current = self.segments.load();
+        match (policy, current.as_deref()) {
+            (Some(p), Some(live)) if live.policy() == p => {}
+            (Some(p), _) => {
+                let live = SegmentLive::new(p, metrics, self.name.as_str());
+                self.segments.store(Some(Arc::new(live)));
+            }
+            (None, Some(_)) => {
+                metrics.forget_segments(self.name.as_str());
+                self.segments.store(None);
+            }
+            (None, None) => {}
         }
     }
 
@@ -94,9 +122,12 @@ impl RouteRuntime {
         if !self.window.has_requests() {
             return;
         }
-        let tick = self.window.take();
+        let mut tick = self.window.take();
         if tick.is_empty() {
             return;
+        }
+        if let Some(segments) = self.segments.load().as_deref() {
+            tick.segments = segments.take();
         }
         {
             let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,12 +138,7 @@ impl RouteRuntime {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         match pending.as_mut() {
             None => *pending = Some(tick),
-            Some(pending) => {
-                pending.stable.merge(&tick.stable);
-                pending.canary.merge(&tick.canary);
-                pending.stable_halves[0].merge(&tick.stable_halves[0]);
-                pending.stable_halves[1].merge(&tick.stable_halves[1]);
-            }
+            Some(pending) => pending.merge(&tick),
         }
     }
 
@@ -241,6 +267,7 @@ impl Runtime {
                         Arc::new(rt)
                     })
                     .clone();
+                state.set_segments(route, metrics);
                 // Without a ramp the file owns the weight; with one, the ramp does.
                 if route.ramp.is_none() {
                     state.set_weight(route.canary_weight);

@@ -8,8 +8,8 @@
 //! * [`state`]: the state machine: events in, effects out. Every decision
 //!   of the ramp is made there.
 //! * [`history`]: the bounded per-tick history the web UI draws.
-//! * [`segments`]: how per-segment rollback evidence combines (the mean of
-//!   e-values); not wired into the judge yet.
+//! * [`segments`]: per-segment guardrails: which segment a request is in,
+//!   its counters, and how per-segment rollback evidence combines.
 //! * [`command`]: operator commands and why they can be refused.
 //! * [`kpi`]: business-KPI gates (Prometheus checks): pure evaluation and the query client.
 //! * [`sim`]: the `simulate` engine: the real state machine and judge on

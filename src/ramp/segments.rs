@@ -1,30 +1,45 @@
-//! Per-segment guardrails, the statistics only (not wired into the judge
-//! yet): how rollback evidence from several segments (`new`, `returning`,
-//! `app`, ..., `other`) is combined with the overall evidence so that
-//! looking at more segments never raises the false-rollback rate.
+//! Per-segment guardrails: how rollback evidence from several segments
+//! (`new`, `returning`, `app`, ..., `other`) is combined with the overall
+//! evidence so that looking at more segments never raises the
+//! false-rollback rate.
 //!
-//! The combination is the **mean of the e-values**: with `k` segments and
-//! the overall comparison, roll back when
-//! `(E_overall + E_1 + … + E_k) / (k + 1) ≥ 1/α`.
+//! The combination is a **weighted mean of the e-values**: half the weight
+//! on the overall comparison, the other half split evenly among the `k`
+//! segments; roll back when
+//! `½·E_overall + ½·(E_1 + … + E_k)/k ≥ 1/α`.
 //!
 //! Why it is valid: each `E_s` is an e-process (a nonnegative
 //! supermartingale with starting value 1 while the canary is no worse in
-//! that segment), all on the same ticks; a mean of such processes is one
-//! too (expectation is linear), so Ville's inequality bounds the chance
-//! that it *ever* reaches `1/α` by `α`, however many segments there are
-//! and however they depend on each other. No independence is assumed.
+//! that segment), all on the same ticks; a mean of such processes with
+//! fixed weights summing to 1 is one too (expectation is linear), so
+//! Ville's inequality bounds the chance that it *ever* reaches `1/α` by
+//! `α`, however many segments there are and however they depend on each
+//! other. No independence is assumed.
 //!
-//! Why not split α (Bonferroni, roll back when any `E_s ≥ (k+1)/α`): the
-//! mean reaches `1/α` whenever the largest `E_s` reaches `(k+1)/α` (the
-//! sum is at least its largest term), so the mean rolls back at least as
-//! early in every run, and earlier when two segments are both mildly
-//! worse. The price is the same for a regression confined to one segment:
-//! its e-value must grow `k+1` times larger than alone, i.e. about
-//! `ln(k+1)` more nats of evidence (a few more ticks, not a multiple).
+//! Why half on the overall: a regression of the whole canary shows most
+//! strongly in the overall comparison (each segment sees only its share of
+//! the traffic), and an equal mean over `k + 1` would make it wait for
+//! `E_overall ≥ (k+1)/α`; with half the weight it needs `2/α`, whatever
+//! `k`. A regression confined to one segment needs `E_s ≥ 2k/α` instead
+//! of `(k+1)/α`: `ln(2k/(k+1))` more nats (0.5 for 4 segments), measured in
+//! docs/judge.md.
+//!
+//! Why not split α (Bonferroni, roll back when `E_overall ≥ 2/α` or any
+//! `E_s ≥ 2k/α`): the weighted mean reaches `1/α` whenever one of those
+//! does (the sum is at least its largest term), so it rolls back at least
+//! as early in every run, and earlier when several segments are mildly
+//! worse.
 //!
 //! A segment with too little data has an e-value near 1 and only adds its
 //! share; it can never block a step (gates stay on the overall evidence).
-//! The reason names the segment with the largest e-value.
+//! The reason names the segment with the largest e-value when it is larger
+//! than the overall's.
+//!
+//! [`record`] is the request-path side: classification and counters.
+
+mod record;
+
+pub use record::{classify, merge_segments, SegmentRecorder, SegmentTick};
 
 /// The evidence of one segment.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,10 +50,14 @@ pub struct SegmentEvidence<'a> {
     pub e: f64,
 }
 
+/// The overall comparison's share of the combined evidence; the segments
+/// share the rest evenly.
+pub const OVERALL_WEIGHT: f64 = 0.5;
+
 /// The verdict of the combination.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Combined<'a> {
-    /// The mean of the overall and every segment's e-value.
+    /// The weighted mean of the overall and every segment's e-value.
     pub e: f64,
     /// `e ≥ 1/α`: roll back.
     pub rollback: bool,
@@ -48,13 +67,18 @@ pub struct Combined<'a> {
     pub worst: Option<&'a str>,
 }
 
-/// Combines the overall e-value with each segment's at level `alpha`.
+/// Combines the overall e-value with each segment's at level `alpha`
+/// (without segments, the overall e-value alone).
 /// Non-finite or negative e-values count as 0 (no evidence), so a broken
 /// segment can never cause a rollback.
 pub fn combine<'a>(alpha: f64, overall: f64, segments: &[SegmentEvidence<'a>]) -> Combined<'a> {
     let clean = |e: f64| if e.is_finite() && e > 0.0 { e } else { 0.0 };
-    let sum: f64 = clean(overall) + segments.iter().map(|s| clean(s.e)).sum::<f64>();
-    let e = sum / (segments.len() + 1) as f64;
+    let e = if segments.is_empty() {
+        clean(overall)
+    } else {
+        let mean = segments.iter().map(|s| clean(s.e)).sum::<f64>() / segments.len() as f64;
+        OVERALL_WEIGHT * clean(overall) + (1.0 - OVERALL_WEIGHT) * mean
+    };
     let worst = segments
         .iter()
         .filter(|s| clean(s.e) > clean(overall))
@@ -82,22 +106,27 @@ mod tests {
         let c = combine(
             0.01,
             1.0,
-            &[seg("new", 390.0), seg("app", f64::NAN), seg("other", -3.0)],
+            &[seg("new", 591.0), seg("app", f64::NAN), seg("other", -3.0)],
         );
-        assert_eq!(c.e, (1.0 + 390.0) / 4.0);
-        assert!(!c.rollback, "97.75 < 100");
+        assert_eq!(c.e, 0.5 * 1.0 + 0.5 * 591.0 / 3.0);
+        assert!(!c.rollback, "99 < 100");
         assert_eq!(c.worst, Some("new"));
         let c = combine(
             0.01,
             2.0,
-            &[seg("new", 400.0), seg("app", 1.0), seg("other", 1.0)],
+            &[seg("new", 600.0), seg("app", 1.0), seg("other", 1.0)],
         );
-        assert!(c.rollback);
-        let c = combine(0.01, 250.0, &[seg("new", 1.0)]);
+        assert!(c.rollback, "{}", c.e);
+        let c = combine(0.01, 200.0, &[seg("new", 1.0), seg("app", 1.0)]);
         assert_eq!(
             (c.rollback, c.worst),
             (true, None),
-            "the overall evidence leads"
+            "the overall evidence leads, and needs only 2/α"
+        );
+        assert_eq!(
+            combine(0.01, 120.0, &[]).e,
+            120.0,
+            "no segments: the overall alone"
         );
         assert!(!combine(0.0, 1e9, &[]).rollback, "alpha 0 never rolls back");
     }
@@ -111,10 +140,10 @@ mod tests {
             let es: Vec<f64> = (0..k).map(|_| rng.gen_range(0.0..2.0f64).powi(8)).collect();
             let overall = rng.gen_range(0.0..2.0f64).powi(8);
             let segs: Vec<_> = es.iter().map(|&e| seg("s", e)).collect();
-            let bonferroni = es
-                .iter()
-                .chain([&overall])
-                .any(|&e| e >= (k + 1) as f64 / alpha);
+            let bonferroni = overall >= 1.0 / (OVERALL_WEIGHT * alpha)
+                || es
+                    .iter()
+                    .any(|&e| e >= k as f64 / ((1.0 - OVERALL_WEIGHT) * alpha));
             if bonferroni {
                 assert!(combine(alpha, overall, &segs).rollback);
             }

@@ -28,8 +28,9 @@ use crate::config::types::RampPolicy;
 use crate::domain::CanaryWeight;
 use crate::ramp::audit::{rfc3339, Action, AuditRecord, Trigger};
 use crate::ramp::judge::paired::{Pair, PairedEvidence};
-use crate::ramp::judge::{Evidence, Judge};
+use crate::ramp::judge::{Evidence, Judge, SegmentSummary};
 use crate::ramp::kpi::KpiResult;
+use crate::ramp::segments::{merge_segments, SegmentTick};
 use crate::ramp::status::waiting_for;
 use crate::ramp::window::{ArmTick, TickCounts};
 use crate::ramp::Timestamp;
@@ -158,6 +159,10 @@ pub struct RampStatus {
     /// The business-KPI checks' last results (empty without checks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kpi: Vec<KpiResult>,
+    /// Per-segment evidence and per-arm numbers on the current step
+    /// (routes with `segments`, once the judge is calibrated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentSummary>,
 }
 
 /// The whole ramp state of one route: persisted after every change (and
@@ -186,6 +191,10 @@ pub struct RampState {
     step_stable: ArmTick,
     /// Canary's counts on the current step.
     step_canary: ArmTick,
+    /// Both arms' counts per segment on the current step (routes with
+    /// `segments`; absent in older state files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    step_segments: Vec<SegmentTick>,
     /// Shared-degradation hold in force.
     hold: bool,
     /// End of the last tick seen.
@@ -244,6 +253,10 @@ impl RampState {
     pub fn step_canary(&self) -> &ArmTick {
         &self.step_canary
     }
+    /// Both arms' counts per segment on the current step.
+    pub fn step_segments(&self) -> &[SegmentTick] {
+        &self.step_segments
+    }
     /// Shared-degradation hold in force.
     pub fn hold(&self) -> bool {
         self.hold
@@ -296,6 +309,7 @@ impl RampState {
             step_since: 0,
             step_stable: ArmTick::default(),
             step_canary: ArmTick::default(),
+            step_segments: Vec::new(),
             hold: false,
             last_tick: None,
             judge: Judge::new(),
@@ -396,8 +410,11 @@ impl RampState {
 
     fn evidence(&self, policy: &RampPolicy) -> Option<Evidence> {
         self.judge.is_calibrated().then(|| {
-            self.judge
-                .evidence(policy, &self.step_stable, &self.step_canary)
+            let mut ev = self
+                .judge
+                .evidence(policy, &self.step_stable, &self.step_canary);
+            ev.segments = self.judge.segment_evidence(&self.step_segments);
+            ev
         })
     }
 
@@ -438,6 +455,7 @@ impl RampState {
             decisions: self.decisions.iter().cloned().collect(),
             error: None,
             kpi: self.kpi.results().to_vec(),
+            segments: self.judge.segment_evidence(&self.step_segments),
         }
     }
 }

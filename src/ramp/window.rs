@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Arm;
 
+pub use crate::ramp::segments::{merge_segments, SegmentTick};
+
 /// Lowest histogram boundary: 1 ms.
 const FIRST_EDGE_NS: u64 = 1_000_000;
 /// Highest histogram boundary: 60 s.
@@ -242,6 +244,10 @@ pub struct TickCounts {
     pub canary: ArmTick,
     /// Stable split A/A by bucket parity (for the dispersion guard).
     pub stable_halves: [ArmTick; 2],
+    /// The same requests per segment (routes with `segments` only), one
+    /// entry per segment seen; absent in ticks of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentTick>,
 }
 
 impl TickCounts {
@@ -253,7 +259,17 @@ impl TickCounts {
             stable,
             canary,
             stable_halves: halves,
+            segments: Vec::new(),
         }
+    }
+
+    /// Adds another tick's counts into this one (segments matched by name).
+    pub fn merge(&mut self, other: &TickCounts) {
+        self.stable.merge(&other.stable);
+        self.canary.merge(&other.canary);
+        self.stable_halves[0].merge(&other.stable_halves[0]);
+        self.stable_halves[1].merge(&other.stable_halves[1]);
+        merge_segments(&mut self.segments, &other.segments);
     }
 
     /// True when no request at all was seen.
@@ -262,14 +278,15 @@ impl TickCounts {
     }
 }
 
-struct AtomicArm {
+/// One arm's counters (relaxed atomics): requests, errors, latency buckets.
+pub(crate) struct AtomicArm {
     requests: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; BUCKET_COUNT],
 }
 
 impl AtomicArm {
-    fn new() -> AtomicArm {
+    pub(crate) fn new() -> AtomicArm {
         AtomicArm {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -277,7 +294,17 @@ impl AtomicArm {
         }
     }
 
-    fn take(&self) -> ArmTick {
+    /// Counts one request.
+    pub(crate) fn add(&self, error: bool, latency: Duration) {
+        self.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drains the counters (each swapped to 0).
+    pub(crate) fn take(&self) -> ArmTick {
         let mut latency = JudgeHistogram::new();
         for (slot, b) in latency.counts.iter_mut().zip(&self.buckets) {
             *slot = b.swap(0, Ordering::Relaxed);
@@ -358,11 +385,7 @@ impl WindowRecorder {
             Arm::Canary => &shard.canary,
             Arm::Stable => &shard.halves[half & 1],
         };
-        a.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
-        if error {
-            a.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        a.requests.fetch_add(1, Ordering::Relaxed);
+        a.add(error, latency);
     }
 
     /// Whether a request was recorded since the last `take` (a request

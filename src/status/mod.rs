@@ -46,6 +46,27 @@ pub struct RouteStatus {
     /// Shadow traffic only: the comparison of mirrored answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowReport>,
+    /// Routes with `segments` only: per segment (`other` last), its
+    /// weight-assigned requests per arm and the judge's evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentStatus>,
+}
+
+/// One segment of a route in `/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentStatus {
+    /// A value of `segment_values`, or `other`.
+    pub segment: String,
+    /// Weight-assigned requests of the segment per arm since its counters
+    /// began (process start, or the reload that set the segments).
+    pub arms: PerArm<ArmTotals>,
+    /// The judge's rollback evidence within the segment on this ramp,
+    /// `(E_err + E_slow)/2` (`null` before the ramp judges).
+    pub e: Option<f64>,
+    /// `E` for errors within the segment.
+    pub e_errors: Option<f64>,
+    /// `E` for slow requests within the segment.
+    pub e_slow: Option<f64>,
 }
 
 /// A value for each arm, as `{"stable": .., "canary": ..}`.

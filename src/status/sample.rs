@@ -51,6 +51,8 @@ pub fn evidence() -> Evidence {
         slow_threshold_seconds: Some(0.05),
         r0_errors: 1.0,
         r0_slow: 1.0,
+        e_combined: None,
+        segments: Vec::new(),
     }
 }
 
@@ -83,6 +85,7 @@ pub fn ramp() -> RampStatus {
         ],
         error: None,
         kpi: Vec::new(),
+        segments: Vec::new(),
     }
 }
 
@@ -103,6 +106,7 @@ pub fn document() -> StatusDocument {
                     canary: ForcedTotals { requests: 17 },
                 },
                 shadow: None,
+                segments: Vec::new(),
             },
             RouteStatus {
                 name: "plain".to_string(),
@@ -111,6 +115,7 @@ pub fn document() -> StatusDocument {
                 arms: PerArm::default(),
                 forced: PerArm::default(),
                 shadow: None,
+                segments: Vec::new(),
             },
         ],
         config: ConfigStatus {

@@ -10,7 +10,7 @@ use crate::ramp::judge::{ArmSummary, Evidence};
 use crate::ramp::state::Phase;
 use crate::status::{
     ArmTotals, ConfigStatus, EtcdHealth, FleetRole, FleetStatus, ForcedTotals, RouteStatus,
-    ShadowReport, StatusDocument,
+    SegmentStatus, ShadowReport, StatusDocument,
 };
 
 /// Width of the weight bar, in characters.
@@ -76,6 +76,20 @@ fn arm_summary(arm: Arm, a: &ArmSummary) -> String {
 /// "E 0.42 / 100 · gate 5×: F err 25.1 slow 31.7 · canary 812 req 0.00% err p99 9.6 ms · stable …".
 pub fn evidence_summary(ev: &Evidence) -> String {
     let mut parts = vec![format!("E {} / {:.0}", short(ev.e), ev.rollback_threshold)];
+    if let Some(c) = ev.e_combined {
+        // With segments the rollback compares this mean, not `e`, with 1/α.
+        let worst = ev
+            .segments
+            .iter()
+            .max_by(|a, b| a.e.total_cmp(&b.e))
+            .map(|s| format!(", top {} {}", s.segment, short(s.e)))
+            .unwrap_or_default();
+        parts.push(format!(
+            "with {} segments E {}{worst}",
+            ev.segments.len(),
+            short(c)
+        ));
+    }
     if let Some(g) = &ev.gate {
         parts.push(format!(
             "gate {}×: F err {} slow {}",
@@ -162,6 +176,9 @@ fn render_route(out: &mut String, r: &RouteStatus) {
     for arm in [Arm::Stable, Arm::Canary] {
         let _ = writeln!(out, "{}", arm_line(arm, r.arms.get(arm), r.forced.get(arm)));
     }
+    if !r.segments.is_empty() {
+        render_segments(out, &r.segments);
+    }
     if let Some(s) = &r.shadow {
         render_shadow(out, s);
     }
@@ -172,6 +189,34 @@ fn render_route(out: &mut String, r: &RouteStatus) {
         for d in &decisions[skip..] {
             let _ = writeln!(out, "    {}", decision_line(d));
         }
+    }
+}
+
+/// Per segment: each arm's requests, error rate and p99, and the judge's
+/// evidence within the segment.
+fn render_segments(out: &mut String, segments: &[SegmentStatus]) {
+    let _ = writeln!(
+        out,
+        "    {:<12} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8}",
+        "segment", "stable", "err", "p99", "canary", "err", "p99", "E"
+    );
+    for s in segments {
+        let arm = |a: &ArmTotals| {
+            let p99 = if a.requests > 0 {
+                ms(Some(a.p99_seconds))
+            } else {
+                "–".to_string()
+            };
+            format!("{:>9} {:>7.2}% {p99:>9}", a.requests, a.error_rate * 100.0)
+        };
+        let e = s.e.map_or_else(|| "–".to_string(), short);
+        let _ = writeln!(
+            out,
+            "    {:<12} {} {} {e:>8}",
+            s.segment,
+            arm(&s.arms.stable),
+            arm(&s.arms.canary)
+        );
     }
 }
 
@@ -311,6 +356,45 @@ mod tests {
             out.contains("DIFFERS version 100.0% (noise 0.0%) e.g. \"v1\" → \"v2\""),
             "{out}"
         );
+    }
+
+    #[test]
+    fn renders_the_segments() {
+        use crate::status::{PerArm, SegmentStatus};
+        let mut doc = sample::document();
+        assert!(!render(&doc).contains("segment"));
+        doc.routes[0].segments = vec![
+            SegmentStatus {
+                segment: "new".into(),
+                arms: PerArm {
+                    stable: ArmTotals::new(1000, 5, Some(0.05)),
+                    canary: ArmTotals::new(100, 10, Some(0.06)),
+                },
+                e: Some(42.5),
+                e_errors: Some(84.0),
+                e_slow: Some(1.0),
+            },
+            SegmentStatus {
+                segment: "other".into(),
+                arms: PerArm::default(),
+                e: None,
+                e_errors: None,
+                e_slow: None,
+            },
+        ];
+        let out = render(&doc);
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("new "))
+            .unwrap();
+        for part in ["1000", "0.50%", "100", "10.00%", "42.5"] {
+            assert!(line.contains(part), "{part} missing in {line:?}\n{out}");
+        }
+        let other = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("other"))
+            .unwrap();
+        assert!(other.trim_end().ends_with('–'), "{other:?}");
     }
 
     #[test]

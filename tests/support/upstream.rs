@@ -34,6 +34,9 @@ pub enum Fault {
     /// spread evenly: request i (0-based, in arrival order) gets it when
     /// ⌊(i+1)·share⌋ steps up, so 0.25 is every 4th request.
     StatusShare(u16, f64),
+    /// Answer with this status to every request whose header (name, then
+    /// value) is exactly this: a backend broken for one kind of user.
+    StatusIfHeader(u16, &'static str, &'static str),
     /// Wait this long (after reading the request) before answering.
     Delay(Duration),
     /// Wait an exponentially distributed time with this mean (capped at 10×
@@ -310,7 +313,12 @@ async fn handle(
             Fault::StatusShare(s, share) if steps_up(index, share) => {
                 status = StatusCode::from_u16(s).unwrap();
             }
-            Fault::StatusShare(..) | Fault::Refuse => {}
+            Fault::StatusIfHeader(s, name, value)
+                if parts.headers.get(name).is_some_and(|v| v == value) =>
+            {
+                status = StatusCode::from_u16(s).unwrap();
+            }
+            Fault::StatusShare(..) | Fault::StatusIfHeader(..) | Fault::Refuse => {}
             Fault::Reset => return Err(ResetConnection),
             Fault::Close => close = true,
         }

@@ -247,6 +247,25 @@
     renderDecisions(d.querySelector('table.decisions tbody'), (ramp && ramp.decisions) || [], row);
     renderKpi(d.querySelector('.kpi'), (ramp && ramp.kpi) || []);
     renderShadow(d.querySelector('.shadow'), row.status && row.status.shadow);
+    renderSegments(d.querySelector('.segments'), (row.status && row.status.segments) || []);
+  }
+
+  // Per segment (since its counters began): each arm's numbers, and the
+  // judge's rollback evidence within the segment on this ramp.
+  function renderSegments(box, segments) {
+    box.hidden = segments.length === 0;
+    box.querySelector('tbody').replaceChildren(...segments.map((s) => {
+      const tr = el('tr');
+      tr.append(el('td', {}, s.segment));
+      for (const arm of ['stable', 'canary']) {
+        const a = (s.arms && s.arms[arm]) || {};
+        tr.append(el('td', { class: 'num' }, a.requests),
+          el('td', { class: 'num' }, a.errors + ' (' + pct(a.error_rate) + ')'),
+          el('td', { class: 'num' }, a.requests ? secs(a.p99_seconds) : '–'));
+      }
+      tr.append(el('td', { class: 'num' }, num(s.e, 2)));
+      return tr;
+    }));
   }
 
   function renderDecisions(body, decisions, row) {
@@ -320,6 +339,12 @@
       for (const arm of ['stable', 'canary']) {
         const a = ev[arm] || {};
         items.push([arm + ' on this step', a.requests + ' requests, ' + a.errors + ' errors (' + pct(a.error_rate) + '), p99 ' + secs(a.p99_seconds)]);
+      }
+      if (Number.isFinite(ev.e_combined)) items.push(['E with segments (mean of overall and each segment) / 1/α', num(ev.e_combined, 3) + ' / ' + num(ev.rollback_threshold, 1)]);
+      for (const sg of ev.segments || []) {
+        const c = sg.canary || {};
+        const st = sg.stable || {};
+        items.push(['segment ' + sg.segment + ': E (errors, slow)', num(sg.e, 3) + ' (' + num(sg.e_errors, 3) + ', ' + num(sg.e_slow, 3) + '); canary ' + c.requests + ' req ' + pct(c.error_rate) + ' err, stable ' + st.requests + ' req ' + pct(st.error_rate) + ' err']);
       }
       items.push(['shared degradation hold', ev.hold ? 'yes' : 'no']);
     } else {

@@ -466,6 +466,8 @@ impl Reader<'_> {
                 .collect(),
             shadow: self.string(t, "shadow"),
             min_rbo: self.number(t, "min_rbo"),
+            segments: self.string(t, "segments"),
+            segment_values: self.list(t, "segment_values", "strings", str_value),
         }
     }
 }

@@ -58,6 +58,7 @@ pub(super) fn ramp(c: &mut Checker<'_>, r: &RawRamp) -> RampPolicy {
             .collect(),
         shadow: None,
         min_rbo: None,
+        segments: super::segments::segments(c, r),
     };
     super::shadow::ramp_keys(c, r, &mut policy);
     timing(c, r, &policy);

@@ -251,17 +251,29 @@ fn query_name(c: &mut Checker<'_>, v: &Sp<String>, key: &str) -> Option<String> 
 
 /// `header:NAME`, `cookie:NAME` or `query:NAME`.
 fn sticky(c: &mut Checker<'_>, v: &Sp<String>) -> Option<StickySource> {
+    source(c, v, "sticky")
+}
+
+/// `header:NAME`, `cookie:NAME` or `query:NAME` for key `key` (`sticky`,
+/// `segments`).
+pub(super) fn source(c: &mut Checker<'_>, v: &Sp<String>, key: &str) -> Option<StickySource> {
     let name = |n: &str| Sp {
         value: n.to_owned(),
         at: v.at,
     };
     match v.value.split_once(':') {
-        Some(("header", n)) => header_name(c, &name(n), "sticky header").map(StickySource::Header),
-        Some(("cookie", n)) => cookie_name(c, &name(n), "sticky cookie").map(StickySource::Cookie),
-        Some(("query", n)) => query_name(c, &name(n), "sticky query").map(StickySource::Query),
+        Some(("header", n)) => {
+            header_name(c, &name(n), &format!("{key} header")).map(StickySource::Header)
+        }
+        Some(("cookie", n)) => {
+            cookie_name(c, &name(n), &format!("{key} cookie")).map(StickySource::Cookie)
+        }
+        Some(("query", n)) => {
+            query_name(c, &name(n), &format!("{key} query")).map(StickySource::Query)
+        }
         _ => {
             let msg = format!(
-                "sticky {:?} must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"",
+                "{key} {:?} must be \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"",
                 v.value
             );
             c.error(v.at, msg);

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{alpha, capped_exp, log_add_exp, GateReading, Judge, LikelihoodGrid};
 use crate::config::types::RampPolicy;
+use crate::ramp::segments::SegmentTick;
 use crate::ramp::window::{edge_seconds, ArmTick};
 
 /// Per-arm numbers of an audit record.
@@ -65,6 +66,31 @@ pub struct Evidence {
     pub r0_errors: f64,
     /// Null ratio of the slow-request test.
     pub r0_slow: f64,
+    /// With segments: the statistic compared with `rollback_threshold`
+    /// instead of `e` (the weighted mean of `e` and the segments' e-values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_combined: Option<f64>,
+    /// With segments: each segment's evidence and per-arm numbers on the
+    /// current step (`other` last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentSummary>,
+}
+
+/// One segment in an audit record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentSummary {
+    /// The segment: a value of `segment_values`, or `other`.
+    pub segment: String,
+    /// `(E_err + E_slow)/2` within the segment.
+    pub e: f64,
+    /// `E` for errors within the segment.
+    pub e_errors: f64,
+    /// `E` for slow requests within the segment.
+    pub e_slow: f64,
+    /// Stable on the current step, in the segment.
+    pub stable: ArmSummary,
+    /// Canary on the current step, in the segment.
+    pub canary: ArmSummary,
 }
 
 impl Judge {
@@ -98,11 +124,38 @@ impl Judge {
             slow_threshold_seconds: edge.map(edge_seconds),
             r0_errors: r0e,
             r0_slow: r0s,
+            e_combined: last.and_then(|v| v.e_combined),
+            segments: Vec::new(),
         }
+    }
+
+    /// Each judged segment's evidence, with its per-arm numbers from
+    /// `step` (the current step's counts per segment; missing = none).
+    pub fn segment_evidence(&self, step: &[SegmentTick]) -> Vec<SegmentSummary> {
+        let edge = self.thresholds.as_ref().and_then(|t| t.slow_edge);
+        let empty = SegmentTick::default();
+        self.segments
+            .iter()
+            .map(|j| {
+                let t = step
+                    .iter()
+                    .find(|t| t.segment == j.segment)
+                    .unwrap_or(&empty);
+                SegmentSummary {
+                    segment: j.segment.clone(),
+                    e: j.e(),
+                    e_errors: capped_exp(j.errors.log_e()),
+                    e_slow: capped_exp(j.slow.log_e()),
+                    stable: summarize(&t.stable, edge),
+                    canary: summarize(&t.canary, edge),
+                }
+            })
+            .collect()
     }
 }
 
-fn summarize(arm: &ArmTick, edge: Option<usize>) -> ArmSummary {
+/// One arm's numbers; slow requests counted above boundary `edge`.
+pub fn summarize(arm: &ArmTick, edge: Option<usize>) -> ArmSummary {
     ArmSummary {
         requests: arm.requests,
         errors: arm.errors_clamped(),

@@ -18,6 +18,7 @@ mod eprocess;
 mod evidence;
 mod guards;
 pub mod paired;
+mod segments;
 
 use std::collections::VecDeque;
 
@@ -28,10 +29,11 @@ pub use eprocess::{
     log_add_exp, log_mean_exp, LikelihoodGrid, RatioEProcess, Stratum, GATE_FRACTIONS,
     ROLLBACK_MULTIPLIERS,
 };
-pub use evidence::{ArmSummary, Evidence, RatioRange};
+pub use evidence::{summarize, ArmSummary, Evidence, RatioRange, SegmentSummary};
 pub use guards::{
     Dispersion, IncidentWindow, SplitDispersion, INCIDENT_RECENT_MS, INCIDENT_WINDOW_MS,
 };
+pub use segments::SegmentJudge;
 
 use crate::config::types::RampPolicy;
 use crate::ramp::window::TickCounts;
@@ -100,6 +102,14 @@ pub struct Verdict {
     pub phi_errors: f64,
     /// φ̂ of slow requests.
     pub phi_slow: f64,
+    /// With segments: the weighted mean of `e` and the segments' e-values, the
+    /// statistic compared with `1/α` instead of `e`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_combined: Option<f64>,
+    /// With segments: the segment whose evidence leads the overall's (the
+    /// one a rollback names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
 }
 
 impl Verdict {
@@ -146,6 +156,10 @@ pub struct Judge {
     pub gate_history: VecDeque<(Timestamp, f64, f64)>,
     /// The last verdict.
     pub last: Option<Verdict>,
+    /// Per-segment rollback e-processes (routes with `segments`; absent in
+    /// state files of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentJudge>,
 }
 
 impl Default for Judge {
@@ -174,6 +188,7 @@ impl Judge {
             max_log_e: 0.0,
             gate_history: VecDeque::new(),
             last: None,
+            segments: Vec::new(),
         }
     }
 
@@ -215,6 +230,8 @@ impl Judge {
         self.max_log_e = 0.0;
         self.gate_history.clear();
         self.last = None;
+        self.segments.clear();
+        segments::reconcile(&mut self.segments, policy.segments.as_ref(), r0e, r0s);
     }
 
     /// A step began: the ETA's drift history restarts.
@@ -271,6 +288,8 @@ impl Judge {
         let (slow_edge, base_error_rate, base_slow_rate) = th;
         let (err, held_err, t_err) = self.observe_errors(tick, now, base_error_rate);
         let slow = slow_edge.map(|edge| self.observe_slow(tick, now, edge, base_slow_rate));
+        let t_slow = slow.as_ref().map_or((1.0, 1.0), |s| s.2);
+        self.observe_segments(tick, policy, slow_edge, t_err, t_slow);
         let mut hold = held_err || slow.as_ref().is_some_and(|s| s.1);
         // The gates take the tick's own φ̂: advancing is no final decision
         // (the rollback processes keep watching every tick).
@@ -287,11 +306,16 @@ impl Judge {
         hold |= self.incident_errors.flagged || self.incident_slow.flagged;
         let (le, ls) = (self.rollback_errors.log_e(), self.rollback_slow.log_e());
         let log_e = log_add_exp(le, ls) - std::f64::consts::LN_2;
-        self.max_log_e = self.max_log_e.max(log_e);
+        let combined = self.combine_segments(log_e, alpha(policy));
+        let decisive = combined.as_ref().map_or(log_e, |c| c.0.ln());
+        self.max_log_e = self.max_log_e.max(decisive);
         let gate = self.read_gate(now, gate_tolerance, slow_edge.is_some());
+        let (e_combined, segment) = combined.map_or((None, None), |(e, s)| (Some(e), s));
         let verdict = Verdict {
             at: now,
-            rollback: log_e >= (1.0 / alpha(policy)).ln(),
+            rollback: decisive >= (1.0 / alpha(policy)).ln(),
+            e_combined,
+            segment,
             e_errors: capped_exp(le),
             e_slow: capped_exp(ls),
             e: capped_exp(log_e),
@@ -302,6 +326,43 @@ impl Judge {
         };
         self.last = Some(verdict.clone());
         verdict
+    }
+
+    /// Each segment's share of a tick, tempered like the overall test.
+    fn observe_segments(
+        &mut self,
+        tick: &TickCounts,
+        policy: &RampPolicy,
+        slow_edge: Option<usize>,
+        t_err: (f64, f64),
+        t_slow: (f64, f64),
+    ) {
+        let (r0e, r0s) = self.r0();
+        segments::reconcile(&mut self.segments, policy.segments.as_ref(), r0e, r0s);
+        for j in &mut self.segments {
+            if let Some(t) = tick.segments.iter().find(|t| t.segment == j.segment) {
+                j.update(t, slow_edge, t_err, t_slow);
+            }
+        }
+    }
+
+    /// With segments: the weighted mean of the overall and the segments'
+    /// e-values (`ramp::segments::combine`)
+    /// and the segment it names (`None` without segments).
+    fn combine_segments(&self, log_e: f64, alpha: f64) -> Option<(f64, Option<String>)> {
+        if self.segments.is_empty() {
+            return None;
+        }
+        let evidence: Vec<crate::ramp::segments::SegmentEvidence<'_>> = self
+            .segments
+            .iter()
+            .map(|j| crate::ramp::segments::SegmentEvidence {
+                segment: &j.segment,
+                e: j.e(),
+            })
+            .collect();
+        let c = crate::ramp::segments::combine(alpha, capped_exp(log_e), &evidence);
+        Some((c.e, c.worst.map(str::to_owned)))
     }
 
     /// The error half of a tick: its stratum, whether the (predictable)
@@ -432,5 +493,7 @@ fn temper(
     (1.0 / before, 1.0 / after)
 }
 
+#[cfg(test)]
+mod segment_tests;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! seeded from (seed, scenario, rollout), so threads do not change results.
 
 mod report;
+pub mod segments;
 pub mod shadow;
 pub mod traffic;
 
@@ -18,6 +19,7 @@ use crate::config::types::RampPolicy;
 use crate::ramp::state::{ms, Effect, Phase, RampEvent, RampState};
 
 pub use report::{quantile, ScenarioResult, SimReport};
+pub use segments::{segment_scenarios, SimSegment};
 pub use traffic::{Incident, Scenario, Traffic};
 
 /// What to simulate.
@@ -162,7 +164,11 @@ pub fn run_one(
             Some(s) => (now - s) as f64 / 1000.0,
             None => now as f64 / 1000.0 - baseline_end as f64 / 1000.0 - 1e6,
         };
-        let counts = traffic::gen_tick(&mut rng, traffic, scen, t_s, weight);
+        let counts = if scen.segments.is_empty() {
+            traffic::gen_tick(&mut rng, traffic, scen, t_s, weight)
+        } else {
+            segments::gen_segmented_tick(&mut rng, traffic, scen, t_s, weight)
+        };
         if ramp_start.is_some() {
             exposure += counts.canary.requests;
         }
@@ -206,6 +212,16 @@ pub fn run(policy: &RampPolicy, opts: &SimOptions) -> SimReport {
         tick_s: policy.tick.as_secs_f64(),
     };
     let horizon = opts.effective_horizon();
+    // Each scenario's own policy and traffic (segments judged or not).
+    let scenarios: Vec<Scenario> = opts
+        .scenarios
+        .iter()
+        .map(|s| segments::spread_over(policy, s))
+        .collect();
+    let policies: Vec<RampPolicy> = scenarios
+        .iter()
+        .map(|s| segments::scenario_policy(policy, s))
+        .collect();
     let jobs: Vec<(usize, usize)> = (0..opts.scenarios.len())
         .flat_map(|s| (0..opts.runs).map(move |r| (s, r)))
         .collect();
@@ -218,7 +234,7 @@ pub fn run(policy: &RampPolicy, opts: &SimOptions) -> SimReport {
     let parts: Vec<Vec<(usize, usize, RunOutcome)>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (jobs, traffic) = (&jobs, &traffic);
+                let (jobs, traffic, scenarios, policies) = (&jobs, &traffic, &scenarios, &policies);
                 sc.spawn(move || {
                     jobs.iter()
                         .skip(t)
@@ -228,7 +244,7 @@ pub fn run(policy: &RampPolicy, opts: &SimOptions) -> SimReport {
                             (
                                 s,
                                 r,
-                                run_one(policy, traffic, &opts.scenarios[s], horizon, seed),
+                                run_one(&policies[s], traffic, &scenarios[s], horizon, seed),
                             )
                         })
                         .collect()

@@ -57,6 +57,11 @@ pub struct Scenario {
     pub canary_burst: f64,
     /// The canary is worse: rolling back is the right call.
     pub bad: bool,
+    /// Traffic split into segments (empty: one stream); each segment's
+    /// `error_multiplier` replaces the scenario's.
+    pub segments: Vec<super::segments::SimSegment>,
+    /// The judge compares the arms within each of `segments` too.
+    pub judge_segments: bool,
 }
 
 impl Scenario {
@@ -70,6 +75,8 @@ impl Scenario {
             burst: 1.0,
             canary_burst: 1.0,
             bad: false,
+            segments: Vec::new(),
+            judge_segments: false,
         }
     }
 }

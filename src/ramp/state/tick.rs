@@ -4,13 +4,33 @@
 use super::{ms, Effect, Phase, RampState};
 use crate::config::types::RampPolicy;
 use crate::ramp::audit::{Action, Trigger};
-use crate::ramp::judge::{alpha, Verdict, GATE_THRESHOLD};
+use crate::ramp::judge::{alpha, Judge, Verdict, GATE_THRESHOLD};
 use crate::ramp::window::TickCounts;
 use crate::ramp::Timestamp;
 
 const HOLD_REASON: &str = "hold: shared degradation (stable's own events far above its baseline)";
 
-fn rollback_reason(v: &Verdict, policy: &RampPolicy) -> String {
+fn rollback_reason(v: &Verdict, judge: &Judge, policy: &RampPolicy) -> String {
+    if let (Some(e), Some(name)) = (v.e_combined, &v.segment) {
+        if let Some(j) = judge.segments.iter().find(|j| &j.segment == name) {
+            return format!(
+                "canary shown worse for segment {name:?}: E = {e:.3} ≥ 1/α = {:.0} (½ overall E + ½ mean of {} segments' E; segment {name:?} errors E = {:.3}, slow requests E = {:.3})",
+                1.0 / alpha(policy),
+                judge.segments.len(),
+                j.errors.log_e().min(690.0).exp(),
+                j.slow.log_e().min(690.0).exp(),
+            );
+        }
+    }
+    if let Some(e) = v.e_combined {
+        return format!(
+            "canary shown worse: E = {e:.3} ≥ 1/α = {:.0} (½ overall E + ½ mean of {} segments' E; overall errors E = {:.3}, slow requests E = {:.3})",
+            1.0 / alpha(policy),
+            judge.segments.len(),
+            v.e_errors,
+            v.e_slow
+        );
+    }
     format!(
         "canary shown worse: E = {:.3} ≥ 1/α = {:.0} (errors E = {:.3}, slow requests E = {:.3})",
         v.e,
@@ -62,9 +82,10 @@ impl RampState {
         }
         self.step_stable.merge(&tick.stable);
         self.step_canary.merge(&tick.canary);
+        super::merge_segments(&mut self.step_segments, &tick.segments);
         let v = self.judge.observe(tick, now, policy, self.gate(policy));
         if v.rollback {
-            let reason = rollback_reason(&v, policy);
+            let reason = rollback_reason(&v, &self.judge, policy);
             self.roll_back(now, policy, fx, Trigger::Judge, reason);
             return;
         }

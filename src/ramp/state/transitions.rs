@@ -202,6 +202,7 @@ impl RampState {
         self.step_since = now;
         self.step_stable = ArmTick::default();
         self.step_canary = ArmTick::default();
+        self.step_segments.clear();
         self.judge.start_step();
         self.weight_bp = w.basis_points();
         let action = if i == last || w == CanaryWeight::FULL {
