@@ -24,6 +24,94 @@ pub enum RequestBody {
     },
     /// No body.
     Empty,
+    /// A complete body held in memory (a mirrored request's copy).
+    Full(Option<Bytes>),
+    /// The client's body on a mirrored request: streamed to stable as is,
+    /// and copied (up to a cap) for the canary.
+    Teed(Box<RequestTee>),
+}
+
+/// Why a request body's copy was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFailed {
+    /// The body exceeded the copy's cap.
+    TooLarge,
+    /// The body broke off or was not read to its end.
+    Incomplete,
+}
+
+/// Copies a request body while it streams to stable; hands the copy over
+/// when the body ends. The copy never holds the stream back: a frame is
+/// copied when it passes, and a body over the cap just stops being copied.
+pub struct RequestTee {
+    inner: RequestBody,
+    copy: Vec<u8>,
+    cap: usize,
+    over: bool,
+    done: Option<tokio::sync::oneshot::Sender<Result<Bytes, CopyFailed>>>,
+}
+
+impl RequestTee {
+    /// Wraps `inner`; the copy (or why there is none) goes to `done`.
+    pub fn wrap(
+        inner: RequestBody,
+        cap: usize,
+        done: tokio::sync::oneshot::Sender<Result<Bytes, CopyFailed>>,
+    ) -> RequestBody {
+        RequestBody::Teed(Box::new(RequestTee {
+            inner,
+            copy: Vec::new(),
+            cap,
+            over: false,
+            done: Some(done),
+        }))
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(done) = self.done.take() {
+            let copy = match (complete, self.over) {
+                (_, true) => Err(CopyFailed::TooLarge),
+                (false, false) => Err(CopyFailed::Incomplete),
+                (true, false) => Ok(Bytes::from(std::mem::take(&mut self.copy))),
+            };
+            // The mirror may be gone (runtime shutting down); nothing to do then.
+            let _ = done.send(copy);
+        }
+    }
+
+    fn poll_tee(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Box<dyn StdError + Send + Sync>>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if self.copy.len() + data.len() > self.cap {
+                        self.over = true;
+                        self.copy = Vec::new();
+                    } else if !self.over {
+                        self.copy.extend_from_slice(data);
+                    }
+                }
+                if self.over || self.inner.is_end_stream() {
+                    // Over the cap, the outcome is known: tell the mirror now.
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for RequestTee {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
 }
 
 impl RequestBody {
@@ -80,6 +168,8 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Teed(tee) => tee.poll_tee(cx),
             RequestBody::Client { inner, remaining } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
@@ -102,14 +192,18 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
+            RequestBody::Full(bytes) => bytes.is_none(),
             RequestBody::Client { inner, .. } => inner.is_end_stream(),
+            RequestBody::Teed(tee) => tee.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Empty | RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RequestBody::Client { inner, .. } => inner.size_hint(),
+            RequestBody::Teed(tee) => tee.inner.size_hint(),
         }
     }
 }

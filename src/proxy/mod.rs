@@ -68,11 +68,11 @@ impl Proxy {
         };
         let (parts, body) = req.into_parts();
         let body = RequestBody::limited(body, limit);
-        let upstream_req = upstream_request(&snap, parts, body, client, ctx.arm);
+        let mut upstream_req = upstream_request(&snap, parts, body, client, ctx.arm);
         // One branch for routes without shadow traffic.
         let mirror = match &ctx.route.shadow {
             Some(_) if ctx.arm == Arm::Stable => {
-                mirror::start(&snap, ctx.decision.route, ctx.route, ctx.rt, &upstream_req)
+                mirror::start(&snap, ctx.decision.route, ctx.route, ctx.rt, &mut upstream_req)
             }
             _ => None,
         };

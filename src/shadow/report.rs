@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::compare::{BodyComparison, PairComparison};
 use super::diff::JsonDiff;
 use super::noise::above_noise;
-use crate::status::{FieldDiff, MeanSummary, PerArm, RboSummary, ShadowReport};
+use crate::status::{FieldDiff, MeanSummary, PerArm, RboSummary, ShadowReport, SkipReasons};
 
 /// Distinct field paths tracked; later new paths are not (bounded memory).
 pub const MAX_FIELDS: usize = 512;
@@ -78,12 +78,23 @@ struct FieldTally {
     example: Option<(Value, Value)>,
 }
 
+/// Why a request that the shadow settings took was not mirrored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `max_in_flight` mirrored requests were already running.
+    InFlight,
+    /// Its body was over the copy's cap.
+    BodyTooLarge,
+    /// Its body broke off, or stable did not read it to the end.
+    BodyIncomplete,
+}
+
 /// Everything shadow traffic has seen on one route since start.
 #[derive(Debug, Default, Clone)]
 pub struct ShadowStats {
     mirrored: u64,
     compared: u64,
-    skipped: u64,
+    skipped: SkipReasons,
     canary_errors: u64,
     stable_errors: u64,
     status_mismatches: u64,
@@ -108,9 +119,14 @@ impl ShadowStats {
         self.mirrored += 1;
     }
 
-    /// A request was not mirrored: too many in flight.
-    pub fn record_skipped(&mut self) {
-        self.skipped += 1;
+    /// A request was not mirrored, for `reason`.
+    pub fn record_skipped(&mut self, reason: SkipReason) {
+        let count = match reason {
+            SkipReason::InFlight => &mut self.skipped.in_flight,
+            SkipReason::BodyTooLarge => &mut self.skipped.body_too_large,
+            SkipReason::BodyIncomplete => &mut self.skipped.body_incomplete,
+        };
+        *count += 1;
     }
 
     /// One compared canary-vs-stable pair.
@@ -218,7 +234,10 @@ impl ShadowStats {
         ShadowReport {
             mirrored: self.mirrored,
             compared: self.compared,
-            skipped: self.skipped,
+            skipped: self.skipped.in_flight
+                + self.skipped.body_too_large
+                + self.skipped.body_incomplete,
+            skip_reasons: self.skipped.clone(),
             canary_errors: self.canary_errors,
             stable_errors: self.stable_errors,
             status_mismatches: self.status_mismatches,
@@ -355,11 +374,21 @@ mod tests {
             );
             stats.record_pair(&pair(body, i == 9));
         }
-        stats.record_skipped();
+        stats.record_skipped(SkipReason::InFlight);
+        stats.record_skipped(SkipReason::BodyTooLarge);
+        stats.record_skipped(SkipReason::BodyTooLarge);
         let r = stats.report();
         assert_eq!(
             (r.compared, r.skipped, r.canary_errors, r.status_mismatches),
-            (10, 1, 1, 1)
+            (10, 3, 1, 1)
+        );
+        assert_eq!(
+            r.skip_reasons,
+            SkipReasons {
+                in_flight: 1,
+                body_too_large: 2,
+                body_incomplete: 0
+            }
         );
         assert_eq!(r.rbo.mean, Some(0.5));
         assert_eq!(r.rbo.p10, Some(0.0));
