@@ -27,7 +27,8 @@ use crate::domain::Arm;
 use crate::metrics::ShadowResult;
 use crate::proxy::runtime::{RouteRuntime, Snapshot};
 use crate::shadow::report::SkipReason;
-use crate::shadow::{compare, Answer, CompareSpec, InFlightSlot, ShadowLive};
+use crate::shadow::compare::compare_with_noise;
+use crate::shadow::{Answer, CompareSpec, InFlightSlot, ShadowLive};
 
 /// The header that marks a mirrored request.
 pub const X_GRAYPROXY_SHADOW: HeaderName = HeaderName::from_static("x-grayproxy-shadow");
@@ -300,7 +301,8 @@ impl MirrorTask {
             latency: canary.latency,
             body: canary.body.as_deref(),
         };
-        let pair = compare(&stable, &canary_answer, &spec);
+        let noise_body = noise.and_then(|n| n.body.as_deref());
+        let (pair, noise_body) = compare_with_noise(&stable, &canary_answer, noise_body, &spec);
         if let crate::shadow::BodyComparison::Json { rank: Some(r), .. } = &pair.body {
             self.shadow_metrics.observe_rbo(r.rbo);
         }
@@ -313,8 +315,7 @@ impl MirrorTask {
             ShadowResult::Compared
         };
         self.shadow_metrics.record(result);
-        if let (Some(a), Some(b)) = (stable_body, noise.and_then(|n| n.body.as_deref())) {
-            let body = crate::shadow::compare::compare_bodies(a, b, &spec);
+        if let Some(body) = noise_body {
             self.live.stats().record_noise(&body);
         }
     }

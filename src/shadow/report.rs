@@ -89,6 +89,21 @@ pub enum SkipReason {
     BodyIncomplete,
 }
 
+impl FieldTally {
+    fn count(&mut self, path: &str, noise: bool, example: Option<(&Value, &Value)>) {
+        if noise {
+            self.noise += 1;
+            return;
+        }
+        self.canary += 1;
+        if self.example.is_none() {
+            if let Some((a, b)) = example {
+                self.example = Some((redact(path, a), redact(path, b)));
+            }
+        }
+    }
+}
+
 /// Everything shadow traffic has seen on one route since start.
 #[derive(Debug, Default, Clone)]
 pub struct ShadowStats {
@@ -181,24 +196,13 @@ impl ShadowStats {
     }
 
     fn count_field(&mut self, path: &str, noise: bool, example: Option<(&Value, &Value)>) {
-        if !self.fields.contains_key(path) {
-            if self.fields.len() >= MAX_FIELDS {
-                return;
-            }
-            self.fields.insert(path.to_string(), FieldTally::default());
-        }
-        let Some(tally) = self.fields.get_mut(path) else {
-            return;
-        };
-        if noise {
-            tally.noise += 1;
-            return;
-        }
-        tally.canary += 1;
-        if tally.example.is_none() {
-            if let Some((a, b)) = example {
-                tally.example = Some((redact(path, a), redact(path, b)));
-            }
+        // One lookup for a known path; the key is copied only for a new one.
+        if let Some(tally) = self.fields.get_mut(path) {
+            tally.count(path, noise, example);
+        } else if self.fields.len() < MAX_FIELDS {
+            let mut tally = FieldTally::default();
+            tally.count(path, noise, example);
+            self.fields.insert(path.to_string(), tally);
         }
     }
 
