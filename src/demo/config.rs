@@ -76,3 +76,58 @@ fn shadow_lines(opts: &DemoOptions) -> String {
     out
 }
 
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The demo config for `opts`, read back through the real loader.
+    fn load(opts: &DemoOptions) -> crate::config::types::Route {
+        let dir = std::env::temp_dir().join(format!(
+            "grayproxy-demo-config-{}-{}",
+            std::process::id(),
+            opts.shadow
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = |port| DemoBackend {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            requests: Arc::default(),
+        };
+        std::fs::write(dir.join("admin.token"), "t\n").unwrap();
+        let path = dir.join("grayproxy.toml");
+        std::fs::write(&path, config_text(&fake(18081), &fake(18082), opts)).unwrap();
+        let loaded = crate::config::load(&path).expect("the demo config must be valid");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        loaded.config.routes[0].clone()
+    }
+
+    #[test]
+    fn shadow_flags_shape_the_config() {
+        let plain = load(&DemoOptions::default());
+        assert!(plain.shadow.is_none());
+        assert_eq!(plain.ramp.as_ref().and_then(|r| r.shadow), None);
+
+        let dark = load(&DemoOptions {
+            canary_reorder: 0.3,
+            ..DemoOptions::default()
+        });
+        let s = dark.shadow.as_ref().expect("mirroring on");
+        assert!(s.always && s.percent == 100.0 && s.k == 3);
+        assert_eq!(s.items.as_deref(), Some("recommendations"));
+        assert_eq!(s.item_id.as_deref(), Some("product"));
+        assert_eq!(dark.ramp.as_ref().and_then(|r| r.shadow), None, "no phase");
+
+        let phase = load(&DemoOptions {
+            shadow: true,
+            ..DemoOptions::default()
+        });
+        let ramp = phase.ramp.as_ref().expect("a ramp");
+        assert_eq!(ramp.shadow, Some(Duration::from_secs(SHADOW_PHASE)));
+        assert_eq!(ramp.min_rbo, Some(MIN_RBO));
+        assert!(phase.shadow.is_some());
+    }
+}
