@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use grayproxy::shadow::compare::{compare, compare_bodies, compare_with_noise, Answer, CompareSpec};
+use grayproxy::shadow::compare::{
+    compare, compare_bodies, compare_with_noise, Answer, CompareSpec,
+};
 use grayproxy::shadow::ShadowStats;
 
 /// A 20-item answer; `shift` reorders the list and changes some scores.

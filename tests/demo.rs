@@ -131,7 +131,10 @@ fn a_reshuffling_canary_is_rolled_back_in_the_shadow_phase_having_served_no_user
     assert!(out.contains("result: ROLLED BACK"), "{out}");
     let audit = out.split("audit log (").nth(1).expect("an audit summary");
     assert!(audit.contains("shadow_started"), "{audit}");
-    assert!(!audit.contains("ramp_started"), "no step was reached:\n{audit}");
+    assert!(
+        !audit.contains("ramp_started"),
+        "no step was reached:\n{audit}"
+    );
     let rollback = audit
         .lines()
         .find(|l| l.contains(" rollback "))
@@ -161,7 +164,10 @@ fn a_dark_launch_demo_reports_the_rbo_drop() {
     let mut demo = spawn(&["demo", "--canary-reorder", "0.5", "--duration", "4s"]);
     let (code, out) = finish(&mut demo, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("shadow  every stable-answered request mirrored"), "{out}");
+    assert!(
+        out.contains("shadow  every stable-answered request mirrored"),
+        "{out}"
+    );
     let rbo = rbo_mean(&out);
     assert!(rbo > 0.2 && rbo < 0.8, "rbo mean {rbo}:\n{out}");
     assert!(out.contains("shadow mirrored"), "{out}");

@@ -165,10 +165,14 @@ async fn a_request_body_reaches_stable_and_an_identical_copy_the_canary() {
         assert_eq!(a.json()["len"], body.len(), "stable got the whole body");
     }
     let admin = proxy.admin;
-    eventually(Duration::from_secs(10), "20 pairs compared", || async move {
-        let s = support::admin_json(admin, "/status").await;
-        s["routes"][0]["shadow"]["compared"].as_u64() == Some(20)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "20 pairs compared",
+        || async move {
+            let s = support::admin_json(admin, "/status").await;
+            s["routes"][0]["shadow"]["compared"].as_u64() == Some(20)
+        },
+    )
     .await;
     let mut to_canary = canary.received();
     assert_eq!(to_canary.len(), 20);
@@ -179,7 +183,10 @@ async fn a_request_body_reaches_stable_and_an_identical_copy_the_canary() {
     assert_eq!(got, sent, "the canary got each body byte for byte");
     assert!(stable.received().iter().all(|r| !r.shadow));
     let s = shadow_status(&proxy).await;
-    assert_eq!((s["mirrored"].as_u64(), s["skipped"].as_u64()), (Some(20), Some(0)));
+    assert_eq!(
+        (s["mirrored"].as_u64(), s["skipped"].as_u64()),
+        (Some(20), Some(0))
+    );
     // Same bodies, so only the version differs between the answers.
     let fields: Vec<&str> = s["fields"]
         .as_array()
@@ -204,20 +211,29 @@ async fn the_body_streams_to_stable_before_the_client_has_sent_it_all() {
     tx.send(Bytes::from(vec![b'a'; 5000])).await.unwrap();
     // Stable sees the first part while the client still holds the rest: the
     // mirror copies the body as it passes and buffers nothing in front of it.
-    eventually(Duration::from_secs(10), "stable streamed 5000 bytes", || {
-        std::future::ready(stable.streamed() >= 5000)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "stable streamed 5000 bytes",
+        || std::future::ready(stable.streamed() >= 5000),
+    )
     .await;
-    assert!(canary.received().is_empty(), "the canary waits for the whole body");
+    assert!(
+        canary.received().is_empty(),
+        "the canary waits for the whole body"
+    );
     tx.send(Bytes::from(vec![b'b'; 3000])).await.unwrap();
     drop(tx);
     let a = answer.await.unwrap().unwrap();
     assert_eq!(a.json()["len"], 8000);
     let admin = proxy.admin;
-    eventually(Duration::from_secs(10), "the pair compared", || async move {
-        let s = support::admin_json(admin, "/status").await;
-        s["routes"][0]["shadow"]["compared"].as_u64() == Some(1)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the pair compared",
+        || async move {
+            let s = support::admin_json(admin, "/status").await;
+            s["routes"][0]["shadow"]["compared"].as_u64() == Some(1)
+        },
+    )
     .await;
     let to_canary = canary.received();
     assert_eq!(to_canary.len(), 1);
@@ -243,10 +259,14 @@ async fn a_body_over_the_cap_is_not_mirrored_and_counted_as_skipped() {
     let req = Request::post(proxy.url("/upload")).body(full("x")).unwrap();
     assert_eq!(send(&c, req).await.unwrap().status, 200);
     let admin = proxy.admin;
-    eventually(Duration::from_secs(10), "the small one compared", || async move {
-        let s = support::admin_json(admin, "/status").await;
-        s["routes"][0]["shadow"]["compared"].as_u64() == Some(1)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the small one compared",
+        || async move {
+            let s = support::admin_json(admin, "/status").await;
+            s["routes"][0]["shadow"]["compared"].as_u64() == Some(1)
+        },
+    )
     .await;
     assert_eq!(canary.received().len(), 1, "only the small body mirrored");
     assert_eq!(canary.received()[0].body, Bytes::from("x"));
@@ -283,7 +303,9 @@ async fn bodies_of_methods_not_listed_are_not_mirrored() {
         let req = Request::post(proxy.url("/x")).body(full("{}")).unwrap();
         assert_eq!(send(&c, req).await.unwrap().status, 200);
     }
-    let req = Request::get(proxy.url("/x")).body(support::empty()).unwrap();
+    let req = Request::get(proxy.url("/x"))
+        .body(support::empty())
+        .unwrap();
     assert_eq!(send(&c, req).await.unwrap().status, 200);
     let admin = proxy.admin;
     eventually(Duration::from_secs(10), "the GET compared", || async move {

@@ -66,7 +66,9 @@ fallback = true
 fn shadow_lines(opts: &DemoOptions) -> String {
     let mut out = String::new();
     if opts.shadow {
-        out.push_str(&format!("  shadow = \"{SHADOW_PHASE}s\"\n  min_rbo = {MIN_RBO}\n"));
+        out.push_str(&format!(
+            "  shadow = \"{SHADOW_PHASE}s\"\n  min_rbo = {MIN_RBO}\n"
+        ));
     }
     if opts.shadow || opts.canary_reorder > 0.0 {
         out.push_str(
@@ -75,7 +77,6 @@ fn shadow_lines(opts: &DemoOptions) -> String {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -515,7 +515,11 @@ mod tests {
         };
         std::fs::write(dir.join("admin.token"), "t\n").unwrap();
         let path = dir.join("grayproxy.toml");
-        std::fs::write(&path, config_text(&fake(18081), &fake(18082), &DemoOptions::default())).unwrap();
+        std::fs::write(
+            &path,
+            config_text(&fake(18081), &fake(18082), &DemoOptions::default()),
+        )
+        .unwrap();
         let loaded = crate::config::load(&path).expect("the demo config must be valid");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);

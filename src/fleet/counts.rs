@@ -96,10 +96,7 @@ impl Accumulator {
                 },
             );
         }
-        self.report
-            .routes
-            .entry(route.to_owned())
-            .or_insert_with(Served::default)
+        self.report.routes.entry(route.to_owned()).or_default()
     }
 
     /// Forgets routes that are no longer ramped.
@@ -177,7 +174,10 @@ impl Consumer {
                 continue;
             }
             let (counts, pairs) = match &before {
-                Some(b) => (diff(&served.counts, &b.counts), served.pairs.since(&b.pairs)),
+                Some(b) => (
+                    diff(&served.counts, &b.counts),
+                    served.pairs.since(&b.pairs),
+                ),
                 None => (served.counts.clone(), served.pairs.clone()),
             };
             merge(&mut out.counts, &counts);

@@ -31,6 +31,9 @@ pub enum RequestBody {
     Teed(Box<RequestTee>),
 }
 
+/// The error type of request bodies.
+type BoxError = Box<dyn StdError + Send + Sync>;
+
 /// Why a request body's copy was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyFailed {
@@ -79,10 +82,7 @@ impl RequestTee {
         }
     }
 
-    fn poll_tee(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Box<dyn StdError + Send + Sync>>>> {
+    fn poll_tee(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

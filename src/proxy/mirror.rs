@@ -26,8 +26,8 @@ use crate::config::types::{Route, ShadowConfig};
 use crate::domain::Arm;
 use crate::metrics::ShadowResult;
 use crate::proxy::runtime::{RouteRuntime, Snapshot};
-use crate::shadow::report::SkipReason;
 use crate::shadow::compare::compare_with_noise;
+use crate::shadow::report::SkipReason;
 use crate::shadow::{Answer, CompareSpec, InFlightSlot, ShadowLive};
 
 /// The header that marks a mirrored request.

@@ -232,7 +232,10 @@ mod tests {
     #[test]
     fn strings_without_escapes_borrow() {
         let n = Node::parse(br#"{"k": "plain", "e": "a\nb"}"#).unwrap();
-        assert!(matches!(n.get("k"), Some(Node::Str(Cow::Borrowed("plain")))));
+        assert!(matches!(
+            n.get("k"),
+            Some(Node::Str(Cow::Borrowed("plain")))
+        ));
         assert!(matches!(n.get("e"), Some(Node::Str(Cow::Owned(s))) if s == "a\nb"));
     }
 

@@ -43,7 +43,7 @@ impl<'t, T: Eq + Hash> Seen<'t, T> {
 
     fn contains(&self, item: &T) -> bool {
         match self {
-            Seen::Scan(v) => v.iter().any(|x| *x == item),
+            Seen::Scan(v) => v.contains(&item),
             Seen::Hash(h) => h.contains(item),
         }
     }
@@ -52,7 +52,7 @@ impl<'t, T: Eq + Hash> Seen<'t, T> {
     fn insert(&mut self, item: &'t T) -> bool {
         match self {
             Seen::Scan(v) => {
-                if v.iter().any(|x| *x == item) {
+                if v.contains(&item) {
                     return false;
                 }
                 v.push(item);

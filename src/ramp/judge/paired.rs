@@ -342,7 +342,10 @@ mod tests {
         assert_eq!(sum.rbo_pairs, 4);
         assert!((sum.rbo_sum - whole.rbo_sum).abs() < 1e-12);
         let delta = whole.since(&a);
-        assert_eq!((delta.pairs, delta.failed, delta.slow), (b.pairs, b.failed, b.slow));
+        assert_eq!(
+            (delta.pairs, delta.failed, delta.slow),
+            (b.pairs, b.failed, b.slow)
+        );
         assert_eq!(whole.since(&whole).pairs, 0);
         assert_eq!(a.since(&whole).pairs, 0, "saturates");
     }
