@@ -189,27 +189,32 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Str(Cow::Owned(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        // serde_json gives no length: start where a typical list fits.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(64));
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
         Ok(Node::Arr(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let mut fields: Vec<(Cow<'de, str>, Node<'de>)> = Vec::new();
+        let mut fields: Vec<(Cow<'de, str>, Node<'de>)> =
+            Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
         while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Node<'de>>()? {
             fields.push((k, v));
         }
         // Stable: of a repeated key, the last one stays (as serde_json does).
         fields.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(Cow<'de, str>, Node<'de>)> = Vec::with_capacity(fields.len());
-        for (k, v) in fields {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => out.push((k, v)),
+        if fields.windows(2).any(|w| w[0].0 == w[1].0) {
+            let mut out: Vec<(Cow<'de, str>, Node<'de>)> = Vec::with_capacity(fields.len());
+            for (k, v) in fields {
+                match out.last_mut() {
+                    Some(last) if last.0 == k => last.1 = v,
+                    _ => out.push((k, v)),
+                }
             }
+            fields = out;
         }
-        Ok(Node::Obj(out))
+        Ok(Node::Obj(fields))
     }
 }
 
