@@ -5,6 +5,7 @@
 #
 #   benches/e2e/shadow_p99.sh                      # 6 rounds of 10 s per side
 #   ROUNDS=8 DURATION=15 RATE=2000 benches/e2e/shadow_p99.sh
+#   GRAYPROXY_BIN=… SHADOW_LOAD_BIN=… benches/e2e/shadow_p99.sh   # prebuilt, no build
 #
 # What it does (loopback only; everything it starts it stops, by PID):
 #   * builds grayproxy and examples/shadow_load (profile quick-release);
@@ -44,11 +45,13 @@ done
 if [[ $(nproc) -lt 2 ]]; then log "needs 2 CPUs"; exit 1; fi
 require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_GRAY" "$PORT_ADMIN"
 
-log "building grayproxy and examples/shadow_load (quick-release)"
-(cd "$ROOT" && cargo build --profile quick-release --quiet --bin grayproxy --example shadow_load)
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/quick-release"
+if [[ -z "${GRAYPROXY_BIN:-}" || -z "${SHADOW_LOAD_BIN:-}" ]]; then
+    log "building grayproxy and examples/shadow_load (quick-release)"
+    (cd "$ROOT" && cargo build --profile quick-release --quiet --bin grayproxy --example shadow_load)
+fi
 GRAYPROXY=${GRAYPROXY_BIN:-$OUT/grayproxy}
-LOAD="$OUT/examples/shadow_load"
+LOAD=${SHADOW_LOAD_BIN:-$OUT/examples/shadow_load}
 
 mkdir -p "$WORK/state"
 cat >"$WORK/grayproxy.toml" <<EOF
