@@ -289,17 +289,22 @@ impl MirrorTask {
         noise: Option<&Mirrored>,
     ) {
         let spec = CompareSpec::from(cfg);
+        // Beyond the per-second budget, status and latency only.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let bodies = self.live.stats().take_body_budget(now_s);
         let stable = Answer {
             status: head.status,
             failed: head.failed,
             latency: head.latency,
-            body: stable_body,
+            body: stable_body.filter(|_| bodies),
         };
         let canary_answer = Answer {
             status: canary.status,
             failed: canary.failed,
             latency: canary.latency,
-            body: canary.body.as_deref(),
+            body: canary.body.as_deref().filter(|_| bodies),
         };
         let noise_body = noise.and_then(|n| n.body.as_deref());
         let (pair, noise_body) = compare_with_noise(&stable, &canary_answer, noise_body, &spec);

@@ -123,12 +123,34 @@ pub struct ShadowStats {
     /// Stable-vs-stable pairs whose bodies were compared.
     noise_pairs: u64,
     fields: HashMap<String, FieldTally>,
+    /// Body comparisons in the current second: (second, count).
+    body_budget: (u64, u32),
 }
+
+/// Body comparisons (JSON diff and ranked lists) per route and second at
+/// most. A comparison costs about ten times the CPU of proxying the request
+/// (see docs/shadow.md), so at high rates the bodies of a sample are
+/// compared; every pair is still compared by status and latency, which is
+/// what the shadow phase's failure and slowness test uses.
+pub const MAX_BODY_COMPARISONS_PER_SECOND: u32 = 200;
 
 /// The path under which a byte-level body difference is counted.
 pub const BODY_PATH: &str = "(body)";
 
 impl ShadowStats {
+    /// Whether a pair arriving in second `now_s` may have its bodies
+    /// compared (at most [`MAX_BODY_COMPARISONS_PER_SECOND`]); counts it.
+    pub fn take_body_budget(&mut self, now_s: u64) -> bool {
+        if self.body_budget.0 != now_s {
+            self.body_budget = (now_s, 0);
+        }
+        if self.body_budget.1 >= MAX_BODY_COMPARISONS_PER_SECOND {
+            return false;
+        }
+        self.body_budget.1 += 1;
+        true
+    }
+
     /// A request was mirrored to the canary.
     pub fn record_mirrored(&mut self) {
         self.mirrored += 1;
@@ -399,6 +421,14 @@ mod tests {
         assert_eq!(r.rbo.p50, Some(0.0));
         assert_eq!(r.stable_p99_seconds, Some(0.01));
         assert_eq!(r.canary_p99_seconds, Some(0.02));
+    }
+
+    #[test]
+    fn body_comparisons_are_capped_per_second() {
+        let mut stats = ShadowStats::default();
+        let granted = (0..500).filter(|_| stats.take_body_budget(7)).count();
+        assert_eq!(granted, MAX_BODY_COMPARISONS_PER_SECOND as usize);
+        assert!(stats.take_body_budget(8), "a new second, a new budget");
     }
 
     #[test]
