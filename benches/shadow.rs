@@ -1,5 +1,5 @@
-//! Criterion bench for shadow traffic's comparison of one pair: two typical
-//! 20-item recommendation answers (about 2.5 KB of JSON each) parsed,
+//! Criterion bench for shadow traffic's JSON/RBO comparison of a typical
+//! 20-item response: two recommendation answers (2.7 KB of JSON each) parsed,
 //! diffed field by field, their ranked lists compared (RBO and overlap@10),
 //! and the result aggregated into the route's report. Two pairs: a canary
 //! whose list moved by two places (every item, and so 64+ fields, differ:
@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use grayproxy::shadow::compare::{compare, Answer, CompareSpec};
+use grayproxy::shadow::compare::{
+    compare, compare_bodies, compare_with_noise, Answer, CompareSpec,
+};
 use grayproxy::shadow::ShadowStats;
 
 /// A 20-item answer; `shift` reorders the list and changes some scores.
@@ -65,6 +67,25 @@ fn bench_compare(c: &mut Criterion) {
     let alike: &'static [u8] = Box::leak(answer(0, 3).into_boxed_slice());
     c.bench_function("shadow_compare_20_items_alike", |b| {
         b.iter(|| black_box(compare(&side(stable), &side(alike), black_box(&spec))))
+    });
+    // A pair with a noise copy (stable asked twice): stable's body parsed
+    // once for both comparisons, against two separate comparisons.
+    let noise: &'static [u8] = Box::leak(answer(0, 4).into_boxed_slice());
+    c.bench_function("shadow_compare_with_noise_20_items", |b| {
+        b.iter(|| {
+            black_box(compare_with_noise(
+                &side(stable),
+                &side(canary),
+                Some(noise),
+                black_box(&spec),
+            ))
+        })
+    });
+    c.bench_function("shadow_compare_then_noise_separately_20_items", |b| {
+        b.iter(|| {
+            black_box(compare(&side(stable), &side(canary), black_box(&spec)));
+            black_box(compare_bodies(stable, noise, black_box(&spec)));
+        })
     });
     let mut stats = ShadowStats::default();
     c.bench_function("shadow_compare_and_record_20_items", |b| {

@@ -90,6 +90,14 @@ pub struct DemoArgs {
     /// gRPC backends (h2c, `reco.Recommender/Recommend`) and gRPC traffic.
     #[arg(long)]
     pub grpc: bool,
+    /// Share of the canary's recommendation lists reshuffled (0.3 = 30 %);
+    /// the demo then mirrors traffic to the canary and compares the lists.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub canary_reorder: f64,
+    /// Start the ramp with a shadow phase: the canary answers only
+    /// mirrored requests until it has shown itself no worse.
+    #[arg(long)]
+    pub shadow: bool,
 }
 
 /// Arguments of `status`.
@@ -181,6 +189,8 @@ pub fn run(cli: Cli) -> ExitCode {
             rps: a.rps,
             fleet: a.fleet.unwrap_or(0),
             grpc: a.grpc,
+            canary_reorder: a.canary_reorder,
+            shadow: a.shadow,
         }),
         Command::Status(a) => status::status_command(&a.admin, a.watch),
     }

@@ -105,6 +105,76 @@ fn a_healthy_canary_is_promoted_and_status_shows_the_ramp() {
     assert!(out.contains("100.00%"), "{out}");
 }
 
+/// The mean RBO the final view shows (`rbo mean 0.123`).
+fn rbo_mean(out: &str) -> f64 {
+    let after = out
+        .rsplit("rbo mean ")
+        .next()
+        .expect("a shadow section in the view");
+    after
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rbo mean in {out}"))
+}
+
+#[test]
+fn a_reshuffling_canary_is_rolled_back_in_the_shadow_phase_having_served_no_user() {
+    let mut demo = spawn(&[
+        "demo",
+        "--shadow",
+        "--canary-reorder",
+        "0.5",
+        "--duration",
+        "2m",
+    ]);
+    let (code, out) = finish(&mut demo, Duration::from_secs(110));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("result: ROLLED BACK"), "{out}");
+    let audit = out.split("audit log (").nth(1).expect("an audit summary");
+    assert!(audit.contains("shadow_started"), "{audit}");
+    assert!(
+        !audit.contains("ramp_started"),
+        "no step was reached:\n{audit}"
+    );
+    let rollback = audit
+        .lines()
+        .find(|l| l.contains(" rollback "))
+        .expect("a rollback line");
+    assert!(
+        rollback.contains("mean RBO") && rollback.contains("min_rbo 0.9"),
+        "{rollback}"
+    );
+    // Half the lists reshuffled: the mean RBO is far below 1.
+    let rbo = rbo_mean(&out);
+    assert!(rbo < 0.8, "rbo mean {rbo}:\n{out}");
+    // No user was served by the canary: its arm row counts 0 requests.
+    let canary_row = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("canary ") && !l.contains('['))
+        .expect("the canary's row");
+    assert_eq!(
+        canary_row.split_whitespace().nth(1),
+        Some("0"),
+        "{canary_row}"
+    );
+}
+
+#[test]
+fn a_dark_launch_demo_reports_the_rbo_drop() {
+    let mut demo = spawn(&["demo", "--canary-reorder", "0.5", "--duration", "4s"]);
+    let (code, out) = finish(&mut demo, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("shadow  every stable-answered request mirrored"),
+        "{out}"
+    );
+    let rbo = rbo_mean(&out);
+    assert!(rbo > 0.2 && rbo < 0.8, "rbo mean {rbo}:\n{out}");
+    assert!(out.contains("shadow mirrored"), "{out}");
+}
+
 #[test]
 fn status_without_a_proxy_says_so() {
     // A port nothing listens on: bind one, note it, close it.
@@ -121,7 +191,15 @@ fn status_without_a_proxy_says_so() {
 fn demo_rejects_bad_flags() {
     let out = run_cli(
         &std::env::temp_dir(),
-        &["demo", "--canary-error-rate", "1.5", "--rps", "0"],
+        &[
+            "demo",
+            "--canary-error-rate",
+            "1.5",
+            "--rps",
+            "0",
+            "--canary-reorder",
+            "2",
+        ],
         &[],
     );
     assert_eq!(out.code, Some(2));
@@ -131,6 +209,7 @@ fn demo_rejects_bad_flags() {
         "{err}"
     );
     assert!(err.contains("--rps 0 must be in"), "{err}");
+    assert!(err.contains("--canary-reorder 2 is outside 0..=1"), "{err}");
 }
 
 #[test]

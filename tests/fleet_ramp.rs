@@ -2,7 +2,9 @@
 //! sockets) against a real etcd (one for the file; each test its own
 //! prefix): a healthy ramp promoted with every replica agreeing, a
 //! 40 %-error canary rolled back on the fleet's summed counts, an operator
-//! pause sent to a follower seen by every replica within 1 s.
+//! pause sent to a follower seen by every replica within 1 s, and a
+//! 20 %-error canary rolled back in the shadow phase on the fleet's summed
+//! mirrored pairs, having served no user.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -220,6 +222,61 @@ async fn failing_canary_is_rolled_back_on_the_fleets_summed_counts() {
     assert!(
         evidence > own,
         "evidence {evidence} must exceed the leader's own {own}: {rb:#}"
+    );
+    for a in &apps {
+        assert_eq!(a.runtime.snapshot().routes[0].weight().percent(), 0.0);
+        a.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_canary_is_rolled_back_in_the_shadow_phase_on_the_fleets_summed_pairs() {
+    // A modest rate: the evidence grows over several publishes, so the
+    // leader's own share of it at the decision is clearly below the sum.
+    let (stable, canary) = (backend("b", 0.0, 0).await, backend("b", 0.2, 0).await);
+    let policy = format!("steps = [20, 50, 100]\nmin_requests = 30\nshadow = \"1m\"\n{FAST}");
+    let (_setups, apps) = fleet("shadow", &stable, &canary, &policy).await;
+    let lead = leader(&apps).await;
+    let _traffic: Vec<Traffic> = apps
+        .iter()
+        .map(|a| Traffic::start(a.proxy_addr, 30.0))
+        .collect();
+    watch_spread(&apps, "rolled_back", Duration::from_secs(60)).await;
+    let r = ramp(apps[lead].admin_addr).await;
+    let decisions = r["decisions"].as_array().unwrap();
+    assert!(decisions.iter().any(|d| d["action"] == "shadow_started"));
+    assert!(!decisions.iter().any(|d| d["action"] == "ramp_started"));
+    let rb = decisions
+        .iter()
+        .rev()
+        .find(|d| d["action"] == "rollback")
+        .cloned()
+        .unwrap();
+    assert_eq!(rb["replica"], format!("gp-{}", lead + 1).as_str());
+    let reason = rb["reason"].as_str().unwrap();
+    // "… (canary-only failures B vs stable-only C, …)": B is the fleet's.
+    let fleet_failures: u64 = reason
+        .split("canary-only failures ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    let mut own = Vec::new();
+    for a in &apps {
+        let s = status(a.admin_addr).await;
+        let route = &s["routes"][0];
+        assert_eq!(route["arms"]["canary"]["requests"], 0, "no user served");
+        own.push(route["shadow"]["canary_errors"].as_u64().unwrap_or(0));
+    }
+    println!("shadow rollback on {fleet_failures} canary-only failures fleet-wide; each replica's own: {own:?}");
+    assert!(
+        own.iter().filter(|n| **n > 0).count() >= 2,
+        "pairs on more than one replica: {own:?}"
+    );
+    assert!(
+        fleet_failures > own[lead],
+        "the leader judged more than its own {} failures: {reason}",
+        own[lead]
     );
     for a in &apps {
         assert_eq!(a.runtime.snapshot().routes[0].weight().percent(), 0.0);

@@ -2,7 +2,8 @@
 //! `127.0.0.1:0`. `GET /api/recommend?user=ID` (or the `x-user-id` header)
 //! answers a short JSON list of products, the same list for the same user.
 //! Latency is log-normal around a few milliseconds; the canary can add a
-//! fixed delay and answer a share of requests with 503.
+//! fixed delay, answer a share of requests with 503, and reshuffle a share
+//! of its lists (a bad ranking model: shadow traffic's RBO drops).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub struct BackendSpec {
     pub latency_sigma: f64,
     /// Fixed delay added to every answer.
     pub added_latency: Duration,
+    /// Share of answers whose list is reshuffled: three products drawn at
+    /// random from the whole catalogue, in random order, `0.0..=1.0`.
+    pub reorder: f64,
 }
 
 impl BackendSpec {
@@ -65,6 +69,7 @@ impl BackendSpec {
             median_latency: Duration::from_millis(3),
             latency_sigma: 0.5,
             added_latency: Duration::ZERO,
+            reorder: 0.0,
         }
     }
 }
@@ -138,6 +143,10 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (delay, fail) = spec.draw();
+    let shuffle = {
+        let mut rng = rand::thread_rng();
+        (rng.gen::<f64>() < spec.reorder).then(|| rng.gen::<u64>())
+    };
     tokio::time::sleep(delay).await;
     let (status, body) = if req.uri().path() != "/api/recommend" {
         (
@@ -151,7 +160,11 @@ async fn answer(
         )
     } else {
         let user = user_of(&req);
-        (StatusCode::OK, recommendations(spec.version, &user))
+        let body = match shuffle {
+            Some(seed) => reshuffled(spec.version, &user, seed),
+            None => recommendations(spec.version, &user),
+        };
+        (StatusCode::OK, body)
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -189,7 +202,12 @@ fn fnv1a(s: &str) -> u64 {
 
 /// Three distinct products and their scores, chosen by the user's hash.
 pub fn picks(user: &str) -> [(&'static str, f64); 3] {
-    let h = fnv1a(user);
+    picks_of(fnv1a(user))
+}
+
+/// Three distinct products (a stride through a prime-sized catalogue from
+/// a start, both taken from `h`), scored in rank order.
+fn picks_of(h: u64) -> [(&'static str, f64); 3] {
     let n = PRODUCTS.len() as u64;
     let first = h % n;
     [0u64, 1, 2].map(|i| {
@@ -201,7 +219,17 @@ pub fn picks(user: &str) -> [(&'static str, f64); 3] {
 
 /// The JSON answer: the user's three [`picks`].
 pub fn recommendations(version: &str, user: &str) -> String {
-    let picks: Vec<serde_json::Value> = picks(user)
+    answer_json(version, user, picks(user))
+}
+
+/// A reshuffled answer: three distinct products picked by `seed` instead of
+/// the user's hash, so the list has little in common with the usual one.
+pub fn reshuffled(version: &str, user: &str, seed: u64) -> String {
+    answer_json(version, user, picks_of(seed))
+}
+
+fn answer_json(version: &str, user: &str, picks: [(&'static str, f64); 3]) -> String {
+    let picks: Vec<serde_json::Value> = picks
         .into_iter()
         .map(|(product, score)| serde_json::json!({"product": product, "score": score}))
         .collect();
@@ -226,6 +254,30 @@ mod tests {
             .map(|r| r["product"].as_str().unwrap())
             .collect();
         assert_eq!(names.len(), 3, "{a}");
+    }
+
+    #[test]
+    fn reshuffled_lists_are_valid_and_differ_from_the_usual_one() {
+        let usual = recommendations("reco-v2", "alice");
+        let products = |s: &str| -> Vec<String> {
+            let v: serde_json::Value = serde_json::from_str(s).unwrap();
+            v["recommendations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["product"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let differ = (0..50u64)
+            .map(|seed| reshuffled("reco-v2", "alice", seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .filter(|s| {
+                let p = products(s);
+                let distinct: std::collections::HashSet<_> = p.iter().collect();
+                assert_eq!(distinct.len(), 3, "{s}");
+                p != products(&usual)
+            })
+            .count();
+        assert!(differ >= 45, "{differ} of 50 reshuffled lists differ");
     }
 
     #[test]

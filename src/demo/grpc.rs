@@ -423,7 +423,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             requests: Arc::default(),
         };
-        let http = super::super::config_text(&fake(18081), &fake(18082));
+        let http = super::super::config_text(&fake(18081), &fake(18082), &Default::default());
         assert_eq!(config(false, http.clone()), http);
         let dir = super::super::temp_dir().unwrap();
         std::fs::write(dir.join("admin.token"), "t\n").unwrap();

@@ -11,6 +11,7 @@
 //! gathers its latency evidence quickly).
 
 pub mod backend;
+mod config;
 mod fleet;
 pub mod grpc;
 pub mod traffic;
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::app::{App, StartOptions};
 use crate::demo::backend::{BackendSpec, DemoBackend};
+pub use crate::demo::config::config_text;
 use crate::demo::traffic::TrafficStats;
 use crate::persist::AUDIT_FILE;
 use crate::ramp::audit::{Action, AuditRecord, Trigger};
@@ -57,6 +59,11 @@ pub struct DemoOptions {
     pub fleet: usize,
     /// gRPC backends and gRPC traffic instead of HTTP.
     pub grpc: bool,
+    /// Share of the canary's lists reshuffled (`--canary-reorder`); above 0
+    /// the demo mirrors traffic to the canary and compares the lists.
+    pub canary_reorder: f64,
+    /// The ramp starts with a shadow phase (`--shadow`).
+    pub shadow: bool,
 }
 
 impl Default for DemoOptions {
@@ -69,6 +76,8 @@ impl Default for DemoOptions {
             rps: 400.0,
             fleet: 0,
             grpc: false,
+            canary_reorder: 0.0,
+            shadow: false,
         }
     }
 }
@@ -80,6 +89,7 @@ impl DemoOptions {
         for (flag, v) in [
             ("--canary-error-rate", self.canary_error_rate),
             ("--stable-error-rate", self.stable_error_rate),
+            ("--canary-reorder", self.canary_reorder),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 p.push(format!(
@@ -114,55 +124,6 @@ pub enum Ending {
     TimedOut,
     /// Ctrl-C / SIGTERM.
     Interrupted,
-}
-
-/// The demo config: both listeners and the backends on loopback, port 0.
-pub fn config_text(stable: &DemoBackend, canary: &DemoBackend) -> String {
-    format!(
-        r#"# Written by `grayproxy demo`.
-[server]
-listen = "127.0.0.1:0"
-request_timeout = "5s"
-shutdown_grace = "2s"
-
-[admin]
-listen = "127.0.0.1:0"
-token_file = "admin.token"
-
-[state]
-dir = "state"
-
-[upstreams.reco-v1]
-endpoints = ["{stable}"]
-[upstreams.reco-v2]
-endpoints = ["{canary}"]
-
-[[routes]]
-name = "{ROUTE}"
-match = {{ path_prefix = "/api/recommend" }}
-stable = "reco-v1"
-canary = "reco-v2"
-sticky = "header:x-user-id"
-salt = "reco-v2"
-fallback = true
-
-  [[routes.rules]]
-  when = {{ header = "x-canary", equals = "always" }}
-  to = "canary"
-
-  [routes.ramp]
-  steps = [1, 5, 10, 25, 50, 100]
-  interval = "5s"
-  tick = "1s"
-  min_requests = 50
-  baseline = "10s"
-  confidence = 0.99
-  max_p99_increase = 0.1
-  max_step_duration = "2m"
-"#,
-        stable = stable.addr,
-        canary = canary.addr
-    )
 }
 
 /// A fresh temp directory for the demo's config and state.
@@ -233,6 +194,7 @@ async fn run_async(opts: DemoOptions) -> Result<Ending, String> {
         BackendSpec {
             error_rate: opts.canary_error_rate,
             added_latency: opts.canary_latency,
+            reorder: opts.canary_reorder,
             ..BackendSpec::healthy("reco-v2")
         },
         stop_rx.clone(),
@@ -269,7 +231,7 @@ async fn run_in(
         0 | 1 => None,
         _ => Some(fleet::DemoEtcd::start(dir).await?),
     };
-    let base = grpc::config(opts.grpc, config_text(stable, canary));
+    let base = grpc::config(opts.grpc, config_text(stable, canary, opts));
     let text = format!(
         "{base}{}",
         etcd.as_ref().map_or(String::new(), |e| e.section(1))
@@ -419,7 +381,26 @@ fn print_banner(
         "          starting after {} s of warm-up traffic (all to stable)",
         WARMUP.as_secs()
     );
+    print_shadow_banner(opts);
     println!();
+}
+
+fn print_shadow_banner(opts: &DemoOptions) {
+    if opts.shadow {
+        println!(
+            "  shadow  phase of {} s after the baseline: the canary answers mirrored requests only; \
+             worse, or mean RBO < {}, rolls it back with no user served",
+            config::SHADOW_PHASE,
+            config::MIN_RBO
+        );
+    }
+    if opts.shadow || opts.canary_reorder > 0.0 {
+        println!(
+            "  shadow  every stable-answered request mirrored; canary reshuffles {:.0} % of its lists \
+             (see RBO in the view)",
+            opts.canary_reorder * 100.0
+        );
+    }
 }
 
 /// The demo's one route.
@@ -544,7 +525,11 @@ mod tests {
         };
         std::fs::write(dir.join("admin.token"), "t\n").unwrap();
         let path = dir.join("grayproxy.toml");
-        std::fs::write(&path, config_text(&fake(18081), &fake(18082))).unwrap();
+        std::fs::write(
+            &path,
+            config_text(&fake(18081), &fake(18082), &DemoOptions::default()),
+        )
+        .unwrap();
         let loaded = crate::config::load(&path).expect("the demo config must be valid");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);

@@ -16,6 +16,7 @@
 use crate::fleet::link::FleetLink;
 use crate::fleet::store::Written;
 use crate::persist::{StateFile, STATE_VERSION};
+use crate::ramp::judge::paired::PairedEvidence;
 use crate::ramp::state::{Effect, Phase, RampEvent, RampState};
 
 use super::route::RouteDriver;
@@ -124,12 +125,20 @@ impl RouteDriver {
     }
 
     /// Drains this replica's tick into the fleet's counts, tagged with the
-    /// weight it was served at.
+    /// weight it was served at; and its mirrored pairs, classified for the
+    /// paired judge with the ramp's slow threshold (the leader judges the
+    /// fleet's sum).
     pub(super) fn fleet_record(&mut self) {
         let Some(f) = &self.fleet else { return };
         let counts = self.rt.take_tick();
-        f.link
-            .record(&self.name, self.rt.weight().basis_points(), &counts);
+        let weight_bp = self.rt.weight().basis_points();
+        f.link.record(&self.name, weight_bp, &counts);
+        let pairs = self.rt.shadow.take_pairs();
+        if !pairs.is_empty() {
+            let mut evidence = PairedEvidence::default();
+            evidence.observe(&pairs, self.state.shadow_slow_seconds());
+            f.link.record_pairs(&self.name, weight_bp, &evidence);
+        }
     }
 
     /// The tick in fleet mode: record; the leader then judges the fleet's
@@ -166,6 +175,9 @@ impl RouteDriver {
         let weight = self.state.weight().basis_points();
         match wait(link.fleet_counts(&self.name, weight)) {
             Ok(Ok(Some(taken))) => {
+                if taken.pairs.pairs > 0 {
+                    let _ = self.apply(RampEvent::ShadowEvidence(taken.pairs));
+                }
                 let _ = self.apply(RampEvent::Tick(taken.counts));
             }
             Ok(Ok(None)) => {}

@@ -445,13 +445,14 @@ impl RouteDriver {
             // file work runs where it does not stall the proxy's workers.
             tokio::select! {
                 _ = timer.tick() => {
-                    let pairs = self.rt.shadow.take_pairs();
-                    if !pairs.is_empty() {
-                        let _ = blocking(|| self.apply(RampEvent::ShadowPairs(pairs)));
-                    }
                     if self.fleet.is_some() {
+                        // The pairs go to the fleet's sum with the counts.
                         blocking(|| self.fleet_tick());
                     } else {
+                        let pairs = self.rt.shadow.take_pairs();
+                        if !pairs.is_empty() {
+                            let _ = blocking(|| self.apply(RampEvent::ShadowPairs(pairs)));
+                        }
                         let counts = self.rt.take_tick();
                         let _ = blocking(|| self.apply(RampEvent::Tick(counts)));
                     }

@@ -8,16 +8,22 @@
 //! whatever the two clocks do. Counts are tagged with the weight they were
 //! served at, and the leader only takes counts served at the route's current
 //! weight: a tick never mixes two weights, even while replicas switch.
+//!
+//! The shadow phase's paired evidence travels the same way: each replica
+//! classifies its own mirrored pairs (with the ramp's slow threshold, which
+//! it has from the replicated state) into the counts the paired judge works
+//! on, and the leader judges their sum.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ramp::judge::paired::PairedEvidence;
 use crate::ramp::segments::SegmentTick;
 use crate::ramp::{ArmTick, JudgeHistogram, TickCounts};
 
 /// What one replica served on one route since it applied its current weight.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Served {
     /// Canary weight (basis points) the counts were served at.
     pub weight_bp: u16,
@@ -25,10 +31,18 @@ pub struct Served {
     pub generation: u64,
     /// Cumulative counts in this generation.
     pub counts: TickCounts,
+    /// Cumulative paired evidence of its mirrored requests in this
+    /// generation (absent from a replica without shadow traffic).
+    #[serde(default, skip_serializing_if = "is_empty_evidence")]
+    pub pairs: PairedEvidence,
+}
+
+fn is_empty_evidence(e: &PairedEvidence) -> bool {
+    e.pairs == 0
 }
 
 /// The value of a replica's counts key.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CountsReport {
     /// Route name → counts.
     pub routes: BTreeMap<String, Served>,
@@ -55,6 +69,17 @@ impl Accumulator {
     /// Adds one drained tick of `route`, served at `weight_bp`. Counts at a
     /// weight other than the current one start a new generation.
     pub fn add(&mut self, route: &str, weight_bp: u16, tick: &TickCounts) {
+        merge(&mut self.served(route, weight_bp).counts, tick);
+    }
+
+    /// Adds paired evidence of `route`'s mirrored requests, gathered at
+    /// `weight_bp` (same generations as [`Accumulator::add`]).
+    pub fn add_pairs(&mut self, route: &str, weight_bp: u16, pairs: &PairedEvidence) {
+        self.served(route, weight_bp).pairs.add(pairs);
+    }
+
+    /// The route's counts at `weight_bp`, a new generation when the weight changed.
+    fn served(&mut self, route: &str, weight_bp: u16) -> &mut Served {
         let fresh = self
             .report
             .routes
@@ -68,13 +93,11 @@ impl Accumulator {
                 Served {
                     weight_bp,
                     generation,
-                    counts: TickCounts::default(),
+                    ..Served::default()
                 },
             );
         }
-        if let Some(s) = self.report.routes.get_mut(route) {
-            merge(&mut s.counts, tick);
-        }
+        self.report.routes.entry(route.to_owned()).or_default()
     }
 
     /// Forgets routes that are no longer ramped.
@@ -96,7 +119,7 @@ fn merge(into: &mut TickCounts, add: &TickCounts) {
 #[derive(Debug, Default)]
 pub struct Consumer {
     /// (replica, route) → the generation and cumulative counts consumed.
-    seen: HashMap<(String, String), (u64, TickCounts)>,
+    seen: HashMap<(String, String), Served>,
     /// Routes whose first read is done (that read only sets the cursors).
     primed: std::collections::HashSet<String>,
 }
@@ -106,6 +129,8 @@ pub struct Consumer {
 pub struct Taken {
     /// Summed over every replica that served at the route's weight.
     pub counts: TickCounts,
+    /// The paired evidence of mirrored requests, summed the same way.
+    pub pairs: PairedEvidence,
     /// Replicas that contributed (served at the right weight).
     pub replicas: usize,
     /// Replicas whose counts were at another weight (still switching).
@@ -135,12 +160,10 @@ impl Consumer {
                 continue;
             };
             let key = (replica.clone(), route.to_owned());
-            let before = match self.seen.get(&key) {
-                Some((g, c)) if *g == served.generation => Some(c.clone()),
-                _ => None,
-            };
-            self.seen
-                .insert(key, (served.generation, served.counts.clone()));
+            let before = self
+                .seen
+                .insert(key, served.clone())
+                .filter(|b| b.generation == served.generation);
             if priming {
                 continue;
             }
@@ -148,11 +171,15 @@ impl Consumer {
                 out.other_weight += 1;
                 continue;
             }
-            let delta = match &before {
-                Some(b) => diff(&served.counts, b),
-                None => served.counts.clone(),
+            let (counts, pairs) = match &before {
+                Some(b) => (
+                    diff(&served.counts, &b.counts),
+                    served.pairs.since(&b.pairs),
+                ),
+                None => (served.counts.clone(), served.pairs.clone()),
             };
-            merge(&mut out.counts, &delta);
+            merge(&mut out.counts, &counts);
+            out.pairs.add(&pairs);
             out.replicas += 1;
         }
         out
@@ -356,10 +383,64 @@ mod tests {
         assert!(a2.report().routes.is_empty());
     }
 
+    fn evidence(canary_only_failures: u64, pairs: u64, rbo: f64) -> PairedEvidence {
+        let mut e = PairedEvidence {
+            pairs,
+            rbo_sum: rbo * pairs as f64,
+            rbo_pairs: pairs,
+            ..PairedEvidence::default()
+        };
+        e.failed.canary_only = canary_only_failures;
+        e
+    }
+
+    #[test]
+    fn sums_the_shadow_pairs_over_replicas_once() {
+        let (mut a, mut b) = (Accumulator::new(0), Accumulator::new(100));
+        a.add_pairs("reco", 0, &evidence(1, 10, 0.5));
+        b.add_pairs("reco", 0, &evidence(0, 5, 1.0));
+        let mut leader = Consumer::new();
+        let t = leader.take("reco", 0, &reports(&[("a", &a), ("b", &b)]));
+        assert_eq!(t.pairs.pairs, 0, "first read primes");
+        a.add_pairs("reco", 0, &evidence(3, 20, 0.5));
+        b.add_pairs("reco", 0, &evidence(2, 30, 1.0));
+        a.add("reco", 0, &tick(50, 0, 0));
+        let t = leader.take("reco", 0, &reports(&[("a", &a), ("b", &b)]));
+        assert_eq!(t.replicas, 2);
+        assert_eq!((t.pairs.pairs, t.pairs.failed.canary_only), (50, 5));
+        assert_eq!(t.pairs.rbo_pairs, 50);
+        assert!((t.pairs.rbo_sum - 40.0).abs() < 1e-9, "{}", t.pairs.rbo_sum);
+        assert_eq!(t.counts.stable.requests, 50, "ticks still summed");
+        // Nothing new, nothing taken; then one replica alone.
+        let t = leader.take("reco", 0, &reports(&[("a", &a), ("b", &b)]));
+        assert_eq!(t.pairs.pairs, 0);
+        b.add_pairs("reco", 0, &evidence(1, 4, 0.25));
+        let t = leader.take("reco", 0, &reports(&[("a", &a), ("b", &b)]));
+        assert_eq!((t.pairs.pairs, t.pairs.failed.canary_only), (4, 1));
+        // Pairs gathered at another weight are not this weight's.
+        a.add_pairs("reco", 100, &evidence(9, 9, 0.0));
+        let t = leader.take("reco", 0, &reports(&[("a", &a), ("b", &b)]));
+        assert_eq!((t.pairs.pairs, t.other_weight), (0, 1));
+    }
+
+    #[test]
+    fn a_report_without_pairs_still_reads() {
+        // Without pairs the key is left out, as a replica of an earlier
+        // version wrote it, and it reads back as no evidence.
+        let mut a = Accumulator::new(7);
+        a.add("reco", 0, &tick(1, 0, 0));
+        let json = serde_json::to_string(a.report()).unwrap_or_default();
+        assert!(!json.contains("pairs"), "{json}");
+        let back: CountsReport = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back.routes["reco"].pairs, PairedEvidence::default());
+        assert_eq!(back.routes["reco"].counts.stable.requests, 1);
+    }
+
     #[test]
     fn report_round_trips_as_json() {
         let mut a = Accumulator::new(7);
         a.add("reco", 2500, &tick(10, 3, 1));
+        a.add_pairs("reco", 2500, &evidence(2, 8, 0.75));
         let text = serde_json::to_vec(a.report()).unwrap_or_default();
         let back: CountsReport = serde_json::from_slice(&text).unwrap_or_default();
         assert_eq!(&back, a.report());

@@ -12,6 +12,7 @@ use super::counts::{Accumulator, Consumer, CountsReport, Taken};
 use super::session::{FleetView, Session, SessionConfig};
 use super::store::{Change, Fence, Store, StoreError, Written};
 use crate::config::types::FleetConfig;
+use crate::ramp::judge::paired::PairedEvidence;
 use crate::ramp::TickCounts;
 
 /// Decisions kept in the fleet's history.
@@ -113,6 +114,15 @@ impl FleetLink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .add(route, weight_bp, tick);
+    }
+
+    /// Adds this replica's paired evidence of `route`'s mirrored requests,
+    /// gathered at `weight_bp`.
+    pub fn record_pairs(&self, route: &str, weight_bp: u16, pairs: &PairedEvidence) {
+        self.acc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_pairs(route, weight_bp, pairs);
     }
 
     /// Publishes this replica's counts (one key for all routes).

@@ -26,9 +26,95 @@ pub enum RequestBody {
     },
     /// No body.
     Empty,
-    /// A body read whole (a gRPC call that may be asked of stable again),
-    /// and its trailers.
+    /// A body read whole (a gRPC call that may be asked of stable again, or
+    /// a mirrored request's copy), and its trailers.
     Buffered(Option<Bytes>, Option<HeaderMap>),
+    /// The client's body on a mirrored request: streamed to stable as is,
+    /// and copied (up to a cap) for the canary.
+    Teed(Box<RequestTee>),
+}
+
+/// The error type of request bodies.
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why a request body's copy was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFailed {
+    /// The body exceeded the copy's cap.
+    TooLarge,
+    /// The body broke off or was not read to its end.
+    Incomplete,
+}
+
+/// Copies a request body while it streams to stable; hands the copy over
+/// when the body ends. The copy never holds the stream back: a frame is
+/// copied when it passes, and a body over the cap just stops being copied.
+pub struct RequestTee {
+    inner: RequestBody,
+    copy: Vec<u8>,
+    cap: usize,
+    over: bool,
+    done: Option<tokio::sync::oneshot::Sender<Result<Bytes, CopyFailed>>>,
+}
+
+impl RequestTee {
+    /// Wraps `inner`; the copy (or why there is none) goes to `done`.
+    pub fn wrap(
+        inner: RequestBody,
+        cap: usize,
+        done: tokio::sync::oneshot::Sender<Result<Bytes, CopyFailed>>,
+    ) -> RequestBody {
+        RequestBody::Teed(Box::new(RequestTee {
+            inner,
+            copy: Vec::new(),
+            cap,
+            over: false,
+            done: Some(done),
+        }))
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(done) = self.done.take() {
+            let copy = match (complete, self.over) {
+                (_, true) => Err(CopyFailed::TooLarge),
+                (false, false) => Err(CopyFailed::Incomplete),
+                (true, false) => Ok(Bytes::from(std::mem::take(&mut self.copy))),
+            };
+            // The mirror may be gone (runtime shutting down); nothing to do then.
+            let _ = done.send(copy);
+        }
+    }
+
+    fn poll_tee(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if self.copy.len() + data.len() > self.cap {
+                        self.over = true;
+                        self.copy = Vec::new();
+                    } else if !self.over {
+                        self.copy.extend_from_slice(data);
+                    }
+                }
+                if self.over || self.inner.is_end_stream() {
+                    // Over the cap, the outcome is known: tell the mirror now.
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for RequestTee {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
 }
 
 impl RequestBody {
@@ -58,7 +144,7 @@ impl RequestBody {
             RequestBody::Buffered(data, trailers) => {
                 Some(RequestBody::Buffered(data.clone(), trailers.clone()))
             }
-            RequestBody::Client { .. } => None,
+            RequestBody::Client { .. } | RequestBody::Teed(_) => None,
         }
     }
 
@@ -119,6 +205,7 @@ impl Body for RequestBody {
                 Some(d) => Some(Ok(Frame::data(d))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
+            RequestBody::Teed(tee) => tee.poll_tee(cx),
             RequestBody::Client { inner, remaining } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
@@ -143,6 +230,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Buffered(data, trailers) => data.is_none() && trailers.is_none(),
             RequestBody::Client { inner, .. } => inner.is_end_stream(),
+            RequestBody::Teed(tee) => tee.inner.is_end_stream(),
         }
     }
 
@@ -153,6 +241,7 @@ impl Body for RequestBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             RequestBody::Client { inner, .. } => inner.size_hint(),
+            RequestBody::Teed(tee) => tee.inner.size_hint(),
         }
     }
 }

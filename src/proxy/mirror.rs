@@ -13,26 +13,33 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
 use http::{Request, Response};
+use http_body::Body;
 use http_body_util::BodyExt;
 use rand::Rng;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::body::{RequestBody, ResponseBody, Tee};
+use super::body::{CopyFailed, RequestBody, RequestTee, ResponseBody, Tee};
 use super::forward;
 use super::outcome::Outcome;
 use crate::config::types::{Route, ShadowConfig};
 use crate::domain::Arm;
 use crate::metrics::ShadowResult;
 use crate::proxy::runtime::{RouteRuntime, Snapshot};
-use crate::shadow::{compare, Answer, CompareSpec, InFlightSlot, ShadowLive};
+use crate::shadow::compare::compare_with_noise;
+use crate::shadow::report::SkipReason;
+use crate::shadow::{Answer, CompareSpec, InFlightSlot, ShadowLive};
 
 /// The header that marks a mirrored request.
 pub const X_GRAYPROXY_SHADOW: HeaderName = HeaderName::from_static("x-grayproxy-shadow");
 /// Largest body copied for comparison (either side); bigger bodies are
 /// compared by status and latency only.
 pub const MAX_CAPTURE: usize = 1 << 20;
-/// How long a comparison waits for the client to finish reading stable's body.
+/// Largest request body copied for the canary; a request with a bigger
+/// body is not mirrored (counted as skipped, `body_too_large`).
+pub const MAX_BODY_CAPTURE: usize = 1 << 20;
+/// How long a comparison waits for the client to finish reading stable's
+/// body, and a mirror for the client to finish sending its request body.
 const STABLE_BODY_WAIT: Duration = Duration::from_secs(60);
 
 /// Stable's side of a mirrored request, sent to the comparison task once
@@ -60,12 +67,14 @@ struct Mirrored {
 
 /// Starts mirroring `req` (stable's request, headers already rewritten)
 /// when the route's shadow settings take it. `None` when it is not mirrored.
+/// A request with a body gets its body teed: it streams to stable as
+/// before, and the canary's copy is sent once the whole body has passed.
 pub(super) fn start(
     snap: &Arc<Snapshot>,
     route_index: usize,
     route: &Route,
     rt: &RouteRuntime,
-    req: &Request<RequestBody>,
+    req: &mut Request<RequestBody>,
 ) -> Option<Pending> {
     let cfg = route.shadow.as_ref()?;
     let live = &rt.shadow;
@@ -76,19 +85,31 @@ pub(super) fn start(
     if cfg.percent < 100.0 && !rng.gen_bool(cfg.percent / 100.0) {
         return None;
     }
-    // Only body-less requests are copied: a streamed body is read once.
-    let head = super::resend_head(req)?;
+    let has_body = !req.body().is_end_stream();
+    if has_body && req.body().size_hint().lower() > MAX_BODY_CAPTURE as u64 {
+        skip(rt, SkipReason::BodyTooLarge);
+        return None;
+    }
     let Some(slot) = live.try_slot(cfg.max_in_flight) else {
-        live.stats().record_skipped();
-        rt.metrics.shadow.record(ShadowResult::Skipped);
+        skip(rt, SkipReason::InFlight);
         return None;
     };
-    live.stats().record_mirrored();
+    let head = head_of(req);
+    let body = if has_body {
+        let (tx, rx) = oneshot::channel();
+        let inner = std::mem::replace(req.body_mut(), RequestBody::Empty);
+        *req.body_mut() = RequestTee::wrap(inner, MAX_BODY_CAPTURE, tx);
+        Some(rx)
+    } else {
+        // Counted now; a request with a body once its copy is complete.
+        live.stats().record_mirrored();
+        None
+    };
     let noise = (cfg.noise_percent > 0.0 && rng.gen_bool(cfg.noise_percent / 100.0))
         .then(|| live.try_slot(cfg.max_in_flight))
         .flatten()
-        .and_then(|slot| Some((copy_for(&head, Arm::Stable, cfg, snap)?, slot)));
-    let canary = copy_for(&head, Arm::Canary, cfg, snap)?;
+        .map(|slot| (copy_for(&head, Arm::Stable, cfg, snap), slot));
+    let canary = copy_for(&head, Arm::Canary, cfg, snap);
     let (tx, rx) = oneshot::channel();
     let task = MirrorTask {
         snap: snap.clone(),
@@ -96,18 +117,35 @@ pub(super) fn start(
         live: live.clone(),
         shadow_metrics: rt.metrics.shadow.clone(),
     };
-    tokio::spawn(task.run(canary, slot, noise, rx));
+    let copies = Copies {
+        canary,
+        canary_slot: slot,
+        noise,
+        body,
+    };
+    tokio::spawn(task.run(copies, rx));
     Some(Pending { stable: tx })
 }
 
-/// A copy of the request for `arm`, marked as shadow traffic.
-fn copy_for(
-    head: &Request<RequestBody>,
-    arm: Arm,
-    cfg: &ShadowConfig,
-    snap: &Snapshot,
-) -> Option<Request<RequestBody>> {
-    let mut copy = super::resend_head(head)?;
+/// Counts a request that the shadow settings took but that is not mirrored.
+fn skip(rt: &RouteRuntime, reason: SkipReason) {
+    rt.shadow.stats().record_skipped(reason);
+    rt.metrics.shadow.record(ShadowResult::Skipped);
+}
+
+/// The request's head, without its body.
+fn head_of<B>(req: &Request<B>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// A copy of the request head for `arm`, marked as shadow traffic.
+fn copy_for(head: &Request<()>, arm: Arm, cfg: &ShadowConfig, snap: &Snapshot) -> Request<()> {
+    let mut copy = head_of(head);
     let headers = copy.headers_mut();
     forward::set_arm(headers, arm, snap.config.server.arm_header.as_ref());
     headers.insert(X_GRAYPROXY_SHADOW, HeaderValue::from_static("1"));
@@ -115,7 +153,15 @@ fn copy_for(
         headers.remove(AUTHORIZATION);
         headers.remove(COOKIE);
     }
-    Some(copy)
+    copy
+}
+
+/// The mirrored requests' heads, their slots, and the body copy to come.
+struct Copies {
+    canary: Request<()>,
+    canary_slot: InFlightSlot,
+    noise: Option<(Request<()>, InFlightSlot)>,
+    body: Option<oneshot::Receiver<Result<Bytes, CopyFailed>>>,
 }
 
 impl Pending {
@@ -155,19 +201,34 @@ struct MirrorTask {
 }
 
 impl MirrorTask {
-    async fn run(
-        self,
-        canary: Request<RequestBody>,
-        canary_slot: InFlightSlot,
-        noise: Option<(Request<RequestBody>, InFlightSlot)>,
-        stable: oneshot::Receiver<StableHead>,
-    ) {
+    async fn run(self, copies: Copies, stable: oneshot::Receiver<StableHead>) {
         let Some((route, _)) = self.snap.route(self.route_index) else {
             return;
         };
         let Some(cfg) = route.shadow.as_ref() else {
             return;
         };
+        let Copies {
+            canary,
+            canary_slot,
+            noise,
+            body,
+        } = copies;
+        let body = match body {
+            None => None,
+            Some(rx) => match self.body_copy(rx).await {
+                Ok(bytes) => Some(bytes),
+                Err(reason) => {
+                    self.live.stats().record_skipped(reason);
+                    self.shadow_metrics.record(ShadowResult::Skipped);
+                    return;
+                }
+            },
+        };
+        let with_body =
+            |head: Request<()>| head.map(|()| RequestBody::Buffered(body.clone(), None));
+        let canary = with_body(canary);
+        let noise = noise.map(|(head, slot)| (with_body(head), slot));
         let canary_fut = async {
             let answer = self
                 .exchange(route.upstream(Arm::Canary), canary, cfg)
@@ -202,6 +263,24 @@ impl MirrorTask {
         self.record(cfg, &head, stable_body.as_deref(), &canary, noise.as_ref());
     }
 
+    /// Waits for the request body's copy, made while it streams to stable;
+    /// counts the request as mirrored once the copy is complete.
+    async fn body_copy(
+        &self,
+        rx: oneshot::Receiver<Result<Bytes, CopyFailed>>,
+    ) -> Result<Bytes, SkipReason> {
+        let copy = tokio::time::timeout(STABLE_BODY_WAIT, rx).await;
+        let bytes = match copy {
+            Ok(Ok(Ok(bytes))) => bytes,
+            Ok(Ok(Err(CopyFailed::TooLarge))) => return Err(SkipReason::BodyTooLarge),
+            Ok(Ok(Err(CopyFailed::Incomplete))) | Ok(Err(_)) | Err(_) => {
+                return Err(SkipReason::BodyIncomplete)
+            }
+        };
+        self.live.stats().record_mirrored();
+        Ok(bytes)
+    }
+
     fn record(
         &self,
         cfg: &ShadowConfig,
@@ -211,19 +290,25 @@ impl MirrorTask {
         noise: Option<&Mirrored>,
     ) {
         let spec = CompareSpec::from(cfg);
+        // Beyond the per-second budget, status and latency only.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let bodies = self.live.stats().take_body_budget(now_s);
         let stable = Answer {
             status: head.status,
             failed: head.failed,
             latency: head.latency,
-            body: stable_body,
+            body: stable_body.filter(|_| bodies),
         };
         let canary_answer = Answer {
             status: canary.status,
             failed: canary.failed,
             latency: canary.latency,
-            body: canary.body.as_deref(),
+            body: canary.body.as_deref().filter(|_| bodies),
         };
-        let pair = compare(&stable, &canary_answer, &spec);
+        let noise_body = noise.and_then(|n| n.body.as_deref());
+        let (pair, noise_body) = compare_with_noise(&stable, &canary_answer, noise_body, &spec);
         if let crate::shadow::BodyComparison::Json { rank: Some(r), .. } = &pair.body {
             self.shadow_metrics.observe_rbo(r.rbo);
         }
@@ -236,8 +321,7 @@ impl MirrorTask {
             ShadowResult::Compared
         };
         self.shadow_metrics.record(result);
-        if let (Some(a), Some(b)) = (stable_body, noise.and_then(|n| n.body.as_deref())) {
-            let body = crate::shadow::compare::compare_bodies(a, b, &spec);
+        if let Some(body) = noise_body {
             self.live.stats().record_noise(&body);
         }
     }

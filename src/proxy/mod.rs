@@ -85,12 +85,17 @@ impl Proxy {
             // Kept whole so that stable can be asked again.
             body = Box::pin(body.buffered()).await;
         }
-        let upstream_req = upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
+        let mut upstream_req =
+            upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
         // One branch for routes without shadow traffic.
         let mirror = match &ctx.route.shadow {
-            Some(_) if ctx.arm == Arm::Stable => {
-                mirror::start(&snap, ctx.decision.route, ctx.route, ctx.rt, &upstream_req)
-            }
+            Some(_) if ctx.arm == Arm::Stable => mirror::start(
+                &snap,
+                ctx.decision.route,
+                ctx.route,
+                ctx.rt,
+                &mut upstream_req,
+            ),
             _ => None,
         };
         // Only a request that may fall back needs its head kept for a resend.

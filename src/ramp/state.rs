@@ -87,6 +87,9 @@ pub enum RampEvent {
     /// Pairs of mirrored answers compared since the last ones (judged in
     /// the shadow phase, ignored otherwise).
     ShadowPairs(Vec<Pair>),
+    /// In fleet mode, the leader's input for the shadow phase: the paired
+    /// evidence summed over the fleet's replicas since the last one.
+    ShadowEvidence(PairedEvidence),
     /// An operator command.
     Command(Command),
     /// The config was reloaded; `new_ramp` when the canary upstream or its endpoints changed.
@@ -328,6 +331,7 @@ impl RampState {
             RampEvent::Start => self.on_start(now, policy, &mut fx),
             RampEvent::Tick(tick) => self.on_tick(&tick, now, policy, &mut fx),
             RampEvent::ShadowPairs(pairs) => self.on_pairs(&pairs, now, policy, &mut fx),
+            RampEvent::ShadowEvidence(ev) => self.on_shadow_evidence(&ev, now, policy, &mut fx),
             RampEvent::Command(c) => self.on_command(c, now, policy, &mut fx),
             RampEvent::ConfigChanged { new_ramp } => self.on_config(new_ramp, now, policy, &mut fx),
             RampEvent::KpiRound { started, results } => {

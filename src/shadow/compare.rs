@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::config::types::ShadowConfig;
 
 use super::diff::{diff_json, JsonDiff};
+use super::json::Node;
 use super::rank::{overlap_at_k, rbo_ext, RBO_P};
 
 /// What the comparison looks at, from `[routes.shadow]`.
@@ -104,37 +103,77 @@ pub struct PairComparison {
 
 /// Compares one pair.
 pub fn compare(stable: &Answer<'_>, canary: &Answer<'_>, spec: &CompareSpec) -> PairComparison {
-    let body = match (stable.body, canary.body) {
+    compare_with_noise(stable, canary, None, spec).0
+}
+
+/// Compares one pair and, when there is one, stable's second answer to the
+/// same request (the noise floor) with stable's first: stable's body is
+/// parsed once for both.
+pub fn compare_with_noise(
+    stable: &Answer<'_>,
+    canary: &Answer<'_>,
+    noise: Option<&[u8]>,
+    spec: &CompareSpec,
+) -> (PairComparison, Option<BodyComparison>) {
+    let stable_body = stable.body.map(ParsedBody::parse);
+    let body = match (&stable_body, canary.body) {
         (Some(a), Some(b)) if stable.status.is_some() && canary.status.is_some() => {
-            compare_bodies(a, b, spec)
+            compare_parsed(a, &ParsedBody::parse(b), spec)
         }
         _ => BodyComparison::NotCompared,
     };
-    PairComparison {
+    let noise = match (&stable_body, noise) {
+        (Some(a), Some(b)) => Some(compare_parsed(a, &ParsedBody::parse(b), spec)),
+        _ => None,
+    };
+    let pair = PairComparison {
         stable_failed: stable.failed,
         canary_failed: canary.failed,
         status_mismatch: stable.status != canary.status,
         stable_latency: stable.latency,
         canary_latency: canary.latency,
         body,
+    };
+    (pair, noise)
+}
+
+/// A body and, when it is JSON, its parsed tree (borrowing from it).
+#[derive(Debug)]
+pub struct ParsedBody<'a> {
+    raw: &'a [u8],
+    json: Option<Node<'a>>,
+}
+
+impl<'a> ParsedBody<'a> {
+    /// Parses `raw` as JSON when it is.
+    pub fn parse(raw: &'a [u8]) -> ParsedBody<'a> {
+        ParsedBody {
+            raw,
+            json: Node::parse(raw),
+        }
     }
 }
 
 /// Compares two bodies: as JSON when both parse, else byte for byte.
 pub fn compare_bodies(stable: &[u8], canary: &[u8], spec: &CompareSpec) -> BodyComparison {
-    let parsed = (
-        serde_json::from_slice::<Value>(stable),
-        serde_json::from_slice::<Value>(canary),
-    );
-    let (Ok(a), Ok(b)) = parsed else {
+    compare_parsed(&ParsedBody::parse(stable), &ParsedBody::parse(canary), spec)
+}
+
+/// [`compare_bodies`] on parsed bodies.
+pub fn compare_parsed(
+    stable: &ParsedBody<'_>,
+    canary: &ParsedBody<'_>,
+    spec: &CompareSpec,
+) -> BodyComparison {
+    let (Some(a), Some(b)) = (&stable.json, &canary.json) else {
         return BodyComparison::Bytes {
-            equal: stable == canary,
+            equal: stable.raw == canary.raw,
         };
     };
-    let diff = diff_json(&a, &b, &spec.ignore);
+    let diff = diff_json(a, b, &spec.ignore);
     let rank = spec.items.as_deref().map(|path| {
-        let ia = ranked_items(&a, path, spec.item_id.as_deref());
-        let ib = ranked_items(&b, path, spec.item_id.as_deref());
+        let ia = ranked_items(a, path, spec.item_id.as_deref());
+        let ib = ranked_items(b, path, spec.item_id.as_deref());
         RankAgreement {
             rbo: rbo_ext(&ia, &ib, RBO_P, spec.k),
             overlap: overlap_at_k(&ia, &ib, spec.k),
@@ -144,64 +183,35 @@ pub fn compare_bodies(stable: &[u8], canary: &[u8], spec: &CompareSpec) -> BodyC
 }
 
 /// The value at a dotted path (`data.items`; array indexes allowed).
-fn at_path<'v>(doc: &'v Value, path: &str) -> Option<&'v Value> {
+fn at_path<'n, 'a>(doc: &'n Node<'a>, path: &str) -> Option<&'n Node<'a>> {
     if path.is_empty() {
         return Some(doc);
     }
     path.split('.').try_fold(doc, |v, key| match v {
-        Value::Object(map) => map.get(key),
-        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        Node::Obj(_) => v.get(key),
+        Node::Arr(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
         _ => None,
     })
 }
 
 /// The ranked list's item identities: the `item_id` field of each element
-/// (or the element itself), as borrowed JSON values. A missing list is empty;
+/// (or the element itself), borrowed from the document and compared by
+/// value (`1` and `1.0` are the same item). A missing list is empty;
 /// elements without the id field are skipped.
-pub fn ranked_items<'v>(doc: &'v Value, path: &str, item_id: Option<&str>) -> Vec<ItemKey<'v>> {
-    let Some(Value::Array(list)) = at_path(doc, path) else {
+pub fn ranked_items<'n, 'a>(
+    doc: &'n Node<'a>,
+    path: &str,
+    item_id: Option<&str>,
+) -> Vec<&'n Node<'a>> {
+    let Some(Node::Arr(list)) = at_path(doc, path) else {
         return Vec::new();
     };
     list.iter()
         .filter_map(|element| match item_id {
-            Some(field) => element.get(field).map(ItemKey),
-            None => Some(ItemKey(element)),
+            Some(field) => element.get(field),
+            None => Some(element),
         })
         .collect()
-}
-
-/// An item's identity: a JSON value, hashed and compared by its value
-/// (numbers by their canonical text, so 1 and 1 match).
-#[derive(Debug, Clone, Copy)]
-pub struct ItemKey<'v>(pub &'v Value);
-
-impl PartialEq for ItemKey<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for ItemKey<'_> {}
-
-impl std::hash::Hash for ItemKey<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        hash_value(self.0, state);
-    }
-}
-
-fn hash_value<H: std::hash::Hasher>(v: &Value, state: &mut H) {
-    use std::hash::Hash;
-    match v {
-        Value::Null => 0u8.hash(state),
-        Value::Bool(b) => b.hash(state),
-        Value::Number(n) => n.to_string().hash(state),
-        Value::String(s) => s.hash(state),
-        Value::Array(items) => items.iter().for_each(|i| hash_value(i, state)),
-        Value::Object(map) => map.iter().for_each(|(k, v)| {
-            k.hash(state);
-            hash_value(v, state);
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@
 //! bounded: at most [`MAX_NODES`] values are visited and [`MAX_DIFFS`]
 //! differences kept, so a huge answer costs a bounded amount of CPU.
 
-use std::fmt::Write;
+use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use serde_json::Value;
+
+use super::json::Node;
 
 /// Values visited per comparison at most.
 pub const MAX_NODES: usize = 20_000;
@@ -38,7 +41,7 @@ pub struct JsonDiff {
 }
 
 /// Compares `stable` and `canary` field by field.
-pub fn diff_json(stable: &Value, canary: &Value, ignore: &[String]) -> JsonDiff {
+pub fn diff_json(stable: &Node<'_>, canary: &Node<'_>, ignore: &[String]) -> JsonDiff {
     let mut walk = Walk {
         ignore,
         budget: MAX_NODES,
@@ -53,6 +56,8 @@ struct Walk<'a> {
     ignore: &'a [String],
     budget: usize,
     out: JsonDiff,
+    /// The current path; one buffer for the whole walk, copied only into a
+    /// difference.
     path: String,
 }
 
@@ -65,35 +70,58 @@ impl Walk<'_> {
         false
     }
 
-    fn value(&mut self, stable: &Value, canary: &Value) {
+    fn value(&mut self, stable: &Node<'_>, canary: &Node<'_>) {
         if self.full() {
             return;
         }
         self.budget -= 1;
         match (stable, canary) {
-            (Value::Object(a), Value::Object(b)) => {
-                for (key, va) in a {
-                    self.child(key, Some(va), b.get(key));
-                }
-                for (key, vb) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
-                    self.child(key, None, Some(vb));
-                }
-            }
-            (Value::Array(a), Value::Array(b)) => {
-                let mut index = String::with_capacity(8);
+            (Node::Obj(a), Node::Obj(b)) => self.object(a, b),
+            (Node::Arr(a), Node::Arr(b)) => {
+                let mut index = itoa_buf();
                 for i in 0..a.len().max(b.len()) {
-                    index.clear();
-                    let _ = write!(index, "{i}");
-                    self.child(&index, a.get(i), b.get(i));
+                    self.child(index.format(i), a.get(i), b.get(i));
+                    if self.full() {
+                        return;
+                    }
                 }
             }
-            (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
             (a, b) if a == b => {}
-            (a, b) => self.differ(a.clone(), b.clone()),
+            (a, b) => self.differ(Some(a), Some(b)),
         }
     }
 
-    fn child(&mut self, key: &str, stable: Option<&Value>, canary: Option<&Value>) {
+    /// Both objects' fields side by side, in key order (they are sorted).
+    fn object(&mut self, a: &[(Cow<'_, str>, Node<'_>)], b: &[(Cow<'_, str>, Node<'_>)]) {
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let order = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => x.0.cmp(&y.0),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            match order {
+                Ordering::Less => {
+                    self.child(&a[i].0, Some(&a[i].1), None);
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    self.child(&b[j].0, None, Some(&b[j].1));
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    self.child(&a[i].0, Some(&a[i].1), Some(&b[j].1));
+                    i += 1;
+                    j += 1;
+                }
+            }
+            if self.full() {
+                return;
+            }
+        }
+    }
+
+    fn child(&mut self, key: &str, stable: Option<&Node<'_>>, canary: Option<&Node<'_>>) {
         if self.full() {
             return;
         }
@@ -111,8 +139,6 @@ impl Walk<'_> {
                 (Some(a), Some(b)) => self.value(a, b),
                 (a, b) => {
                     self.budget = self.budget.saturating_sub(1);
-                    let a = a.cloned().unwrap_or(Value::Null);
-                    let b = b.cloned().unwrap_or(Value::Null);
                     self.differ(a, b);
                 }
             }
@@ -120,12 +146,35 @@ impl Walk<'_> {
         self.path.truncate(len);
     }
 
-    fn differ(&mut self, stable: Value, canary: Value) {
+    fn differ(&mut self, stable: Option<&Node<'_>>, canary: Option<&Node<'_>>) {
         self.out.differences.push(Difference {
             path: self.path.clone(),
-            stable,
-            canary,
+            stable: stable.map_or(Value::Null, Node::to_value),
+            canary: canary.map_or(Value::Null, Node::to_value),
         });
+    }
+}
+
+/// Formats array indexes without an allocation per element.
+struct IndexBuf([u8; 20]);
+
+fn itoa_buf() -> IndexBuf {
+    IndexBuf([0; 20])
+}
+
+impl IndexBuf {
+    fn format(&mut self, mut n: usize) -> &str {
+        let mut at = self.0.len();
+        loop {
+            at -= 1;
+            self.0[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Only ASCII digits were written.
+        std::str::from_utf8(&self.0[at..]).unwrap_or("")
     }
 }
 
@@ -134,6 +183,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `diff_json` on two `Value`s, through their text.
+    fn diff_values(a: &Value, b: &Value, ignore: &[String]) -> JsonDiff {
+        let (ta, tb) = (a.to_string(), b.to_string());
+        let (Some(na), Some(nb)) = (Node::parse(ta.as_bytes()), Node::parse(tb.as_bytes())) else {
+            panic!("test documents are JSON");
+        };
+        diff_json(&na, &nb, ignore)
+    }
+
     fn paths(d: &JsonDiff) -> Vec<&str> {
         d.differences.iter().map(|d| d.path.as_str()).collect()
     }
@@ -141,9 +199,9 @@ mod tests {
     #[test]
     fn equal_documents_have_no_difference() {
         let v = json!({"a": 1, "items": [{"id": 1}, {"id": 2}], "s": "x"});
-        assert_eq!(diff_json(&v, &v, &[]), JsonDiff::default());
+        assert_eq!(diff_values(&v, &v, &[]), JsonDiff::default());
         // 1 and 1.0 are the same number.
-        assert!(diff_json(&json!({"a": 1}), &json!({"a": 1.0}), &[])
+        assert!(diff_values(&json!({"a": 1}), &json!({"a": 1.0}), &[])
             .differences
             .is_empty());
     }
@@ -153,7 +211,7 @@ mod tests {
         let a = json!({"items": [{"id": 1, "price": 9.5}, {"id": 2}], "n": 1, "gone": true});
         let b =
             json!({"items": [{"id": 1, "price": "9.50"}, {"id": 3}, {"id": 4}], "n": 1, "new": 0});
-        let d = diff_json(&a, &b, &[]);
+        let d = diff_values(&a, &b, &[]);
         assert_eq!(
             paths(&d),
             ["gone", "items.0.price", "items.1.id", "items.2", "new"]
@@ -173,14 +231,14 @@ mod tests {
             "meta.at".to_string(),
             "score".to_string(),
         ];
-        assert_eq!(paths(&diff_json(&a, &b, &ignore)), ["meta.v"]);
+        assert_eq!(paths(&diff_values(&a, &b, &ignore)), ["meta.v"]);
     }
 
     #[test]
     fn type_change_is_one_difference_at_its_path() {
-        let d = diff_json(&json!({"a": {"b": 1}}), &json!({"a": [1]}), &[]);
+        let d = diff_values(&json!({"a": {"b": 1}}), &json!({"a": [1]}), &[]);
         assert_eq!(paths(&d), ["a"]);
-        let d = diff_json(&json!([1]), &json!("x"), &[]);
+        let d = diff_values(&json!([1]), &json!("x"), &[]);
         assert_eq!(paths(&d), [""]);
     }
 
@@ -188,10 +246,10 @@ mod tests {
     fn huge_documents_cost_bounded_work() {
         let a = Value::Array((0..100_000).map(|i| json!(i)).collect());
         let b = Value::Array((0..100_000).map(|i| json!(i + 1)).collect());
-        let d = diff_json(&a, &b, &[]);
+        let d = diff_values(&a, &b, &[]);
         assert!(d.truncated);
         assert_eq!(d.differences.len(), MAX_DIFFS);
-        let same = diff_json(&a, &a, &[]);
+        let same = diff_values(&a, &a, &[]);
         assert!(same.truncated, "stopped at the node cap");
         assert!(same.differences.is_empty());
     }

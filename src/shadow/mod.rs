@@ -10,6 +10,7 @@
 
 pub mod compare;
 pub mod diff;
+pub mod json;
 pub mod live;
 pub mod noise;
 pub mod rank;

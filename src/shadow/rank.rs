@@ -21,10 +21,53 @@ use std::hash::Hash;
 /// The persistence parameter: the top 10 ranks carry ~86 % of the weight.
 pub const RBO_P: f64 = 0.9;
 
+/// Lists up to this long are scanned instead of hashed: for a typical
+/// top 10, a few dozen comparisons cost less than hashing every item.
+const SCAN_BELOW: usize = 32;
+
+/// A set of items seen so far: a scanned vector for short lists, a hash set
+/// for long ones.
+enum Seen<'t, T> {
+    Scan(Vec<&'t T>),
+    Hash(HashSet<&'t T>),
+}
+
+impl<'t, T: Eq + Hash> Seen<'t, T> {
+    fn with_capacity(n: usize) -> Self {
+        if n <= SCAN_BELOW {
+            Seen::Scan(Vec::with_capacity(n))
+        } else {
+            Seen::Hash(HashSet::with_capacity(n))
+        }
+    }
+
+    fn contains(&self, item: &T) -> bool {
+        match self {
+            Seen::Scan(v) => v.contains(&item),
+            Seen::Hash(h) => h.contains(item),
+        }
+    }
+
+    /// Adds `item`; `false` when it was already there.
+    fn insert(&mut self, item: &'t T) -> bool {
+        match self {
+            Seen::Scan(v) => {
+                if v.contains(&item) {
+                    return false;
+                }
+                v.push(item);
+                true
+            }
+            Seen::Hash(h) => h.insert(item),
+        }
+    }
+}
+
 /// The first `k` distinct items of `list`, in rank order.
 fn top_k<T: Eq + Hash>(list: &[T], k: usize) -> Vec<&T> {
-    let mut seen = HashSet::with_capacity(k.min(list.len()));
-    let mut out = Vec::with_capacity(k.min(list.len()));
+    let n = k.min(list.len());
+    let mut seen = Seen::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
     for item in list {
         if out.len() == k {
             break;
@@ -45,8 +88,11 @@ pub fn overlap_at_k<T: Eq + Hash>(a: &[T], b: &[T], k: usize) -> f64 {
     if longer == 0 {
         return 1.0;
     }
-    let a_set: HashSet<&T> = a.iter().copied().collect();
-    let shared = b.iter().filter(|item| a_set.contains(*item)).count();
+    let mut a_set = Seen::with_capacity(a.len());
+    for item in &a {
+        a_set.insert(*item);
+    }
+    let shared = b.iter().filter(|item| a_set.contains(item)).count();
     shared as f64 / longer as f64
 }
 
@@ -63,8 +109,8 @@ pub fn rbo_ext<T: Eq + Hash>(a: &[T], b: &[T], p: f64, k: usize) -> f64 {
     if s == 0 {
         return 0.0;
     }
-    let mut seen_short: HashSet<&T> = HashSet::with_capacity(s);
-    let mut seen_long: HashSet<&T> = HashSet::with_capacity(l);
+    let mut seen_short = Seen::with_capacity(s);
+    let mut seen_long = Seen::with_capacity(l);
     let mut overlap = 0usize; // X_d
     let mut x_s = 0usize;
     let mut sum = 0.0;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::compare::{BodyComparison, PairComparison};
 use super::diff::JsonDiff;
 use super::noise::above_noise;
-use crate::status::{FieldDiff, MeanSummary, PerArm, RboSummary, ShadowReport};
+use crate::status::{FieldDiff, MeanSummary, PerArm, RboSummary, ShadowReport, SkipReasons};
 
 /// Distinct field paths tracked; later new paths are not (bounded memory).
 pub const MAX_FIELDS: usize = 512;
@@ -78,12 +78,38 @@ struct FieldTally {
     example: Option<(Value, Value)>,
 }
 
+/// Why a request that the shadow settings took was not mirrored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `max_in_flight` mirrored requests were already running.
+    InFlight,
+    /// Its body was over the copy's cap.
+    BodyTooLarge,
+    /// Its body broke off, or stable did not read it to the end.
+    BodyIncomplete,
+}
+
+impl FieldTally {
+    fn count(&mut self, path: &str, noise: bool, example: Option<(&Value, &Value)>) {
+        if noise {
+            self.noise += 1;
+            return;
+        }
+        self.canary += 1;
+        if self.example.is_none() {
+            if let Some((a, b)) = example {
+                self.example = Some((redact(path, a), redact(path, b)));
+            }
+        }
+    }
+}
+
 /// Everything shadow traffic has seen on one route since start.
 #[derive(Debug, Default, Clone)]
 pub struct ShadowStats {
     mirrored: u64,
     compared: u64,
-    skipped: u64,
+    skipped: SkipReasons,
     canary_errors: u64,
     stable_errors: u64,
     status_mismatches: u64,
@@ -97,20 +123,47 @@ pub struct ShadowStats {
     /// Stable-vs-stable pairs whose bodies were compared.
     noise_pairs: u64,
     fields: HashMap<String, FieldTally>,
+    /// Body comparisons in the current second: (second, count).
+    body_budget: (u64, u32),
 }
+
+/// Body comparisons (JSON diff and ranked lists) per route and second at
+/// most. A comparison costs about ten times the CPU of proxying the request
+/// (see docs/shadow.md), so at high rates the bodies of a sample are
+/// compared; every pair is still compared by status and latency, which is
+/// what the shadow phase's failure and slowness test uses.
+pub const MAX_BODY_COMPARISONS_PER_SECOND: u32 = 200;
 
 /// The path under which a byte-level body difference is counted.
 pub const BODY_PATH: &str = "(body)";
 
 impl ShadowStats {
+    /// Whether a pair arriving in second `now_s` may have its bodies
+    /// compared (at most [`MAX_BODY_COMPARISONS_PER_SECOND`]); counts it.
+    pub fn take_body_budget(&mut self, now_s: u64) -> bool {
+        if self.body_budget.0 != now_s {
+            self.body_budget = (now_s, 0);
+        }
+        if self.body_budget.1 >= MAX_BODY_COMPARISONS_PER_SECOND {
+            return false;
+        }
+        self.body_budget.1 += 1;
+        true
+    }
+
     /// A request was mirrored to the canary.
     pub fn record_mirrored(&mut self) {
         self.mirrored += 1;
     }
 
-    /// A request was not mirrored: too many in flight.
-    pub fn record_skipped(&mut self) {
-        self.skipped += 1;
+    /// A request was not mirrored, for `reason`.
+    pub fn record_skipped(&mut self, reason: SkipReason) {
+        let count = match reason {
+            SkipReason::InFlight => &mut self.skipped.in_flight,
+            SkipReason::BodyTooLarge => &mut self.skipped.body_too_large,
+            SkipReason::BodyIncomplete => &mut self.skipped.body_incomplete,
+        };
+        *count += 1;
     }
 
     /// One compared canary-vs-stable pair.
@@ -165,24 +218,13 @@ impl ShadowStats {
     }
 
     fn count_field(&mut self, path: &str, noise: bool, example: Option<(&Value, &Value)>) {
-        if !self.fields.contains_key(path) {
-            if self.fields.len() >= MAX_FIELDS {
-                return;
-            }
-            self.fields.insert(path.to_string(), FieldTally::default());
-        }
-        let Some(tally) = self.fields.get_mut(path) else {
-            return;
-        };
-        if noise {
-            tally.noise += 1;
-            return;
-        }
-        tally.canary += 1;
-        if tally.example.is_none() {
-            if let Some((a, b)) = example {
-                tally.example = Some((redact(path, a), redact(path, b)));
-            }
+        // One lookup for a known path; the key is copied only for a new one.
+        if let Some(tally) = self.fields.get_mut(path) {
+            tally.count(path, noise, example);
+        } else if self.fields.len() < MAX_FIELDS {
+            let mut tally = FieldTally::default();
+            tally.count(path, noise, example);
+            self.fields.insert(path.to_string(), tally);
         }
     }
 
@@ -218,7 +260,10 @@ impl ShadowStats {
         ShadowReport {
             mirrored: self.mirrored,
             compared: self.compared,
-            skipped: self.skipped,
+            skipped: self.skipped.in_flight
+                + self.skipped.body_too_large
+                + self.skipped.body_incomplete,
+            skip_reasons: self.skipped.clone(),
             canary_errors: self.canary_errors,
             stable_errors: self.stable_errors,
             status_mismatches: self.status_mismatches,
@@ -355,17 +400,35 @@ mod tests {
             );
             stats.record_pair(&pair(body, i == 9));
         }
-        stats.record_skipped();
+        stats.record_skipped(SkipReason::InFlight);
+        stats.record_skipped(SkipReason::BodyTooLarge);
+        stats.record_skipped(SkipReason::BodyTooLarge);
         let r = stats.report();
         assert_eq!(
             (r.compared, r.skipped, r.canary_errors, r.status_mismatches),
-            (10, 1, 1, 1)
+            (10, 3, 1, 1)
+        );
+        assert_eq!(
+            r.skip_reasons,
+            SkipReasons {
+                in_flight: 1,
+                body_too_large: 2,
+                body_incomplete: 0
+            }
         );
         assert_eq!(r.rbo.mean, Some(0.5));
         assert_eq!(r.rbo.p10, Some(0.0));
         assert_eq!(r.rbo.p50, Some(0.0));
         assert_eq!(r.stable_p99_seconds, Some(0.01));
         assert_eq!(r.canary_p99_seconds, Some(0.02));
+    }
+
+    #[test]
+    fn body_comparisons_are_capped_per_second() {
+        let mut stats = ShadowStats::default();
+        let granted = (0..500).filter(|_| stats.take_body_budget(7)).count();
+        assert_eq!(granted, MAX_BODY_COMPARISONS_PER_SECOND as usize);
+        assert!(stats.take_body_budget(8), "a new second, a new budget");
     }
 
     #[test]

@@ -307,8 +307,12 @@ pub struct ShadowReport {
     pub mirrored: u64,
     /// Pairs compared.
     pub compared: u64,
-    /// Requests not mirrored (too many in flight).
+    /// Requests not mirrored (too many in flight, or a body that could
+    /// not be copied): the sum of `skip_reasons`.
     pub skipped: u64,
+    /// `skipped` by reason.
+    #[serde(default)]
+    pub skip_reasons: SkipReasons,
     /// Mirrored requests the canary failed or answered too late.
     pub canary_errors: u64,
     /// Pairs whose stable answer failed.
@@ -325,6 +329,17 @@ pub struct ShadowReport {
     pub overlap_at_k: MeanSummary,
     /// JSON fields that differ between the arms.
     pub fields: Vec<FieldDiff>,
+}
+
+/// Requests the shadow settings took but that were not mirrored, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipReasons {
+    /// `max_in_flight` mirrored requests were already running.
+    pub in_flight: u64,
+    /// The request body was over the copy's cap (1 MiB).
+    pub body_too_large: u64,
+    /// The request body broke off or was not read to its end by stable.
+    pub body_incomplete: u64,
 }
 
 /// Distribution of rank-biased overlap over compared pairs (`null` before

@@ -89,6 +89,10 @@ fn with_sections() -> StatusDocument {
         mirrored: 10,
         compared: 8,
         skipped: 1,
+        skip_reasons: SkipReasons {
+            in_flight: 1,
+            ..SkipReasons::default()
+        },
         canary_errors: 1,
         stable_errors: 0,
         status_mismatches: 2,
@@ -129,7 +133,8 @@ fn fleet_and_shadow_sections_appear_only_when_present() {
     );
     assert_eq!(
         v["routes"][0]["shadow"],
-        json!({"mirrored": 10, "compared": 8, "skipped": 1, "canary_errors": 1, "stable_errors": 0,
+        json!({"mirrored": 10, "compared": 8, "skipped": 1,
+               "skip_reasons": {"in_flight": 1, "body_too_large": 0, "body_incomplete": 0}, "canary_errors": 1, "stable_errors": 0,
                "status_mismatches": 2, "stable_p99_seconds": 0.01, "canary_p99_seconds": null,
                "rbo": {"mean": 0.9, "p10": 0.5, "p50": 0.95}, "overlap_at_k": {"mean": 0.8},
                "fields": [{"path": "items.0.price", "diff_rate": 0.3, "noise_rate": 0.0, "flagged": true,

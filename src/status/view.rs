@@ -233,6 +233,14 @@ fn render_shadow(out: &mut String, s: &ShadowReport) {
         "  shadow mirrored {} compared {} skipped {} canary errors {} stable errors {} status mismatches {}",
         s.mirrored, s.compared, s.skipped, s.canary_errors, s.stable_errors, s.status_mismatches
     );
+    let why = &s.skip_reasons;
+    if why.body_too_large + why.body_incomplete > 0 {
+        let _ = writeln!(
+            out,
+            "    skipped: {} in flight, {} body over 1 MiB, {} body incomplete",
+            why.in_flight, why.body_too_large, why.body_incomplete
+        );
+    }
     let _ = writeln!(
         out,
         "    p99 stable {} canary {}   rbo mean {} p10 {} p50 {}   overlap@k {}",
@@ -354,6 +362,17 @@ mod tests {
         assert!(out.contains("rbo mean 0.812"), "{out}");
         assert!(
             out.contains("DIFFERS version 100.0% (noise 0.0%) e.g. \"v1\" → \"v2\""),
+            "{out}"
+        );
+        assert!(!out.contains("body over"), "no body skips, no line: {out}");
+        if let Some(s) = doc.routes[0].shadow.as_mut() {
+            s.skipped = 3;
+            s.skip_reasons.in_flight = 1;
+            s.skip_reasons.body_too_large = 2;
+        }
+        let out = render(&doc);
+        assert!(
+            out.contains("skipped: 1 in flight, 2 body over 1 MiB, 0 body incomplete"),
             "{out}"
         );
     }

@@ -55,6 +55,18 @@ impl Discordant {
         }
     }
 
+    fn add(&mut self, other: &Discordant) {
+        self.canary_only += other.canary_only;
+        self.stable_only += other.stable_only;
+    }
+
+    fn since(&self, before: &Discordant) -> Discordant {
+        Discordant {
+            canary_only: self.canary_only.saturating_sub(before.canary_only),
+            stable_only: self.stable_only.saturating_sub(before.stable_only),
+        }
+    }
+
     /// `ln E` of the mixture sign test (see the module docs).
     pub fn log_e(&self) -> f64 {
         log_e_sign(self.canary_only, self.stable_only)
@@ -104,6 +116,28 @@ impl PairedEvidence {
         }
     }
 
+    /// Adds another replica's (or tick's) evidence: the counts are sums, so
+    /// the fleet's evidence is the sum of its replicas'.
+    pub fn add(&mut self, other: &PairedEvidence) {
+        self.pairs += other.pairs;
+        self.failed.add(&other.failed);
+        self.slow.add(&other.slow);
+        self.rbo_sum += other.rbo_sum;
+        self.rbo_pairs += other.rbo_pairs;
+    }
+
+    /// What was added since `before` (an earlier value of the same
+    /// cumulative evidence); counts saturate at 0.
+    pub fn since(&self, before: &PairedEvidence) -> PairedEvidence {
+        PairedEvidence {
+            pairs: self.pairs.saturating_sub(before.pairs),
+            failed: self.failed.since(&before.failed),
+            slow: self.slow.since(&before.slow),
+            rbo_sum: (self.rbo_sum - before.rbo_sum).max(0.0),
+            rbo_pairs: self.rbo_pairs.saturating_sub(before.rbo_pairs),
+        }
+    }
+
     /// Mean RBO, `None` before any list.
     pub fn mean_rbo(&self) -> Option<f64> {
         (self.rbo_pairs > 0).then(|| self.rbo_sum / self.rbo_pairs as f64)
@@ -119,8 +153,13 @@ impl PairedEvidence {
     pub fn verdict(&self, alpha: f64, min_rbo: Option<f64>, min_pairs: u64) -> PairedVerdict {
         let e = self.e();
         if e >= 1.0 / alpha {
+            let e = if e < 1e6 {
+                format!("{e:.3}")
+            } else {
+                format!("{e:.2e}")
+            };
             return PairedVerdict::Worse(format!(
-                "canary shown worse on mirrored requests (no user served): E = {e:.3} ≥ 1/α = {:.0} \
+                "canary shown worse on mirrored requests (no user served): E = {e} ≥ 1/α = {:.0} \
                  (canary-only failures {} vs stable-only {}, canary-only slow {} vs stable-only {})",
                 1.0 / alpha,
                 self.failed.canary_only,
@@ -279,5 +318,35 @@ mod tests {
             matches!(ev.verdict(0.01, Some(0.5), 3), PairedVerdict::Worse(r) if r.contains("mean RBO 0.400"))
         );
         assert_eq!(ev.verdict(0.01, Some(0.3), 3), PairedVerdict::NotWorse);
+    }
+
+    /// The fleet's evidence is the sum of its replicas', and a cumulative
+    /// value minus an earlier one is what was added in between.
+    #[test]
+    fn evidence_adds_up_and_differences_are_increments() {
+        let pairs = [
+            pair(false, true, 0.01, 0.01),
+            pair(true, false, 0.01, 0.01),
+            pair(false, false, 0.01, 0.5),
+            pair(false, true, 0.01, 0.01),
+        ];
+        let mut whole = PairedEvidence::default();
+        whole.observe(&pairs, Some(0.1));
+        let (mut a, mut b) = (PairedEvidence::default(), PairedEvidence::default());
+        a.observe(&pairs[..1], Some(0.1));
+        b.observe(&pairs[1..], Some(0.1));
+        let mut sum = a.clone();
+        sum.add(&b);
+        assert_eq!(sum.pairs, whole.pairs);
+        assert_eq!((sum.failed, sum.slow), (whole.failed, whole.slow));
+        assert_eq!(sum.rbo_pairs, 4);
+        assert!((sum.rbo_sum - whole.rbo_sum).abs() < 1e-12);
+        let delta = whole.since(&a);
+        assert_eq!(
+            (delta.pairs, delta.failed, delta.slow),
+            (b.pairs, b.failed, b.slow)
+        );
+        assert_eq!(whole.since(&whole).pairs, 0);
+        assert_eq!(a.since(&whole).pairs, 0, "saturates");
     }
 }

@@ -45,6 +45,16 @@ impl RampState {
         self.audit(fx, now, policy, (Action::ShadowStarted, trigger), reason);
     }
 
+    /// The slow-request threshold `T` the paired judge classifies pairs
+    /// with (`None` before the baseline set one: slowness not judged).
+    pub fn shadow_slow_seconds(&self) -> Option<f64> {
+        self.judge
+            .thresholds
+            .as_ref()
+            .and_then(|t| t.slow_edge)
+            .map(edge_seconds)
+    }
+
     /// Mirrored pairs compared since the last call.
     pub(super) fn on_pairs(
         &mut self,
@@ -53,18 +63,25 @@ impl RampState {
         policy: &RampPolicy,
         fx: &mut Vec<Effect>,
     ) {
+        let mut evidence = PairedEvidence::default();
+        evidence.observe(pairs, self.shadow_slow_seconds());
+        self.on_shadow_evidence(&evidence, now, policy, fx);
+    }
+
+    /// New paired evidence (this process's pairs, or the fleet's sum).
+    pub(super) fn on_shadow_evidence(
+        &mut self,
+        evidence: &PairedEvidence,
+        now: Timestamp,
+        policy: &RampPolicy,
+        fx: &mut Vec<Effect>,
+    ) {
         let judging = self.phase == Phase::Shadowing
             || (self.phase == Phase::Paused && self.paused_from == Some(Phase::Shadowing));
-        if !judging || pairs.is_empty() {
+        if !judging || evidence.pairs == 0 {
             return;
         }
-        let slow = self
-            .judge
-            .thresholds
-            .as_ref()
-            .and_then(|t| t.slow_edge)
-            .map(edge_seconds);
-        self.shadow.observe(pairs, slow);
+        self.shadow.add(evidence);
         match self
             .shadow
             .verdict(alpha(policy), policy.min_rbo, policy.min_requests)
