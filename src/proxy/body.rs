@@ -272,14 +272,24 @@ impl Default for ResponseBody {
     }
 }
 
+/// What a [`Tee`] copied of a complete body.
+#[derive(Debug, Default)]
+pub struct TeeCopy {
+    /// The body, `None` when it exceeded the cap.
+    pub body: Option<Bytes>,
+    /// The trailers, when the body had some (a gRPC answer's `grpc-status`).
+    pub trailers: Option<http::HeaderMap>,
+}
+
 /// Copies a body while it streams; hands the copy over when the body ends
-/// (`None` when it broke, was dropped unfinished or exceeded the cap).
+/// (`None` when it broke or was dropped unfinished).
 pub struct Tee {
     inner: ResponseBody,
     copy: Vec<u8>,
+    trailers: Option<http::HeaderMap>,
     cap: usize,
     over: bool,
-    done: Option<tokio::sync::oneshot::Sender<Option<Bytes>>>,
+    done: Option<tokio::sync::oneshot::Sender<Option<TeeCopy>>>,
 }
 
 impl Tee {
@@ -287,11 +297,12 @@ impl Tee {
     pub fn wrap(
         inner: ResponseBody,
         cap: usize,
-        done: tokio::sync::oneshot::Sender<Option<Bytes>>,
+        done: tokio::sync::oneshot::Sender<Option<TeeCopy>>,
     ) -> ResponseBody {
         ResponseBody::Teed(Box::new(Tee {
             inner,
             copy: Vec::new(),
+            trailers: None,
             cap,
             over: false,
             done: Some(done),
@@ -300,8 +311,10 @@ impl Tee {
 
     fn finish(&mut self, complete: bool) {
         if let Some(done) = self.done.take() {
-            let copy =
-                (complete && !self.over).then(|| Bytes::from(std::mem::take(&mut self.copy)));
+            let copy = complete.then(|| TeeCopy {
+                body: (!self.over).then(|| Bytes::from(std::mem::take(&mut self.copy))),
+                trailers: self.trailers.take(),
+            });
             // The comparison may have given up waiting; nothing to do then.
             let _ = done.send(copy);
         }
@@ -321,6 +334,8 @@ impl Tee {
                     } else if !self.over {
                         self.copy.extend_from_slice(data);
                     }
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    self.trailers = Some(trailers.clone());
                 }
                 if self.inner.is_end_stream() {
                     self.finish(true);

@@ -19,11 +19,12 @@ use rand::Rng;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::body::{CopyFailed, RequestBody, RequestTee, ResponseBody, Tee};
+use super::body::{CopyFailed, RequestBody, RequestTee, ResponseBody, Tee, TeeCopy};
 use super::forward;
 use super::outcome::Outcome;
 use crate::config::types::{Route, ShadowConfig};
 use crate::domain::Arm;
+use crate::grpc::{self, GrpcCode, GrpcCodeSet};
 use crate::metrics::ShadowResult;
 use crate::proxy::runtime::{RouteRuntime, Snapshot};
 use crate::shadow::compare::compare_with_noise;
@@ -48,7 +49,9 @@ struct StableHead {
     status: Option<u16>,
     failed: bool,
     latency: Duration,
-    body: Option<oneshot::Receiver<Option<Bytes>>>,
+    /// A trailers-only gRPC answer's `grpc-status` (in the headers).
+    grpc_code: Option<GrpcCode>,
+    body: Option<oneshot::Receiver<Option<TeeCopy>>>,
 }
 
 /// A request being mirrored; [`Pending::attach`] hands over stable's answer.
@@ -112,6 +115,7 @@ pub(super) fn start(
     let canary = copy_for(&head, Arm::Canary, cfg, snap);
     let (tx, rx) = oneshot::channel();
     let task = MirrorTask {
+        grpc: grpc::is_grpc(req.headers()).then_some(route.grpc_error_codes),
         snap: snap.clone(),
         route_index,
         live: live.clone(),
@@ -173,7 +177,8 @@ impl Pending {
         outcome: Option<Outcome>,
         latency: Duration,
     ) -> Response<ResponseBody> {
-        let answered = matches!(outcome, Some(Outcome::Answered(_)));
+        // A trailers-only gRPC answer is already a `Grpc` outcome here.
+        let answered = matches!(outcome, Some(Outcome::Answered(_) | Outcome::Grpc(..)));
         let (response, body) = if answered {
             let (tx, rx) = oneshot::channel();
             (response.map(|b| Tee::wrap(b, MAX_CAPTURE, tx)), Some(rx))
@@ -184,6 +189,7 @@ impl Pending {
             status: answered.then(|| response.status().as_u16()),
             failed: outcome.is_some_and(Outcome::is_failure),
             latency,
+            grpc_code: GrpcCode::in_headers(response.headers()),
             body,
         };
         // The task is gone only if the runtime is shutting down.
@@ -194,6 +200,9 @@ impl Pending {
 
 /// What the comparison task owns.
 struct MirrorTask {
+    /// A gRPC call's error codes: both answers are judged by their
+    /// `grpc-status`, and compared by it (bodies as bytes).
+    grpc: Option<GrpcCodeSet>,
     snap: Arc<Snapshot>,
     route_index: usize,
     live: Arc<ShadowLive>,
@@ -252,7 +261,7 @@ impl MirrorTask {
             // The client's request ended before stable answered: no pair.
             return;
         };
-        let stable_body = match head.body.take() {
+        let stable_copy = match head.body.take() {
             Some(rx) => tokio::time::timeout(STABLE_BODY_WAIT, rx)
                 .await
                 .ok()
@@ -260,6 +269,12 @@ impl MirrorTask {
                 .flatten(),
             None => None,
         };
+        if let (Some(errors), Some(_)) = (self.grpc, head.status) {
+            let trailers = stable_copy.as_ref().and_then(|c| c.trailers.as_ref());
+            (head.status, head.failed) =
+                grpc_verdict(errors, head.status, head.grpc_code, trailers);
+        }
+        let stable_body = stable_copy.and_then(|c| c.body);
         self.record(cfg, &head, stable_body.as_deref(), &canary, noise.as_ref());
     }
 
@@ -349,14 +364,27 @@ impl MirrorTask {
             };
             let latency = started.elapsed();
             let status = response.status();
+            let code_in_head = GrpcCode::in_headers(response.headers());
             let mut body = ResponseBody::upstream(response.into_body(), slot);
-            let body = read_capped(&mut body).await;
+            let copy = read_capped(&mut body, self.grpc.is_some()).await;
+            let (status, failed) = match self.grpc {
+                Some(errors) => grpc_verdict(
+                    errors,
+                    Some(status.as_u16()),
+                    code_in_head,
+                    copy.as_ref().and_then(|c| c.trailers.as_ref()),
+                ),
+                None => (
+                    Some(status.as_u16()),
+                    Outcome::Answered(status).is_failure(),
+                ),
+            };
             Mirrored {
-                status: Some(status.as_u16()),
-                failed: Outcome::Answered(status).is_failure(),
+                status,
+                failed,
                 timed_out: false,
                 latency,
-                body,
+                body: copy.and_then(|c| c.body),
             }
         };
         match tokio::time::timeout(cfg.timeout, work).await {
@@ -378,16 +406,98 @@ impl Mirrored {
     }
 }
 
-/// The whole body, or `None` when it breaks or exceeds [`MAX_CAPTURE`].
-async fn read_capped(body: &mut ResponseBody) -> Option<Bytes> {
+/// The body (`None` inside when it exceeds [`MAX_CAPTURE`]) and its
+/// trailers; `None` when it breaks. A gRPC answer is read to its end past the
+/// cap, for the `grpc-status` in its trailers; any other stops there.
+async fn read_capped(body: &mut ResponseBody, to_the_end: bool) -> Option<TeeCopy> {
     let mut out = Vec::new();
+    let mut over = false;
+    let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.ok()?.into_data() {
-            if out.len() + data.len() > MAX_CAPTURE {
-                return None;
+        match frame.ok()?.into_data() {
+            Ok(data) if over || out.len() + data.len() > MAX_CAPTURE => {
+                over = true;
+                out = Vec::new();
+                if !to_the_end {
+                    break;
+                }
             }
-            out.extend_from_slice(&data);
+            Ok(data) => out.extend_from_slice(&data),
+            Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
-    Some(Bytes::from(out))
+    Some(TeeCopy {
+        body: (!over).then(|| Bytes::from(out)),
+        trailers,
+    })
+}
+
+/// A gRPC answer's status for the comparison and whether it failed: its
+/// `grpc-status` (trailers, else a trailers-only answer's headers) as the
+/// status, failed when the code is one of the route's error codes. An HTTP
+/// answer other than 200, or one without any `grpc-status`, failed.
+fn grpc_verdict(
+    errors: GrpcCodeSet,
+    http_status: Option<u16>,
+    code_in_head: Option<GrpcCode>,
+    trailers: Option<&http::HeaderMap>,
+) -> (Option<u16>, bool) {
+    if http_status != Some(200) {
+        return (http_status, true);
+    }
+    match trailers.and_then(GrpcCode::in_headers).or(code_in_head) {
+        Some(code) => (Some(u16::from(code.number())), errors.contains(code)),
+        None => (None, true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn trailers(code: &str) -> http::HeaderMap {
+        let mut t = http::HeaderMap::new();
+        t.insert(grpc::GRPC_STATUS, HeaderValue::from_str(code).unwrap());
+        t
+    }
+
+    #[test]
+    fn grpc_answers_are_judged_by_their_grpc_status() {
+        let errors = GrpcCodeSet::default();
+        let ok = trailers("0");
+        let unavailable = trailers("14");
+        let not_found = trailers("5");
+        type Case<'a> = (
+            Option<u16>,
+            Option<GrpcCode>,
+            Option<&'a http::HeaderMap>,
+            (Option<u16>, bool),
+        );
+        let cases: [Case<'_>; 7] = [
+            (Some(200), None, Some(&ok), (Some(0), false)),
+            (Some(200), None, Some(&unavailable), (Some(14), true)),
+            // NOT_FOUND is an answer, not an error, by default.
+            (Some(200), None, Some(&not_found), (Some(5), false)),
+            // Trailers-only: the code came with the headers.
+            (
+                Some(200),
+                Some(GrpcCode::Unavailable),
+                None,
+                (Some(14), true),
+            ),
+            // No grpc-status anywhere: a broken call.
+            (Some(200), None, None, (None, true)),
+            (Some(503), None, None, (Some(503), true)),
+            (None, None, None, (None, true)),
+        ];
+        for (http, head, t, want) in cases {
+            assert_eq!(
+                grpc_verdict(errors, http, head, t),
+                want,
+                "{http:?} {head:?} {t:?}"
+            );
+        }
+    }
 }

@@ -109,11 +109,14 @@ impl Proxy {
             Fallback::Keep(exchange) => exchange,
             Fallback::Resend(stable_req) => ctx.send(stable_req).await,
         };
-        let mut response = ctx.respond(exchange);
-        if let Some(mirror) = mirror {
-            response = mirror.attach(response, ctx.outcome, ctx.attempt_started.elapsed());
-        }
-        ctx.finish(response, version)
+        let response = ctx.respond(exchange);
+        let Some(mirror) = mirror else {
+            return ctx.finish(response, version);
+        };
+        // Teed after `finish`, which must still see a gRPC answer's body to
+        // count the call at its trailers.
+        let (outcome, latency) = (ctx.outcome, ctx.attempt_started.elapsed());
+        mirror.attach(ctx.finish(response, version), outcome, latency)
     }
 }
 
