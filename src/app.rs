@@ -88,7 +88,7 @@ impl App {
 
     /// [`App::start`] with options.
     pub async fn start_with(path: &Path, options: StartOptions) -> Result<App, StartError> {
-        let loaded = config::load(path).map_err(StartError::Config)?;
+        let loaded = reload::load_isolated(path).map_err(StartError::Config)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }

@@ -200,7 +200,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run_proxy(path: &std::path::Path) -> ExitCode {
     // The worker count comes from the file, so read it before the runtime exists.
-    let workers = match config::load(path) {
+    let workers = match crate::reload::load_isolated(path) {
         Ok(loaded) => loaded.config.server.workers,
         Err(errors) => {
             eprintln!("{errors}");
