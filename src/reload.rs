@@ -22,12 +22,10 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// How long the loading thread of [`load_isolated`] outlives its work:
-/// longer than mimalloc's purge delay for freed memory. That delay is 10 ms
-/// for pages and 100 ms for whole segments, but every further free into a
-/// segment whose purge is pending extends it by 1 ms, and dropping a parsed
-/// document frees hundreds of pages per segment: 250 ms left 36 MiB of
-/// 10,000 routes' parse resident, measured.
-const LINGER: Duration = Duration::from_secs(3);
+/// longer than mimalloc's purge delay for freed memory (10 ms for pages,
+/// 100 ms for whole segments). Measured with 10,000 routes, 3 s released
+/// no more than this does.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// [`config::load`] on a thread of its own, which exits a little after.
 ///
