@@ -88,7 +88,18 @@ impl App {
 
     /// [`App::start`] with options.
     pub async fn start_with(path: &Path, options: StartOptions) -> Result<App, StartError> {
-        let loaded = config::load(path).map_err(StartError::Config)?;
+        let loaded = reload::load_isolated(path).map_err(StartError::Config)?;
+        App::start_loaded(path, loaded, options).await
+    }
+
+    /// [`App::start_with`] for a config already loaded from `path` (the
+    /// binary reads it once, before its runtime exists, for `workers`;
+    /// loading a large file twice doubled the start-up's peak memory).
+    pub async fn start_loaded(
+        path: &Path,
+        loaded: config::Loaded,
+        options: StartOptions,
+    ) -> Result<App, StartError> {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }

@@ -214,8 +214,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run_proxy(path: &std::path::Path) -> ExitCode {
     // The worker count comes from the file, so read it before the runtime exists.
-    let workers = match config::load(path) {
-        Ok(loaded) => loaded.config.server.workers,
+    let loaded = match crate::reload::load_isolated(path) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::from(1);
@@ -224,6 +224,7 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
     // One worker: a current-thread runtime. Every task (client connection,
     // upstream connection, timers) then runs on the thread that polls the
     // I/O driver, with no work-stealing queues and no cross-thread wake-ups.
+    let workers = loaded.config.server.workers;
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -241,7 +242,7 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let app = match App::start(path).await {
+        let app = match App::start_loaded(path, loaded, crate::app::StartOptions::default()).await {
             Ok(app) => app,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -7,19 +7,17 @@
 
 mod cells;
 mod segments;
+mod text;
 
 use std::sync::Arc;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
-};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::domain::{Arm, CanaryWeight};
 use crate::grpc::GrpcCode;
-use cells::{RouteCells, RouteFamilies, Shared};
+use cells::{RouteCells, RouteFamilies};
 
-pub use cells::ArmMetrics;
+pub use cells::{ArmMetrics, ShadowMetrics};
 pub use segments::{SegmentMetrics, SEGMENT_REQUESTS};
 
 /// Prometheus buckets for request durations (seconds). The ramp judge keeps
@@ -188,10 +186,9 @@ pub struct FleetMetrics {
 pub struct Metrics {
     registry: Registry,
     /// The per-route families (requests, durations, upstream failures,
-    /// fallbacks, weight, ramp state).
+    /// fallbacks, weight, ramp state, shadow traffic), outside the registry:
+    /// [`Metrics::render`] writes them from their cells.
     routes: Arc<RouteFamilies>,
-    shadow_requests: IntCounterVec,
-    shadow_rbo: HistogramVec,
     grpc_responses: IntCounterVec,
     segment_requests: IntCounterVec,
     reload_ok: IntCounter,
@@ -203,8 +200,7 @@ impl Metrics {
     /// Creates every family and registers it in a fresh registry.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let routes = Arc::new(RouteFamilies::new()?);
-        registry.register(Box::new(Shared(routes.clone())))?;
+        let routes = Arc::new(RouteFamilies::default());
         let reloads = IntCounterVec::new(
             Opts::new(
                 "grayproxy_config_reloads_total",
@@ -213,23 +209,6 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
-        let shadow_requests = IntCounterVec::new(
-            Opts::new(
-                "grayproxy_shadow_requests_total",
-                "Requests shadow traffic considered, by result (mirrored answers never count in grayproxy_requests_total).",
-            ),
-            &["route", "result"],
-        )?;
-        let shadow_rbo = HistogramVec::new(
-            HistogramOpts::new(
-                "grayproxy_shadow_rbo",
-                "Rank-biased overlap (p = 0.9) of the canary's ranked list with stable's, per compared pair.",
-            )
-            .buckets(RBO_BUCKETS.to_vec()),
-            &["route"],
-        )?;
-        registry.register(Box::new(shadow_requests.clone()))?;
-        registry.register(Box::new(shadow_rbo.clone()))?;
         let grpc_responses = IntCounterVec::new(
             Opts::new(
                 "grayproxy_grpc_responses_total",
@@ -255,8 +234,6 @@ impl Metrics {
             reload_error: reloads.with_label_values(&["error"]),
             registry,
             routes,
-            shadow_requests,
-            shadow_rbo,
             grpc_responses,
             segment_requests,
         })
@@ -300,26 +277,17 @@ impl Metrics {
                     .with_label_values(&[route, arm.as_str(), c.as_str()])
             })
         };
+        let (cells, shadow) = self.routes.route(route);
         RouteMetrics {
-            cells: self.routes.route(route),
+            cells,
             grpc: grpc.then(|| Box::new([grpc_arm(Arm::Stable), grpc_arm(Arm::Canary)])),
-            shadow: ShadowMetrics {
-                results: ShadowResult::ALL
-                    .map(|r| self.shadow_requests.with_label_values(&[route, r.as_str()])),
-                rbo: self.shadow_rbo.with_label_values(&[route]),
-            },
+            shadow,
         }
     }
 
     /// Drops the series of a route that a reload removed.
     pub fn forget_route(&self, route: &str) {
         self.routes.forget(route);
-        for r in ShadowResult::ALL {
-            let _ = self
-                .shadow_requests
-                .remove_label_values(&[route, r.as_str()]);
-        }
-        let _ = self.shadow_rbo.remove_label_values(&[route]);
         for arm in Arm::ALL {
             for c in GrpcCode::ALL {
                 let _ = self
@@ -353,16 +321,15 @@ impl Metrics {
             .set(i64::from(result == ReloadResult::Ok));
     }
 
-    /// The registry, for tests and custom collectors.
+    /// The registry, for tests and custom collectors (the per-route
+    /// families are not in it: [`Metrics::render`] adds them).
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// Renders every family in the Prometheus text format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+        text::render(&self.routes, &self.registry.gather())
     }
 }
 
@@ -374,25 +341,6 @@ pub struct RouteMetrics {
     grpc: Option<Box<[[IntCounter; 17]; 2]>>,
     /// Shadow traffic's handles.
     pub shadow: ShadowMetrics,
-}
-
-/// Pre-resolved shadow-traffic handles of one route.
-#[derive(Clone)]
-pub struct ShadowMetrics {
-    results: [IntCounter; 4],
-    rbo: Histogram,
-}
-
-impl ShadowMetrics {
-    /// Counts one request shadow traffic considered.
-    pub fn record(&self, result: ShadowResult) {
-        self.results[result.index()].inc();
-    }
-
-    /// Observes one pair's RBO.
-    pub fn observe_rbo(&self, rbo: f64) {
-        self.rbo.observe(rbo);
-    }
 }
 
 impl RouteMetrics {

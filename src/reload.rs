@@ -21,10 +21,53 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Longest wait for a quiet moment after a change.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
+/// How long the loading thread of [`load_isolated`] outlives its work:
+/// longer than mimalloc's purge delay for freed memory (10 ms for pages,
+/// 100 ms for whole segments). Measured with 10,000 routes, 3 s released
+/// no more than this does.
+const LINGER: Duration = Duration::from_millis(250);
+
+/// [`config::load`] on a thread of its own, which exits a little after.
+///
+/// Parsing allocates many times the file's size (the TOML document keeps
+/// every key's and value's span: about 60 MiB for a 10,000-route file) and
+/// frees it at the end. mimalloc gives freed memory back to the OS only
+/// after a delay, and only when the allocator next works on that memory or
+/// a thread exits; on the proxy's own thread that never happened, and
+/// RSS stayed at the parse's peak (155 MiB with 10,000 routes, 80 MiB of
+/// it live). A thread that exits after the delay has its freed memory
+/// released. The caller does not wait for the linger.
+pub fn load_isolated(path: &Path) -> Result<config::Loaded, config::ConfigErrors> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let owned = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("config-load".into())
+        .spawn(move || {
+            let _ = tx.send(config::load(&owned));
+            std::thread::sleep(LINGER);
+        });
+    match spawned.ok().and_then(|_| rx.recv().ok()) {
+        Some(loaded) => loaded,
+        // No thread (or it died): load here, as before.
+        None => config::load(path),
+    }
+}
+
+/// The file's length and a 64-bit hash of its bytes: tells an edit from an
+/// event that left the file as it was, without keeping a copy of a large
+/// file (2.2 MiB for 10,000 routes).
+fn fingerprint(path: &Path) -> Option<(usize, u64)> {
+    use std::hash::Hasher;
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(&bytes);
+    Some((bytes.len(), h.finish()))
+}
+
 /// Loads `path`, and swaps it in when it is valid and needs no restart.
 /// Returns what changed, for side effects (new ramps).
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<ConfigDiff, String> {
-    let outcome = config::load(path).map_err(|e| e.to_string()).and_then(|loaded| {
+    let outcome = load_isolated(path).map_err(|e| e.to_string()).and_then(|loaded| {
         let snap = runtime.snapshot();
         let diff = ConfigDiff::between(&snap.config, &loaded.config);
         if !diff.can_apply() {
@@ -95,7 +138,7 @@ pub fn watch_config(
         }
     };
     let mut hangup = hangup_signal();
-    let mut last_seen = std::fs::read(&path).ok();
+    let mut last_seen = fingerprint(&path);
     async move {
         let _watcher = _watcher;
         loop {
@@ -118,14 +161,14 @@ pub fn watch_config(
                 }
                 // Events in the directory that leave the file as it was (other
                 // files, touch) are not reloads.
-                let now = std::fs::read(&path).ok();
+                let now = fingerprint(&path);
                 if now == last_seen {
                     continue;
                 }
                 last_seen = now;
             } else {
                 tracing::info!("SIGHUP: reloading config");
-                last_seen = std::fs::read(&path).ok();
+                last_seen = fingerprint(&path);
             }
             if let Ok(diff) = reload(&runtime, &path) {
                 let _ = applied.send(Arc::new(diff));

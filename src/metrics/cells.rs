@@ -1,36 +1,37 @@
-//! The per-route metric families as plain atomic cells, rendered by one
-//! custom collector at scrape time.
+//! The per-route metric families as plain atomic cells, written straight
+//! into the scrape's text.
 //!
 //! prometheus' `*Vec` families keep, for every series, its own descriptor
 //! (name, help, label names), its label pairs as owned strings and a hash
-//! map entry: about 21 KiB for a route's 25 series, 210 MiB for 10,000
+//! map entry: about 21 KiB for a route's 30 series, 210 MiB for 10,000
 //! routes, and most of a 10,000-route start-up spent building them. Here a
-//! route is about 400 bytes of counters; the label pairs exist only while a
-//! scrape is rendered. The text is the same: same names, help, labels and
-//! values (the registry sorts the series as before).
+//! route is about 450 bytes of counters (shadow traffic's are allocated on
+//! its first mirrored request), and a scrape writes their text directly
+//! (`super::text`): no label strings, metric structs or sort of 25,000
+//! series per scrape. The text is the one prometheus' vecs rendered: same
+//! names, help, labels, values and order (a test compares them).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
-
-use super::{CodeClass, FailureKind, DURATION_BUCKETS, RAMP_STATES};
-use crate::domain::Arm;
+use super::{CodeClass, FailureKind, ShadowResult, DURATION_BUCKETS, RAMP_STATES, RBO_BUCKETS};
 
 /// Bucket count of the duration histogram (its `+Inf` is the count).
 const BUCKETS: usize = DURATION_BUCKETS.len();
+
+/// Bucket count of the shadow RBO histogram.
+const RBO: usize = RBO_BUCKETS.len();
 
 /// No ramp state published yet: every state series reads 0.
 const NO_STATE: u8 = u8::MAX;
 
 /// An `f64` in an atomic, for sums and gauges.
 #[derive(Debug, Default)]
-struct AtomicF64(AtomicU64);
+pub(super) struct AtomicF64(AtomicU64);
 
 impl AtomicF64 {
-    fn get(&self) -> f64 {
+    pub(super) fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
 
@@ -47,49 +48,82 @@ impl AtomicF64 {
     }
 }
 
+/// A histogram with `N` fixed buckets, observed as prometheus' does.
+#[derive(Debug)]
+pub(super) struct Hist<const N: usize> {
+    /// Observations per bucket (not cumulative): the first bucket whose
+    /// upper bound is at least the value, as prometheus' histogram does.
+    pub(super) buckets: [AtomicU64; N],
+    count: AtomicU64,
+    pub(super) sum: AtomicF64,
+}
+
+impl<const N: usize> Default for Hist<N> {
+    fn default() -> Self {
+        Hist {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum: AtomicF64::default(),
+        }
+    }
+}
+
+impl<const N: usize> Hist<N> {
+    fn observe(&self, bounds: &[f64], v: f64) {
+        if let Some(i) = bounds.iter().position(|b| v <= *b) {
+            if let Some(b) = self.buckets.get(i) {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.add(v);
+    }
+
+    /// The count, never below the buckets' total (an observation racing
+    /// the scrape).
+    pub(super) fn count(&self, buckets_total: u64) -> u64 {
+        self.count.load(Ordering::Relaxed).max(buckets_total)
+    }
+}
+
 /// The counters of one route × arm: pre-resolved for the hot path.
 #[derive(Debug, Default)]
 pub struct ArmMetrics {
-    codes: [AtomicU64; 4],
-    failures: [AtomicU64; 4],
-    /// Observations per bucket (not cumulative): the first bucket whose
-    /// upper bound is at least the value, as prometheus' histogram does.
-    buckets: [AtomicU64; BUCKETS],
-    count: AtomicU64,
-    sum: AtomicF64,
+    pub(super) codes: [AtomicU64; 4],
+    pub(super) failures: [AtomicU64; 4],
+    pub(super) duration: Hist<BUCKETS>,
 }
 
 impl ArmMetrics {
     /// Counts an answer from this arm (upstream or proxy-made) and its duration.
     pub fn record_answer(&self, status: u16, seconds: f64) {
         self.codes[CodeClass::of(status).index()].fetch_add(1, Ordering::Relaxed);
-        self.observe(seconds);
+        self.duration.observe(DURATION_BUCKETS, seconds);
     }
 
     /// Counts an exchange that produced no response.
     pub fn record_failure(&self, kind: FailureKind) {
         self.failures[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// Observes one duration, in seconds.
-    fn observe(&self, seconds: f64) {
-        if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
-            if let Some(b) = self.buckets.get(i) {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum.add(seconds);
-    }
+/// Shadow traffic's counters of one route.
+#[derive(Debug, Default)]
+pub(super) struct ShadowCells {
+    pub(super) results: [AtomicU64; 4],
+    pub(super) rbo: Hist<RBO>,
 }
 
 /// The counters and gauges of one route.
 #[derive(Debug)]
 pub(super) struct RouteCells {
     pub(super) arms: [ArmMetrics; 2],
-    fallbacks: AtomicU64,
-    weight: AtomicF64,
+    pub(super) fallbacks: AtomicU64,
+    pub(super) weight: AtomicF64,
     ramp_state: AtomicU8,
+    /// `None` until the route mirrors a request (most routes never do);
+    /// its series read 0 until then.
+    pub(super) shadow: OnceLock<Box<ShadowCells>>,
 }
 
 impl RouteCells {
@@ -99,6 +133,7 @@ impl RouteCells {
             fallbacks: AtomicU64::new(0),
             weight: AtomicF64::default(),
             ramp_state: AtomicU8::new(NO_STATE),
+            shadow: OnceLock::new(),
         }
     }
 
@@ -118,69 +153,54 @@ impl RouteCells {
         let i = i.and_then(|i| u8::try_from(i).ok()).unwrap_or(NO_STATE);
         self.ramp_state.store(i, Ordering::Relaxed);
     }
+
+    /// The index in [`RAMP_STATES`] of the current state, if any.
+    pub(super) fn ramp_state(&self) -> usize {
+        usize::from(self.ramp_state.load(Ordering::Relaxed))
+    }
+
+    fn shadow(&self) -> &ShadowCells {
+        self.shadow.get_or_init(Box::default)
+    }
 }
 
-/// The six per-route families, one collector.
+/// Pre-resolved shadow-traffic handles of one route.
+#[derive(Clone)]
+pub struct ShadowMetrics {
+    cells: Arc<RouteCells>,
+}
+
+impl ShadowMetrics {
+    /// Counts one request shadow traffic considered.
+    pub fn record(&self, result: ShadowResult) {
+        self.cells.shadow().results[result.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observes one pair's RBO.
+    pub fn observe_rbo(&self, rbo: f64) {
+        self.cells.shadow().rbo.observe(RBO_BUCKETS, rbo);
+    }
+}
+
+/// Every route's cells, by route name.
+#[derive(Default)]
 pub(super) struct RouteFamilies {
-    requests: Desc,
-    duration: Desc,
-    failures: Desc,
-    fallbacks: Desc,
-    weight: Desc,
-    ramp_state: Desc,
     routes: Mutex<HashMap<String, Arc<RouteCells>>>,
 }
 
 impl RouteFamilies {
-    /// The families with these names and help texts, no routes yet.
-    pub(super) fn new() -> Result<RouteFamilies, prometheus::Error> {
-        let desc = |name: &str, help: &str, labels: &[&str]| {
-            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
-            Desc::new(name.to_owned(), help.to_owned(), labels, HashMap::new())
-        };
-        Ok(RouteFamilies {
-            requests: desc(
-                "grayproxy_requests_total",
-                "Answers per route and arm by status class (a fallback counts the canary's failure and stable's answer).",
-                &["route", "arm", "code"],
-            )?,
-            duration: desc(
-                "grayproxy_request_duration_seconds",
-                "Time from request received to response headers sent, per route and arm.",
-                &["route", "arm"],
-            )?,
-            failures: desc(
-                "grayproxy_upstream_failures_total",
-                "Upstream exchanges that produced no response at all, by kind.",
-                &["route", "arm", "kind"],
-            )?,
-            fallbacks: desc(
-                "grayproxy_fallbacks_total",
-                "Canary failures answered by stable instead.",
-                &["route"],
-            )?,
-            weight: desc(
-                "grayproxy_canary_weight_percent",
-                "Current canary weight of weight-assigned traffic, in percent.",
-                &["route"],
-            )?,
-            ramp_state: desc(
-                "grayproxy_ramp_state",
-                "1 for the route's current ramp state, 0 for the others.",
-                &["route", "state"],
-            )?,
-            routes: Mutex::new(HashMap::new()),
-        })
-    }
-
     /// The cells of `route`, created on first use (a route that a reload
-    /// keeps keeps its counts).
-    pub(super) fn route(&self, route: &str) -> Arc<RouteCells> {
+    /// keeps keeps its counts), and its shadow handles.
+    pub(super) fn route(&self, route: &str) -> (Arc<RouteCells>, ShadowMetrics) {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes
+        let cells = routes
             .entry(route.to_owned())
             .or_insert_with(|| Arc::new(RouteCells::new()))
-            .clone()
+            .clone();
+        let shadow = ShadowMetrics {
+            cells: cells.clone(),
+        };
+        (cells, shadow)
     }
 
     /// Drops a route's series.
@@ -188,154 +208,16 @@ impl RouteFamilies {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         routes.remove(route);
     }
-}
 
-/// A `name="value"` pair.
-fn pair(name: &str, value: &str) -> LabelPair {
-    let mut p = LabelPair::default();
-    p.set_name(name.to_owned());
-    p.set_value(value.to_owned());
-    p
-}
-
-/// A series with these labels (given sorted by name, as prometheus sorts them).
-fn series(labels: Vec<LabelPair>) -> proto::Metric {
-    proto::Metric::from_label(labels)
-}
-
-fn counter(labels: Vec<LabelPair>, v: u64) -> proto::Metric {
-    let mut m = series(labels);
-    let mut c = proto::Counter::default();
-    c.set_value(v as f64);
-    m.set_counter(c);
-    m
-}
-
-fn gauge(labels: Vec<LabelPair>, v: f64) -> proto::Metric {
-    let mut m = series(labels);
-    let mut g = proto::Gauge::default();
-    g.set_value(v);
-    m.set_gauge(g);
-    m
-}
-
-fn histogram(labels: Vec<LabelPair>, a: &ArmMetrics) -> proto::Metric {
-    let mut m = series(labels);
-    let mut h = proto::Histogram::default();
-    let mut cumulative = 0;
-    let buckets = DURATION_BUCKETS
-        .iter()
-        .zip(&a.buckets)
-        .map(|(bound, n)| {
-            cumulative += n.load(Ordering::Relaxed);
-            let mut b = proto::Bucket::default();
-            b.set_upper_bound(*bound);
-            b.set_cumulative_count(cumulative);
-            b
-        })
-        .collect();
-    h.set_bucket(buckets);
-    // Never below the buckets' total (an observation racing the scrape).
-    h.set_sample_count(a.count.load(Ordering::Relaxed).max(cumulative));
-    h.set_sample_sum(a.sum.get());
-    m.set_histogram(h);
-    m
-}
-
-fn family(desc: &Desc, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(desc.fq_name.clone());
-    f.set_help(desc.help.clone());
-    f.set_field_type(kind);
-    f.set_metric(metrics);
-    f
-}
-
-impl Collector for RouteFamilies {
-    fn desc(&self) -> Vec<&Desc> {
-        vec![
-            &self.requests,
-            &self.duration,
-            &self.failures,
-            &self.fallbacks,
-            &self.weight,
-            &self.ramp_state,
-        ]
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let routes: Vec<(String, Arc<RouteCells>)> = {
+    /// Every route with its cells, sorted by name (the order prometheus
+    /// sorts series in).
+    pub(super) fn sorted(&self) -> Vec<(String, Arc<RouteCells>)> {
+        let mut routes: Vec<(String, Arc<RouteCells>)> = {
             let map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let n = routes.len();
-        let (mut requests, mut duration, mut failures) = (
-            Vec::with_capacity(n * 8),
-            Vec::with_capacity(n * 2),
-            Vec::with_capacity(n * 8),
-        );
-        let (mut fallbacks, mut weight, mut ramp_state) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n * RAMP_STATES.len()),
-        );
-        for (name, cells) in &routes {
-            for arm in Arm::ALL {
-                let a = &cells.arms[arm.index()];
-                for c in CodeClass::ALL {
-                    let labels = vec![
-                        pair("arm", arm.as_str()),
-                        pair("code", c.as_str()),
-                        pair("route", name),
-                    ];
-                    requests.push(counter(labels, a.codes[c.index()].load(Ordering::Relaxed)));
-                }
-                for k in FailureKind::ALL {
-                    let labels = vec![
-                        pair("arm", arm.as_str()),
-                        pair("kind", k.as_str()),
-                        pair("route", name),
-                    ];
-                    failures.push(counter(
-                        labels,
-                        a.failures[k.index()].load(Ordering::Relaxed),
-                    ));
-                }
-                let labels = vec![pair("arm", arm.as_str()), pair("route", name)];
-                duration.push(histogram(labels, a));
-            }
-            fallbacks.push(counter(
-                vec![pair("route", name)],
-                cells.fallbacks.load(Ordering::Relaxed),
-            ));
-            weight.push(gauge(vec![pair("route", name)], cells.weight.get()));
-            let current = usize::from(cells.ramp_state.load(Ordering::Relaxed));
-            for (i, state) in RAMP_STATES.iter().enumerate() {
-                let labels = vec![pair("route", name), pair("state", state)];
-                ramp_state.push(gauge(labels, if i == current { 1.0 } else { 0.0 }));
-            }
-        }
-        vec![
-            family(&self.requests, MetricType::COUNTER, requests),
-            family(&self.duration, MetricType::HISTOGRAM, duration),
-            family(&self.failures, MetricType::COUNTER, failures),
-            family(&self.fallbacks, MetricType::COUNTER, fallbacks),
-            family(&self.weight, MetricType::GAUGE, weight),
-            family(&self.ramp_state, MetricType::GAUGE, ramp_state),
-        ]
-    }
-}
-
-/// [`RouteFamilies`] shared between [`super::Metrics`] and its registry.
-pub(super) struct Shared(pub(super) Arc<RouteFamilies>);
-
-impl Collector for Shared {
-    fn desc(&self) -> Vec<&Desc> {
-        self.0.desc()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.0.collect()
+        routes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        routes
     }
 }
 
@@ -346,7 +228,9 @@ mod tests {
     use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec};
     use prometheus::{Opts, Registry, TextEncoder};
 
+    use super::super::text::{self, Family};
     use super::*;
+    use crate::domain::Arm;
     use crate::metrics::Metrics;
 
     fn render(registry: &Registry) -> String {
@@ -357,104 +241,176 @@ mod tests {
         String::from_utf8(buf).unwrap()
     }
 
+    fn opts(f: &Family) -> Opts {
+        Opts::new(f.name, f.help)
+    }
+
+    fn hist(f: &Family, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let o = HistogramOpts::new(f.name, f.help).buckets(buckets.to_vec());
+        HistogramVec::new(o, labels).unwrap()
+    }
+
+    /// prometheus' own `*Vec`s, registered in `reg` (the previous
+    /// implementation of these families).
+    struct Vecs {
+        requests: IntCounterVec,
+        duration: HistogramVec,
+        failures: IntCounterVec,
+        fallbacks: IntCounterVec,
+        weight: GaugeVec,
+        ramp: IntGaugeVec,
+        shadow: IntCounterVec,
+        rbo: HistogramVec,
+    }
+
+    impl Vecs {
+        fn new(reg: &Registry) -> Vecs {
+            let v = Vecs {
+                requests: IntCounterVec::new(opts(&text::REQUESTS), &["route", "arm", "code"])
+                    .unwrap(),
+                duration: hist(&text::DURATION, DURATION_BUCKETS, &["route", "arm"]),
+                failures: IntCounterVec::new(opts(&text::FAILURES), &["route", "arm", "kind"])
+                    .unwrap(),
+                fallbacks: IntCounterVec::new(opts(&text::FALLBACKS), &["route"]).unwrap(),
+                weight: GaugeVec::new(opts(&text::WEIGHT), &["route"]).unwrap(),
+                ramp: IntGaugeVec::new(opts(&text::RAMP_STATE), &["route", "state"]).unwrap(),
+                shadow: IntCounterVec::new(opts(&text::SHADOW_REQUESTS), &["route", "result"])
+                    .unwrap(),
+                rbo: hist(&text::SHADOW_RBO, RBO_BUCKETS, &["route"]),
+            };
+            reg.register(Box::new(v.requests.clone())).unwrap();
+            reg.register(Box::new(v.duration.clone())).unwrap();
+            reg.register(Box::new(v.failures.clone())).unwrap();
+            reg.register(Box::new(v.fallbacks.clone())).unwrap();
+            reg.register(Box::new(v.weight.clone())).unwrap();
+            reg.register(Box::new(v.ramp.clone())).unwrap();
+            reg.register(Box::new(v.shadow.clone())).unwrap();
+            reg.register(Box::new(v.rbo.clone())).unwrap();
+            v
+        }
+
+        /// Every series of `name`, as `Metrics::route` creates them.
+        fn route(&self, name: &str) {
+            for arm in Arm::ALL {
+                for c in CodeClass::ALL {
+                    self.requests
+                        .with_label_values(&[name, arm.as_str(), c.as_str()]);
+                }
+                for k in FailureKind::ALL {
+                    self.failures
+                        .with_label_values(&[name, arm.as_str(), k.as_str()]);
+                }
+                self.duration.with_label_values(&[name, arm.as_str()]);
+            }
+            self.fallbacks.with_label_values(&[name]);
+            self.weight.with_label_values(&[name]);
+            for s in RAMP_STATES {
+                self.ramp
+                    .with_label_values(&[name, s])
+                    .set(i64::from(s == "idle"));
+            }
+            for r in ShadowResult::ALL {
+                self.shadow.with_label_values(&[name, r.as_str()]);
+            }
+            self.rbo.with_label_values(&[name]);
+        }
+    }
+
     /// The families as prometheus' `*Vec`s rendered them (the previous
     /// implementation), fed the same events: the text must not change.
     #[test]
     fn renders_what_the_prometheus_vecs_rendered() {
-        let f = RouteFamilies::new().unwrap();
-        let d = |x: &Desc| (x.fq_name.clone(), x.help.clone());
         let old = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(d(&f.requests).0, d(&f.requests).1),
-            &["route", "arm", "code"],
-        )
-        .unwrap();
-        let duration = HistogramVec::new(
-            HistogramOpts::new(d(&f.duration).0, d(&f.duration).1)
-                .buckets(DURATION_BUCKETS.to_vec()),
-            &["route", "arm"],
-        )
-        .unwrap();
-        let failures = IntCounterVec::new(
-            Opts::new(d(&f.failures).0, d(&f.failures).1),
-            &["route", "arm", "kind"],
-        )
-        .unwrap();
-        let fallbacks =
-            IntCounterVec::new(Opts::new(d(&f.fallbacks).0, d(&f.fallbacks).1), &["route"])
-                .unwrap();
-        let weight = GaugeVec::new(Opts::new(d(&f.weight).0, d(&f.weight).1), &["route"]).unwrap();
-        let ramp = IntGaugeVec::new(
-            Opts::new(d(&f.ramp_state).0, d(&f.ramp_state).1),
-            &["route", "state"],
-        )
-        .unwrap();
-        old.register(Box::new(requests.clone())).unwrap();
-        old.register(Box::new(duration.clone())).unwrap();
-        old.register(Box::new(failures.clone())).unwrap();
-        old.register(Box::new(fallbacks.clone())).unwrap();
-        old.register(Box::new(weight.clone())).unwrap();
-        old.register(Box::new(ramp.clone())).unwrap();
-
+        let vecs = Vecs::new(&old);
         let new = Metrics::new().unwrap();
-        let events: [(&str, Arm, u16, f64); 6] = [
+        let events: [(&str, Arm, u16, f64); 7] = [
             ("b-route", Arm::Stable, 200, 0.0004),
             ("b-route", Arm::Canary, 503, 0.02),
             ("a-route", Arm::Stable, 404, 2.5),
             ("a-route", Arm::Stable, 302, 31.0),
             ("a-route", Arm::Canary, 101, 0.001),
             ("b-route", Arm::Stable, 200, 0.3),
+            ("we\"ird\\na\nme", Arm::Canary, 200, 0.1),
         ];
-        for name in ["b-route", "a-route"] {
-            let r = new.route(name, false);
-            r.set_ramp_state("idle");
-            for arm in Arm::ALL {
-                for c in CodeClass::ALL {
-                    requests.with_label_values(&[name, arm.as_str(), c.as_str()]);
-                }
-                for k in FailureKind::ALL {
-                    failures.with_label_values(&[name, arm.as_str(), k.as_str()]);
-                }
-                duration.with_label_values(&[name, arm.as_str()]);
-            }
-            fallbacks.with_label_values(&[name]);
-            weight.with_label_values(&[name]);
-            for s in RAMP_STATES {
-                ramp.with_label_values(&[name, s])
-                    .set(i64::from(s == "idle"));
-            }
+        for name in ["b-route", "a-route", "we\"ird\\na\nme", "a"] {
+            new.route(name, false).set_ramp_state("idle");
+            vecs.route(name);
         }
         for (name, arm, status, secs) in events {
             new.route(name, false).arm(arm).record_answer(status, secs);
             let code = CodeClass::of(status).as_str();
-            requests
+            vecs.requests
                 .with_label_values(&[name, arm.as_str(), code])
                 .inc();
-            duration
+            vecs.duration
                 .with_label_values(&[name, arm.as_str()])
                 .observe(secs);
         }
         let a = new.route("a-route", false);
         a.arm(Arm::Canary).record_failure(FailureKind::Reset);
-        failures
+        vecs.failures
             .with_label_values(&["a-route", "canary", "reset"])
             .inc();
         a.record_fallback();
-        fallbacks.with_label_values(&["a-route"]).inc();
+        vecs.fallbacks.with_label_values(&["a-route"]).inc();
         a.set_weight(crate::domain::CanaryWeight::from_basis_points(550));
-        weight.with_label_values(&["a-route"]).set(5.5);
+        vecs.weight.with_label_values(&["a-route"]).set(5.5);
         a.set_ramp_state("progressing");
-        ramp.with_label_values(&["a-route", "idle"]).set(0);
-        ramp.with_label_values(&["a-route", "progressing"]).set(1);
+        vecs.ramp.with_label_values(&["a-route", "idle"]).set(0);
+        vecs.ramp
+            .with_label_values(&["a-route", "progressing"])
+            .set(1);
+        for (result, rbo) in [
+            (ShadowResult::Compared, Some(0.93)),
+            (ShadowResult::Compared, Some(1.0)),
+            (ShadowResult::Skipped, None),
+            (ShadowResult::CanaryTimeout, None),
+        ] {
+            a.shadow.record(result);
+            vecs.shadow
+                .with_label_values(&["a-route", result.as_str()])
+                .inc();
+            if let Some(rbo) = rbo {
+                a.shadow.observe_rbo(rbo);
+                vecs.rbo.with_label_values(&["a-route"]).observe(rbo);
+            }
+        }
 
         let want = render(&old);
         let got = new.render().unwrap();
         let got: String = got
             .lines()
-            // Families the cells do not render: ordinary prometheus vecs.
-            .filter(|l| !l.contains("grayproxy_config_") && !l.contains("grayproxy_shadow_"))
+            // The registry's ordinary families (reloads), which the old
+            // registry here does not have.
+            .filter(|l| !l.contains("grayproxy_config_"))
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// The per-route families sit between the registry's families in name
+    /// order, as the registry would have put them.
+    #[test]
+    fn families_merge_with_the_registry_in_name_order() {
+        let new = Metrics::new().unwrap();
+        let fleet = new.fleet().unwrap();
+        fleet.leader.set(1);
+        let only_registry = new.render().unwrap();
+        assert!(!only_registry.contains("grayproxy_requests_total"));
+        new.route("r", false);
+        let text = new.render().unwrap();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert!(names.len() >= 8 + 5, "{names:?}");
+        for line in only_registry.lines() {
+            assert!(text.contains(line), "{line}");
+        }
     }
 }

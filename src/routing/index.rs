@@ -43,8 +43,8 @@ pub struct RouteIndex {
 impl RouteIndex {
     /// Indexes `routes` (in file order). O(total bytes of hosts and prefixes).
     pub fn new(routes: &[Route]) -> RouteIndex {
-        let mut any_host = PrefixTrie::default();
-        let mut by_host: HashMap<Box<[u8]>, PrefixTrie> = HashMap::new();
+        let mut any_host = TrieBuilder::default();
+        let mut by_host: HashMap<Box<[u8]>, TrieBuilder> = HashMap::new();
         for (i, r) in routes.iter().enumerate() {
             let prefix = r.matcher.path_prefix.as_deref().unwrap_or("").as_bytes();
             match &r.matcher.host {
@@ -60,13 +60,9 @@ impl RouteIndex {
                 }
             }
         }
-        any_host.finish();
-        for trie in by_host.values_mut() {
-            trie.finish();
-        }
         RouteIndex {
-            any_host,
-            by_host,
+            any_host: any_host.finish(),
+            by_host: by_host.into_iter().map(|(h, t)| (h, t.finish())).collect(),
             len: routes.len(),
         }
     }
@@ -114,10 +110,11 @@ fn lower_ascii<'a>(s: &'a [u8], buf: &'a mut [u8; HOST_BUF]) -> Cow<'a, [u8]> {
     }
 }
 
-/// A radix trie of path prefixes: edges carry byte strings, every prefix
-/// ends at a node, and no node has two children starting with the same byte.
+/// A radix trie of path prefixes, as built: edges carry byte strings, every
+/// prefix ends at a node, and no node has two children starting with the
+/// same byte. [`TrieBuilder::finish`] flattens it into a [`PrefixTrie`].
 #[derive(Debug, Clone)]
-struct PrefixTrie {
+struct TrieBuilder {
     /// `nodes[0]` is the root (the empty prefix).
     nodes: Vec<Node>,
 }
@@ -128,9 +125,6 @@ struct Node {
     label: Box<[u8]>,
     /// The smallest index of the routes whose prefix ends here.
     own: usize,
-    /// The smallest `own` on the way from the root to here, inclusive: the
-    /// answer for a path whose walk ends at this node. Set by `finish`.
-    first: usize,
     /// Children by the first byte of their label, sorted by it.
     children: Vec<(u8, usize)>,
 }
@@ -140,21 +134,20 @@ impl Node {
         Node {
             label: label.into(),
             own,
-            first: NONE,
             children: Vec::new(),
         }
     }
 }
 
-impl Default for PrefixTrie {
+impl Default for TrieBuilder {
     fn default() -> Self {
-        PrefixTrie {
+        TrieBuilder {
             nodes: vec![Node::new(b"", NONE)],
         }
     }
 }
 
-impl PrefixTrie {
+impl TrieBuilder {
     /// Adds route `route` with prefix `prefix` (the empty prefix matches
     /// every path). Routes are added in file order, so a prefix seen before
     /// keeps its earlier route.
@@ -198,17 +191,89 @@ impl PrefixTrie {
         n.own = n.own.min(route);
     }
 
-    /// Computes every node's `first`; call once, after the last `insert`.
-    fn finish(&mut self) {
+    /// The trie in its lookup form: every node's `first` computed, labels
+    /// and children in three flat arrays (node ids unchanged).
+    fn finish(self) -> PrefixTrie {
+        let mut first = vec![NONE; self.nodes.len()];
         let mut stack = vec![(0, NONE)];
         while let Some((node, above)) = stack.pop() {
-            let n = &mut self.nodes[node];
-            n.first = n.own.min(above);
-            let first = n.first;
-            stack.extend(n.children.iter().map(|&(_, c)| (c, first)));
+            let (Some(n), Some(f)) = (self.nodes.get(node), first.get_mut(node)) else {
+                continue;
+            };
+            *f = n.own.min(above);
+            let f = *f;
+            stack.extend(n.children.iter().map(|&(_, c)| (c, f)));
         }
+        let edges = self.nodes.len().saturating_sub(1);
+        let mut t = PrefixTrie {
+            nodes: Vec::with_capacity(self.nodes.len()),
+            labels: Vec::new(),
+            keys: Vec::with_capacity(edges),
+            kids: Vec::with_capacity(edges),
+        };
+        for (n, first) in self.nodes.iter().zip(first) {
+            let label = span(t.labels.len(), n.label.len());
+            t.labels.extend_from_slice(&n.label);
+            let children = span(t.keys.len(), n.children.len());
+            for &(b, c) in &n.children {
+                t.keys.push(b);
+                t.kids.push(u32::try_from(c).unwrap_or(u32::MAX));
+            }
+            t.nodes.push(Flat {
+                first,
+                label,
+                children,
+            });
+        }
+        t
     }
+}
 
+/// `start..start + len` as `u32`s (a config's prefixes are far below 4 GiB;
+/// an out-of-range span only fails its `get`).
+fn span(start: usize, len: usize) -> (u32, u32) {
+    let start = u32::try_from(start).unwrap_or(u32::MAX);
+    let end = u32::try_from(len).map_or(u32::MAX, |l| start.saturating_add(l));
+    (start, end)
+}
+
+/// A [`TrieBuilder`] flattened for lookups: a node is 24 bytes, its label
+/// and its children's first bytes sit in shared arrays, so one step down
+/// reads a few adjacent bytes instead of chasing three heap pointers.
+#[derive(Debug, Clone)]
+struct PrefixTrie {
+    /// `nodes[0]` is the root.
+    nodes: Vec<Flat>,
+    /// Every edge label, concatenated.
+    labels: Vec<u8>,
+    /// The first byte of each node's children's labels, sorted per node.
+    keys: Vec<u8>,
+    /// The children's node ids, parallel to `keys`.
+    kids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flat {
+    /// The smallest route index whose prefix ends here or above: the
+    /// answer for a path whose walk ends at this node.
+    first: usize,
+    /// The edge label's range in `labels`.
+    label: (u32, u32),
+    /// The children's range in `keys` and `kids`.
+    children: (u32, u32),
+}
+
+impl Default for PrefixTrie {
+    fn default() -> Self {
+        TrieBuilder::default().finish()
+    }
+}
+
+/// Children at most this many are searched by a scan (cheaper than a
+/// binary search over a few bytes).
+const SCAN: usize = 16;
+
+impl PrefixTrie {
     /// The smallest route index whose prefix is a prefix of `path`, or
     /// [`NONE`]. One step per edge on the way down; an edge that the path
     /// leaves part-way ends the walk, as no prefix ends inside an edge.
@@ -219,13 +284,23 @@ impl PrefixTrie {
         let mut best = node.first;
         let mut rest = path;
         while let Some(&b) = rest.first() {
-            let Ok(pos) = node.children.binary_search_by_key(&b, |&(c, _)| c) else {
+            let (from, to) = (node.children.0 as usize, node.children.1 as usize);
+            let Some(keys) = self.keys.get(from..to) else {
                 break;
             };
-            let Some(child) = node.children.get(pos).and_then(|&(_, c)| self.nodes.get(c)) else {
+            let pos = if keys.len() <= SCAN {
+                keys.iter().position(|&k| k == b)
+            } else {
+                keys.binary_search(&b).ok()
+            };
+            let Some(child) = pos
+                .and_then(|i| self.kids.get(from + i))
+                .and_then(|&c| self.nodes.get(c as usize))
+            else {
                 break;
             };
-            let Some(after) = rest.strip_prefix(&*child.label) else {
+            let (from, to) = (child.label.0 as usize, child.label.1 as usize);
+            let Some(after) = self.labels.get(from..to).and_then(|l| rest.strip_prefix(l)) else {
                 break;
             };
             node = child;
@@ -373,12 +448,11 @@ mod tests {
     }
 
     fn trie(prefixes: &[&str]) -> PrefixTrie {
-        let mut t = PrefixTrie::default();
+        let mut t = TrieBuilder::default();
         for (i, p) in prefixes.iter().enumerate() {
             t.insert(p.as_bytes(), i);
         }
-        t.finish();
-        t
+        t.finish()
     }
 
     fn answer(t: &PrefixTrie, path: &str) -> Option<usize> {
