@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 use rand_distr::{Distribution, LogNormal};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::shutdown::shutdown_signalled;
@@ -104,13 +104,34 @@ pub struct DemoBackend {
 /// Binds `127.0.0.1:0` and serves `spec` until `shutdown` turns true.
 pub async fn spawn(
     spec: BackendSpec,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<DemoBackend> {
+    let requests = Arc::new(AtomicU64::new(0));
+    let (spec, count) = (Arc::new(spec), requests.clone());
+    let addr = accept_loop(shutdown, move |stream| {
+        let (spec, count) = (spec.clone(), count.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                count.fetch_add(1, Ordering::Relaxed);
+                answer(spec.clone(), req)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    })
+    .await?;
+    Ok(DemoBackend { addr, requests })
+}
+
+/// Binds `127.0.0.1:0` and hands every accepted connection to `connection`
+/// until `shutdown` turns true (the HTTP and the gRPC demo backends alike).
+pub(super) async fn accept_loop(
+    mut shutdown: watch::Receiver<bool>,
+    connection: impl Fn(TcpStream) + Send + 'static,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let requests = Arc::new(AtomicU64::new(0));
-    let spec = Arc::new(spec);
-    let count = requests.clone();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -122,19 +143,10 @@ pub async fn spawn(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
-            let (spec, count) = (spec.clone(), count.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    count.fetch_add(1, Ordering::Relaxed);
-                    answer(spec.clone(), req)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+            connection(stream);
         }
     });
-    Ok(DemoBackend { addr, requests })
+    Ok(addr)
 }
 
 /// What one request gets: the decision is made before the wait.

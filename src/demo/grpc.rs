@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Request, Response};
@@ -28,14 +27,12 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::demo::backend::{self, BackendSpec, DemoBackend};
 use crate::demo::traffic::{self, TrafficStats, REQUEST_TIMEOUT};
 use crate::grpc::{trailers_only, GrpcCode, GRPC_MESSAGE, GRPC_STATUS};
-use crate::shutdown::shutdown_signalled;
 
 /// The demo's gRPC method.
 pub const METHOD: &str = "/reco.Recommender/Recommend";
@@ -78,40 +75,27 @@ pub fn hint(grpc: bool, proxy: SocketAddr) -> String {
 pub async fn spawn_backend(
     grpc: bool,
     spec: BackendSpec,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<DemoBackend> {
     if !grpc {
         return backend::spawn(spec, shutdown).await;
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let requests = Arc::new(AtomicU64::new(0));
-    let spec = Arc::new(spec);
-    let count = requests.clone();
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = shutdown_signalled(&mut shutdown) => return,
-            };
-            let Ok((stream, _)) = accepted else {
-                // Out of file descriptors and the like: back off a little.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let (spec, count) = (spec.clone(), count.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    count.fetch_add(1, Ordering::Relaxed);
-                    answer(spec.clone(), req)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+    let (spec, count) = (Arc::new(spec), requests.clone());
+    let addr = backend::accept_loop(shutdown, move |stream| {
+        let _ = stream.set_nodelay(true);
+        let (spec, count) = (spec.clone(), count.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                count.fetch_add(1, Ordering::Relaxed);
+                answer(spec.clone(), req)
             });
-        }
-    });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    })
+    .await?;
     Ok(DemoBackend { addr, requests })
 }
 
