@@ -77,33 +77,6 @@ fi
 GRAYPROXY=${GRAYPROXY_BIN:-$OUT_DIR/grayproxy}
 BACKEND=${BACKEND_BIN:-$OUT_DIR/examples/grpc_backend}
 
-pin() {
-    local cpu=$1
-    shift
-    if [[ $(id -u) -eq 0 ]]; then nice -n "$NICE" taskset -c "$cpu" "$@"; else taskset -c "$cpu" "$@"; fi
-}
-# `pin_bg ... &` execs, so that $! is the PID of the program itself.
-pin_bg() {
-    local cpu=$1
-    shift
-    if [[ $(id -u) -eq 0 ]]; then exec nice -n "$NICE" taskset -c "$cpu" "$@"; else exec taskset -c "$cpu" "$@"; fi
-}
-proc_pids() { echo "$1"; cat "/proc/$1/task/$1/children" 2>/dev/null || true; }
-cpu_ticks() {
-    local total=0 pid
-    for pid in $(proc_pids "$1"); do
-        total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-    done
-    echo "$total"
-}
-rss_kib() {
-    local total=0 pid
-    for pid in $(proc_pids "$1"); do
-        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
-    done
-    echo "$total"
-}
-now() { date +%s.%N; }
 
 # ---------------------------------------------------------------- start
 require_free_ports "$PORT_PEER" "$PORT_GRAY" "$PORT_ADMIN"

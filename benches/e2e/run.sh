@@ -77,26 +77,6 @@ if [[ -n "$BARE" ]]; then
     (cd "$ROOT" && cargo build --release --quiet --example bare_hyper_proxy)
     BARE_PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bare_hyper_proxy"
 fi
-# Pinned, and niced alike (root only; otherwise plain). `pin_bg ... &`
-# execs, so that $! is the PID of the program itself.
-pin() {
-    local cpu=$1
-    shift
-    if [[ $(id -u) -eq 0 ]]; then
-        nice -n "$NICE" taskset -c "$cpu" "$@"
-    else
-        taskset -c "$cpu" "$@"
-    fi
-}
-pin_bg() {
-    local cpu=$1
-    shift
-    if [[ $(id -u) -eq 0 ]]; then
-        exec nice -n "$NICE" taskset -c "$cpu" "$@"
-    else
-        exec taskset -c "$cpu" "$@"
-    fi
-}
 
 # ---------------------------------------------------------------- ports, configs
 require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_PEER" "$PORT_GRAY" "$PORT_ADMIN" "$PORT_BARE"
@@ -140,25 +120,7 @@ done
 
 # ---------------------------------------------------------------- measure
 # The proxy's processes: the PID and its children (nginx's worker).
-proc_pids() { echo "$1"; cat "/proc/$1/task/$1/children" 2>/dev/null || true; }
-# utime + stime in clock ticks, summed over the proxy's processes.
-cpu_ticks() {
-    local total=0 pid fields
-    for pid in $(proc_pids "$1"); do
-        fields=$(sed 's/^.*) //' "/proc/$pid/stat")
-        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
-    done
-    echo "$total"
-}
-rss_kib() {
-    local total=0 pid
-    for pid in $(proc_pids "$1"); do
-        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
-    done
-    echo "$total"
-}
 log_lines() { wc -l <"$WORK/$1.log"; }
-now() { date +%s.%N; }
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
