@@ -119,13 +119,23 @@ async fn history_has_a_tick_per_tick_with_evidence_and_survives_a_restart() {
     p.stop().await;
 
     // A restart: the ticks seen before are still there.
+    // The route's task loads the history file as it starts, which may be
+    // just after the admin listener answers: a bounded wait, then the count.
     let p = TestProxy::open(&setup.config).await;
-    let again = history(&c, p.admin, "").await;
-    let before: Vec<u64> = ticks(&again)
-        .iter()
-        .map(|e| e["at_ms"].as_u64().unwrap())
-        .filter(|ms| *ms <= last)
-        .collect();
+    let before = eventually(
+        Duration::from_secs(5),
+        "the history loaded again",
+        || async {
+            let again = history(&c, p.admin, "").await;
+            let before: Vec<u64> = ticks(&again)
+                .iter()
+                .map(|e| e["at_ms"].as_u64().unwrap())
+                .filter(|ms| *ms <= last)
+                .collect();
+            (!before.is_empty()).then_some(before)
+        },
+    )
+    .await;
     assert!(
         before.len() >= at.len(),
         "after restart {} of {} ticks",
