@@ -23,7 +23,9 @@ const SEGMENTS: &str =
     "segments = \"header:x-user-segment\"\nsegment_values = [\"new\", \"returning\"]";
 
 /// Open-loop traffic at `rps`: 10 % `x-user-segment: new`, 60 %
-/// `returning`, 30 % without the header (`other`); random user ids.
+/// `returning`, 30 % without the header (`other`); random user ids. One
+/// returning request in six (10 % of all) also carries `x-cohort: b`, for a
+/// fault that evens the arms' overall error rates out.
 fn segmented_traffic(proxy: SocketAddr, rps: f64) -> (Arc<AtomicBool>, Arc<AtomicU64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -52,6 +54,9 @@ fn segmented_traffic(proxy: SocketAddr, rps: f64) -> (Arc<AtomicBool>, Arc<Atomi
                 if let Some(s) = segment {
                     headers.push(("x-user-segment", s));
                 }
+                if i % 10 == 1 {
+                    headers.push(("x-cohort", "b"));
+                }
                 let _ = fetch(&c, Method::GET, &url, &headers, None).await;
                 sent.fetch_add(1, Ordering::SeqCst);
                 drop(permit);
@@ -73,9 +78,12 @@ fn segment<'a>(status: &'a Value, name: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_failing_only_for_new_users_is_rolled_back_naming_the_segment() {
     // Both arms fail 5 % of all requests (the noise a segment stands out
-    // from, which dilutes the overall comparison); the canary also fails
-    // every `new` user.
-    let stable = backend("stable", 0.05, 0).await;
+    // from); the canary also fails every `new` user (10 % of the traffic),
+    // and stable a returning cohort of the same size, so that the overall
+    // error rates are equal: only the segment shows the regression.
+    let stable = backend("stable", 0.05, 0)
+        .await
+        .with(Fault::StatusIfHeader(503, "x-cohort", "b"));
     let canary =
         backend("canary", 0.05, 0)
             .await
