@@ -11,6 +11,7 @@
 //! is `validate`'s job.
 
 mod reader;
+mod suggest;
 
 pub(crate) use reader::read;
 
