@@ -16,7 +16,7 @@ use http::Method;
 use rand::Rng;
 use serde_json::Value;
 use support::ramp::*;
-use support::upstream::{Fault, TestUpstream};
+use support::upstream::Fault;
 use support::{admin_json, admin_metrics, client, eventually, fetch, TestProxy};
 
 const SEGMENTS: &str =
