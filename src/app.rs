@@ -149,6 +149,7 @@ impl App {
                     runtime.clone(),
                     shutdown_rx.clone(),
                     tls,
+                    server::connection_limit(&runtime),
                 ));
                 addr
             }

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::proxy::runtime::Runtime;
 use crate::server;
@@ -66,6 +66,8 @@ pub async fn start(
 ) -> io::Result<ProxyWorkers> {
     // Workers started so far stop on this if a later one cannot bind.
     let (abort, abort_rx) = watch::channel(false);
+    // `max_connections` counts the proxy's connections, not each thread's.
+    let limit = server::connection_limit(runtime);
     let mut bound = addr;
     let mut stopped = Vec::with_capacity(count);
     for i in 0..count {
@@ -77,6 +79,7 @@ pub async fn start(
             shutdown: shutdown.clone(),
             abort: abort_rx.clone(),
             tls: tls.clone(),
+            limit: limit.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("proxy-worker-{i}"))
@@ -110,6 +113,7 @@ struct Worker {
     shutdown: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
     tls: Option<Arc<ServerTls>>,
+    limit: Arc<Semaphore>,
 }
 
 impl Worker {
@@ -136,7 +140,7 @@ impl Worker {
             };
             let _ = ready.send(listener.local_addr());
             let stop = either(self.shutdown, self.abort);
-            server::serve_proxy(listener, self.runtime, stop, self.tls).await;
+            server::serve_proxy(listener, self.runtime, stop, self.tls, self.limit).await;
         });
         // The runtime (and every connection task left on it) goes before
         // the thread says it is done.

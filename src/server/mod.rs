@@ -83,14 +83,25 @@ fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The proxy's connection limit: `server.max_connections` permits (read at
+/// start, like the listeners).
+pub fn connection_limit(runtime: &Runtime) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(
+        runtime.snapshot().config.server.max_connections,
+    ))
+}
+
 /// Serves the proxy on `listener` until `shutdown`, then lets in-flight
 /// requests finish for up to `shutdown_grace` (read from the live config).
 /// With `tls`, every connection is TLS (ALPN picks h2 or http/1.1).
+/// `limit` holds `max_connections` permits, shared by every listener of
+/// the proxy (one per worker thread).
 pub async fn serve_proxy(
     listener: TcpListener,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
     tls: Option<Arc<ServerTls>>,
+    limit: Arc<Semaphore>,
 ) {
     let proxy = Proxy::new(runtime.clone());
     let serve_runtime = runtime.clone();
@@ -111,6 +122,7 @@ pub async fn serve_proxy(
             }
         },
         tls,
+        limit,
     )
     .await;
 }
@@ -253,8 +265,9 @@ async fn serve_cleartext<S>(
 /// The generic accept loop behind the proxy and the admin API.
 ///
 /// At most `max_connections` (read at start) are served at once: past that
-/// the loop stops accepting until one ends, and new clients wait in the
-/// kernel's listen backlog (backpressure instead of an unbounded task pile).
+/// the loop holds the one client it has just accepted, unserved, until a
+/// connection ends, and further clients wait in the kernel's listen backlog
+/// (backpressure instead of an unbounded task pile).
 pub async fn serve<S, H, F>(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
@@ -265,32 +278,27 @@ pub async fn serve<S, H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
-    serve_with(listener, shutdown, settings, make_handler, None).await;
+    let limit = Arc::new(Semaphore::new(settings().max_connections));
+    serve_with(listener, shutdown, settings, make_handler, None, limit).await;
 }
 
-/// [`serve`], optionally terminating TLS: the handshake runs in the
-/// connection's own task, bounded by `header_read_timeout`.
+/// [`serve`], optionally terminating TLS (the handshake runs in the
+/// connection's own task, bounded by `header_read_timeout`), with the
+/// connection limit passed in: the proxy's worker threads share one.
 pub async fn serve_with<S, H, F>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     settings: impl Fn() -> ServerConfig,
     make_handler: S,
     tls: Option<Arc<ServerTls>>,
+    limit: Arc<Semaphore>,
 ) where
     S: Fn(SocketAddr) -> H,
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(settings().max_connections));
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown_signalled(&mut shutdown) => break,
-        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -301,6 +309,18 @@ pub async fn serve_with<S, H, F>(
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                // The permit after the accept, not before: with one listener
+                // per worker thread sharing `limit`, a permit freed on one
+                // thread must go to a thread that has a client waiting, not
+                // to one idle in `accept` while the client sits in the other
+                // socket's backlog.
+                let permit = tokio::select! {
+                    permit = limit.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = shutdown_signalled(&mut shutdown) => break,
                 };
                 let _ = stream.set_nodelay(true);
                 let server = settings();
