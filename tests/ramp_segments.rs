@@ -98,13 +98,20 @@ async fn a_canary_failing_only_for_new_users_is_rolled_back_naming_the_segment()
                 .replace("max_step_duration = \"1m\"", "max_step_duration = \"1h\"")
         ),
     );
-    // Its one endpoint must stay in: outlier detection would eject it after
-    // a run of failed `new` users and fail every segment's requests.
+    // Each arm's one endpoint must stay in: outlier detection would eject
+    // the canary's after a run of failed `new` users, and stable's after a
+    // run of cohort-b and random failures (15 % of its requests: five in a
+    // row happen in some runs), and then fail every segment's requests.
     let text = std::fs::read_to_string(&setup.config).unwrap();
-    let text = text.replace(
-        "[upstreams.v2]\n",
-        "[upstreams.v2]\noutlier = { consecutive_failures = 1000000 }\n",
-    );
+    let text = text
+        .replace(
+            "[upstreams.v1]\n",
+            "[upstreams.v1]\noutlier = { consecutive_failures = 1000000 }\n",
+        )
+        .replace(
+            "[upstreams.v2]\n",
+            "[upstreams.v2]\noutlier = { consecutive_failures = 1000000 }\n",
+        );
     std::fs::write(&setup.config, text).unwrap();
     let p = TestProxy::open(&setup.config).await;
     let (stop, _) = segmented_traffic(p.proxy, 300.0);
