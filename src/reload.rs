@@ -104,6 +104,9 @@ fn reload_if_changed(
         answer((now, None));
         return false;
     }
+    if let Trigger::Event(_) = trigger {
+        tracing::info!("config file changed: reloading");
+    }
     let (outcome, old) = swap_in(runtime, path);
     answer((now, Some(outcome)));
     if let Some(old) = old {
