@@ -61,6 +61,8 @@ gen() {
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 rss() { awk '/VmRSS/ { print $2 " KiB" }' "/proc/$PID/status"; }
+# cpu: the proxy's user + system CPU time so far, in seconds.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$PID/stat"; }
 # wait_log FILE TEXT [AFTER_LINE]: until TEXT appears after line AFTER_LINE (≤ 30 s).
 wait_log() {
     for _ in $(seq 1 3000); do tail -n "+$((${3:-0} + 1))" "$1" | grep -qs "$2" && return 0; sleep 0.01; done
@@ -129,12 +131,13 @@ for n in $ROUTES; do
         -H "host: $host" "http://127.0.0.1:$PORT_BASE/api/x"
     sed -i 's/canary_weight = 5.0/canary_weight = 6.0/' "$cfg"
     lines=$(wc -l <"$log")
+    c0=$(cpu)
     t0=$(now)
     kill -HUP "$PID"
     wait_log "$log" "config reloaded" "$lines"
-    echo "reload (SIGHUP to applied): $(since "$t0") s"
+    echo "reload (SIGHUP to applied): $(since "$t0") s wall, $(echo "$(cpu) - $c0" | bc) s CPU (the proxy idle otherwise)"
     sleep 1
-    echo "RSS after reload: $(rss)"
+    echo "RSS after reload: $(rss) (1 s after), $(sleep 2; rss) (3 s after)"
     if [[ -n "$NGINX" ]]; then
         oha_run "steady-$n" "$host" /api/x
         echo "requests at $RATE/s for ${LOAD_S} s, no reload:     $(latency "steady-$n")"
