@@ -44,8 +44,12 @@ where
         .name("config-load".into())
         .spawn(move || {
             let work = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
-            if work.is_some_and(|work| work()) {
+            let allocated_much = work.is_some_and(|work| {
+                let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
+                work()
+            });
+            drop(handle);
+            if allocated_much {
                 std::thread::sleep(LINGER);
                 sweep_later();
             }
