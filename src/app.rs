@@ -51,6 +51,9 @@ pub enum StartError {
     /// Fleet mode could not be set up (a password or CA file unreadable).
     #[error("fleet: {0}")]
     Fleet(#[from] crate::fleet::store::StoreError),
+    /// Building the first snapshot failed (a bug; the log has the panic).
+    #[error("the first config snapshot could not be built (see the log)")]
+    Build,
 }
 
 /// How to start an [`App`]; the default is what `grayproxy run` does.
@@ -112,7 +115,10 @@ impl App {
         let admin_listen = loaded.config.admin.listen;
         check_admin_exposure(&loaded.config.admin)?;
         let proxy_threads = workers::thread_count(loaded.config.server.workers);
-        let runtime = Runtime::new(Metrics::new()?, loaded.config);
+        // Off the runtime's thread, like reloads: see `reload::build_runtime`.
+        let runtime = reload::build_runtime(Metrics::new()?, loaded.config)
+            .await
+            .ok_or(StartError::Build)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         // One worker: the proxy runs on this runtime (the binary makes it a

@@ -363,7 +363,7 @@ fn simulate(args: &SimulateArgs) -> ExitCode {
     // it is simulated on its own, on mirrored pairs.
     let steps_only = crate::config::types::RampPolicy {
         shadow: None,
-        ..policy.clone()
+        ..crate::config::types::RampPolicy::clone(policy)
     };
     print!("{}", crate::ramp::sim::run(&steps_only, &opts));
     if policy.shadow.is_some() {

@@ -143,7 +143,7 @@ fn contract_example_loads_with_documented_values() {
     assert_eq!(r.salt, "reco-v2");
     assert!(r.fallback);
     assert_eq!(r.fallback_budget, 0.2);
-    assert_eq!(r.ramp, Some(RampPolicy::default()));
+    assert_eq!(r.ramp.as_deref(), Some(&RampPolicy::default()));
 
     let rules: Vec<(String, Arm)> = r
         .rules

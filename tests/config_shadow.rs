@@ -17,7 +17,7 @@ fn defaults_and_every_key() {
     assert_eq!(ok(&file("", "")).routes[0].shadow, None);
     let c = ok(&shadow(""));
     assert_eq!(
-        c.routes[0].shadow,
+        c.routes[0].shadow.as_deref().cloned(),
         Some(ShadowConfig {
             always: true,
             ..ShadowConfig::default()
@@ -91,7 +91,7 @@ fn ramp_shadow_phase_and_min_rbo() {
     // The phase mirrors with the defaults when [routes.shadow] is absent,
     // and only during the phase.
     assert_eq!(
-        c.routes[0].shadow,
+        c.routes[0].shadow.as_deref().cloned(),
         Some(ShadowConfig {
             always: false,
             ..ShadowConfig::default()

@@ -264,12 +264,13 @@ pub struct Route {
     pub fallback_budget: f64,
     /// Checked in order before the weight; first match wins.
     pub rules: Vec<Rule>,
-    /// The ramp, when configured.
-    pub ramp: Option<RampPolicy>,
+    /// The ramp, when configured. Boxed, like `shadow`: most routes of a
+    /// large table have neither, and inline they made a `Route` ≈ 930 bytes.
+    pub ramp: Option<Box<RampPolicy>>,
     /// Shadow traffic: `[routes.shadow]`, or its defaults when only the
     /// ramp's shadow phase asks for it. `None` = nothing is mirrored, and the
     /// request path pays one branch.
-    pub shadow: Option<ShadowConfig>,
+    pub shadow: Option<Box<ShadowConfig>>,
     /// gRPC status codes that count as the arm's errors (`grpc_error_codes`).
     pub grpc_error_codes: GrpcCodeSet,
     /// gRPC methods (`/package.Service/Method`) safe to repeat on stable

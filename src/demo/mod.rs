@@ -533,7 +533,11 @@ mod tests {
         let loaded = crate::config::load(&path).expect("the demo config must be valid");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-        loaded.config.routes[0].ramp.clone().expect("a ramp")
+        loaded.config.routes[0]
+            .ramp
+            .as_deref()
+            .cloned()
+            .expect("a ramp")
     }
 
     /// The simulate engine (the real judge and state machine) on the demo's

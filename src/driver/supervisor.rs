@@ -150,7 +150,7 @@ impl Supervisor {
                 Some(task) => {
                     let new_ramp = diff.is_some_and(|d| d.canary_changed.contains(&route.name));
                     let msg = RouteMsg::Config {
-                        policy: Box::new(policy.clone()),
+                        policy: policy.clone(),
                         canary,
                         new_ramp,
                     };
@@ -160,7 +160,7 @@ impl Supervisor {
                     // A route added by a reload starts a new ramp even when a
                     // state file of an earlier route of that name is left.
                     let added = diff.is_some_and(|d| d.added_routes.contains(&route.name));
-                    self.spawn(name, rt, (policy.clone(), canary), added);
+                    self.spawn(name, rt, (RampPolicy::clone(policy), canary), added);
                 }
             }
         }

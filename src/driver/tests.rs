@@ -57,7 +57,7 @@ fn driver(state_dir: &Path) -> RouteDriver {
         "r",
         rt,
         Arc::new(Store::new(state_dir)),
-        (route.ramp.unwrap(), canary),
+        (*route.ramp.unwrap(), canary),
         false,
         None,
     )

@@ -69,8 +69,8 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RawRoute, upstreams: &[Upstream]) -
         fallback: r.fallback.as_ref().map_or(true, |f| f.value),
         fallback_budget,
         rules,
-        ramp,
-        shadow,
+        ramp: ramp.map(Box::new),
+        shadow: shadow.map(Box::new),
         grpc_error_codes,
         grpc_idempotent,
     })
