@@ -85,16 +85,16 @@ async fn served(extra: &str) -> (TcpStream, tokio::task::JoinHandle<()>) {
     let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
     let server = server_config(extra);
     let task = tokio::spawn(async move {
-        serve_cleartext(
+        serve_cleartext(Box::new(Accepted {
             stream,
             peer,
             service,
             activity,
             server,
-            graceful.watcher(),
+            watcher: graceful.watcher(),
             shutdown,
             permit,
-        )
+        }))
         .await;
         drop((tx, graceful));
     });
@@ -273,16 +273,16 @@ async fn the_connection_task_stays_small() {
     let graceful = GracefulShutdown::new();
     let (_tx, shutdown) = watch::channel(false);
     let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
-    let task = serve_cleartext(
+    let task = serve_cleartext(Box::new(Accepted {
         stream,
         peer,
         service,
         activity,
-        server_config(""),
-        graceful.watcher(),
+        server: server_config(""),
+        watcher: graceful.watcher(),
         shutdown,
         permit,
-    );
+    }));
     let size = std::mem::size_of_val(&task);
     println!("connection task future: {size} bytes");
     assert!(size <= 2048, "connection task future is {size} bytes");
