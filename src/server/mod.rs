@@ -242,10 +242,10 @@ where
     let sniffed = first_bytes(&mut accepted).await;
     let peer = accepted.peer;
     let (ended, permit) = if sniffed == Sniffed::Http1 {
-        let (conn, watcher, permit) = http1_connection(accepted);
+        let (conn, watcher, permit) = http1_connection(*accepted);
         (watcher.watch(conn).await.map_err(Into::into), permit)
     } else {
-        let (conn, permit) = other_connection(accepted, sniffed);
+        let (conn, permit) = other_connection(*accepted, sniffed);
         let ended = match conn {
             Some(conn) => conn.await,
             None => Ok(()),
@@ -261,15 +261,15 @@ where
 /// A connection's error, as hyper-util's auto connection reports it.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The connection a client's first bytes ask for, and what it keeps.
-type Connected<C> = (C, OwnedSemaphorePermit);
+/// A rare connection's future, boxed (h2c, or hyper-util's auto builder).
+type BoxedConn = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 /// The HTTP/1 connection of `accepted` (almost every connection: inline in
 /// the task). A plain function, so that the config it borrows dies here: an
 /// async fn would keep a borrowed local until its scope ends, across the
 /// connection's await.
 fn http1_connection<S>(
-    accepted: Box<Accepted<S>>,
+    accepted: Accepted<S>,
 ) -> (
     http1::Connection<TokioIo<TimedIo<TcpStream>>, S>,
     Watcher,
@@ -287,7 +287,7 @@ where
         watcher,
         permit,
         ..
-    } = *accepted;
+    } = accepted;
     let io = TokioIo::new(TimedIo::new(stream, activity, limits(&server), true));
     (
         http1_builder(&server).serve_connection(io, service),
@@ -297,12 +297,12 @@ where
 }
 
 /// The rare connections, boxed: h2c, or a preface split across packets
-/// (hyper-util's auto builder decides); none when the client is `Gone`.
-#[allow(clippy::type_complexity)]
+/// (hyper-util's auto builder decides); none when the client is `Gone`
+/// (or speaks HTTP/1: that is [`http1_connection`]'s).
 fn other_connection<S>(
-    accepted: Box<Accepted<S>>,
+    accepted: Accepted<S>,
     sniffed: Sniffed,
-) -> Connected<Option<Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>>>
+) -> (Option<BoxedConn>, OwnedSemaphorePermit)
 where
     S: Service<Request<Incoming>, Response = Answer, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
@@ -315,19 +315,19 @@ where
         watcher,
         permit,
         ..
-    } = *accepted;
-    let heads = sniffed != Sniffed::Http2;
-    let io = TokioIo::new(TimedIo::new(stream, activity, limits(&server), heads));
-    let conn: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> = match sniffed {
+    } = accepted;
+    let h2 = match sniffed {
         Sniffed::Gone | Sniffed::Http1 => return (None, permit),
-        Sniffed::Http2 => {
-            let conn = http2_builder(&server).serve_connection(io, service);
-            Box::pin(async move { watcher.watch(conn).await.map_err(Into::into) })
-        }
-        Sniffed::Unsure => {
-            let conn = builder(&server).serve_connection(io, service).into_owned();
-            Box::pin(watcher.watch(conn))
-        }
+        Sniffed::Http2 => true,
+        Sniffed::Unsure => false,
+    };
+    let io = TokioIo::new(TimedIo::new(stream, activity, limits(&server), !h2));
+    let conn: BoxedConn = if h2 {
+        let conn = http2_builder(&server).serve_connection(io, service);
+        Box::pin(async move { watcher.watch(conn).await.map_err(Into::into) })
+    } else {
+        let conn = builder(&server).serve_connection(io, service).into_owned();
+        Box::pin(watcher.watch(conn))
     };
     (Some(conn), permit)
 }

@@ -257,8 +257,9 @@ async fn a_trickling_head_is_cut_at_header_read_timeout() {
     }
 }
 
-/// Every idle client connection is one task; keep its future small
-/// (it was about 3.6 KiB with hyper-util's auto connection inline).
+/// Every idle client connection is one task; keep its future small (it
+/// was about 3.6 KiB with hyper-util's auto connection inline, 1.7 KiB
+/// with the config and the moved-out socket and service kept in it).
 #[tokio::test]
 async fn the_connection_task_stays_small() {
     let (_client, stream) = pair().await;
@@ -285,5 +286,5 @@ async fn the_connection_task_stays_small() {
     }));
     let size = std::mem::size_of_val(&task);
     println!("connection task future: {size} bytes");
-    assert!(size <= 2048, "connection task future is {size} bytes");
+    assert!(size <= 1152, "connection task future is {size} bytes");
 }
