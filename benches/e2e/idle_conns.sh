@@ -133,6 +133,18 @@ def rss_bytes(pid):
                     total += int(line.split()[1]) * 1024
     return total
 
+def huge_pages_kib(pid):
+    # Anonymous memory backed by transparent huge pages: resident whether
+    # touched or not, so it hides what an idle connection really touches.
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
 def request(sock, i):
     sock.sendall(b"GET /api/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"User-Agent: idle-conns\r\nAccept: */*\r\n"
@@ -199,11 +211,12 @@ def measure(name, n):
                 request(s, i)
             time.sleep(settle)
             after = rss_bytes(p.pid)
+            huge = sum(huge_pages_kib(q) for q in pids(p.pid))
             closed = sum(1 for s in socks if not still_open(s))
         finally:
             for s in socks:
                 s.close()
-        return before, after, closed
+        return before, after, closed, huge
     finally:
         p.send_signal(signal.SIGTERM if name == "grayproxy" else signal.SIGQUIT)
         try:
@@ -216,10 +229,10 @@ for run in range(1, runs + 1):
     order = proxies if run % 2 else list(reversed(proxies))
     for n in conns:
         for name in order:
-            before, after, closed = measure(name, n)
+            before, after, closed, huge = measure(name, n)
             per = (after - before) / n
             print(f"[idle] run {run}/{runs} N={n} {name}: RSS {before/2**20:.1f} -> "
-                  f"{after/2**20:.1f} MiB, {per:,.0f} B/conn"
+                  f"{after/2**20:.1f} MiB ({huge/1024:.0f} MiB in huge pages), {per:,.0f} B/conn"
                   + (f", {closed} closed by the proxy!" if closed else ""), file=sys.stderr)
             print(f"{name}\t{n}\t{run}\t{before}\t{after}\t{closed}", flush=True)
 PY

@@ -200,6 +200,30 @@ async fn sniff(stream: &TcpStream) -> Sniffed {
     }
 }
 
+/// What a cleartext connection task starts from, boxed (see
+/// [`serve_cleartext`]).
+struct Accepted<S> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    activity: Arc<Activity>,
+    server: ServerConfig,
+    watcher: Watcher,
+    shutdown: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// What the first bytes of `accepted` say, once there are some; `Gone` if
+/// none came within `keepalive_timeout` or the proxy is shutting down.
+async fn first_bytes<S>(accepted: &mut Accepted<S>) -> Sniffed {
+    tokio::select! {
+        sniffed = tokio::time::timeout(accepted.server.keepalive_timeout, sniff(&accepted.stream)) => {
+            sniffed.unwrap_or(Sniffed::Gone)
+        }
+        () = shutdown_signalled(&mut accepted.shutdown) => Sniffed::Gone,
+    }
+}
+
 /// One cleartext client connection, HTTP/1.1 or h2c.
 ///
 /// hyper-util's auto builder would sniff the protocol by *reading* the first
@@ -215,51 +239,109 @@ async fn sniff(stream: &TcpStream) -> Sniffed {
 /// The wait for the first byte is bounded by `keepalive_timeout` (a new
 /// connection is idle until then) and ends at shutdown; from there the
 /// connection's reads go through [`TimedIo`].
-#[allow(clippy::too_many_arguments)]
-async fn serve_cleartext<S>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    service: S,
-    activity: Arc<Activity>,
-    server: ServerConfig,
-    watcher: Watcher,
-    mut shutdown: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
-) where
+///
+/// The start comes boxed because an async fn keeps its arguments for its
+/// whole life: by value, the config (256 bytes) and the moved-out socket
+/// and service would sit in every idle connection's task. Boxed, they are
+/// freed once the connection is built, and the task keeps the connection,
+/// the permit and the peer address only.
+async fn serve_cleartext<S>(accepted: Box<Accepted<S>>)
+where
     S: Service<Request<Incoming>, Response = Answer, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let sniffed = tokio::select! {
-        sniffed = tokio::time::timeout(server.keepalive_timeout, sniff(&stream)) => {
-            sniffed.unwrap_or(Sniffed::Gone)
-        }
-        () = shutdown_signalled(&mut shutdown) => Sniffed::Gone,
-    };
-    drop(shutdown);
-    let heads = sniffed != Sniffed::Http2;
-    let io = TokioIo::new(TimedIo::new(stream, activity, limits(&server), heads));
-    let ended = match sniffed {
-        Sniffed::Gone => Ok(()),
-        Sniffed::Http1 => {
-            let conn = http1_builder(&server).serve_connection(io, service);
-            drop(server);
-            watcher.watch(conn).await.map_err(Into::into)
-        }
-        Sniffed::Http2 => {
-            let conn = http2_builder(&server).serve_connection(io, service);
-            drop(server);
-            Box::pin(watcher.watch(conn)).await.map_err(Into::into)
-        }
-        Sniffed::Unsure => {
-            let conn = builder(&server).serve_connection(io, service).into_owned();
-            drop(server);
-            Box::pin(watcher.watch(conn)).await
-        }
+    let mut accepted = accepted;
+    let sniffed = first_bytes(&mut accepted).await;
+    let peer = accepted.peer;
+    let (ended, permit) = if sniffed == Sniffed::Http1 {
+        let (conn, watcher, permit) = http1_connection(*accepted);
+        (watcher.watch(conn).await.map_err(Into::into), permit)
+    } else {
+        let (conn, permit) = other_connection(*accepted, sniffed);
+        let ended = match conn {
+            Some(conn) => conn.await,
+            None => Ok(()),
+        };
+        (ended, permit)
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
     drop(permit);
+}
+
+/// A connection's error, as hyper-util's auto connection reports it.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A rare connection's future, boxed (h2c, or hyper-util's auto builder).
+type BoxedConn = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// The HTTP/1 connection of `accepted` (almost every connection: inline in
+/// the task). A plain function, so that the config it borrows dies here: an
+/// async fn would keep a borrowed local until its scope ends, across the
+/// connection's await.
+fn http1_connection<S>(
+    accepted: Accepted<S>,
+) -> (
+    http1::Connection<TokioIo<TimedIo<TcpStream>>, S>,
+    Watcher,
+    OwnedSemaphorePermit,
+)
+where
+    S: Service<Request<Incoming>, Response = Answer, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let Accepted {
+        stream,
+        service,
+        activity,
+        server,
+        watcher,
+        permit,
+        ..
+    } = accepted;
+    let io = TokioIo::new(TimedIo::new(stream, activity, limits(&server), true));
+    (
+        http1_builder(&server).serve_connection(io, service),
+        watcher,
+        permit,
+    )
+}
+
+/// The rare connections, boxed: h2c, or a preface split across packets
+/// (hyper-util's auto builder decides); none when the client is `Gone`
+/// (or speaks HTTP/1: that is [`http1_connection`]'s).
+fn other_connection<S>(
+    accepted: Accepted<S>,
+    sniffed: Sniffed,
+) -> (Option<BoxedConn>, OwnedSemaphorePermit)
+where
+    S: Service<Request<Incoming>, Response = Answer, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let Accepted {
+        stream,
+        service,
+        activity,
+        server,
+        watcher,
+        permit,
+        ..
+    } = accepted;
+    let h2 = match sniffed {
+        Sniffed::Gone | Sniffed::Http1 => return (None, permit),
+        Sniffed::Http2 => true,
+        Sniffed::Unsure => false,
+    };
+    let io = TokioIo::new(TimedIo::new(stream, activity, limits(&server), !h2));
+    let conn: BoxedConn = if h2 {
+        let conn = http2_builder(&server).serve_connection(io, service);
+        Box::pin(async move { watcher.watch(conn).await.map_err(Into::into) })
+    } else {
+        let conn = builder(&server).serve_connection(io, service).into_owned();
+        Box::pin(watcher.watch(conn))
+    };
+    (Some(conn), permit)
 }
 
 /// The generic accept loop behind the proxy and the admin API.
@@ -349,7 +431,16 @@ pub async fn serve_with<S, H, F>(
                     });
                     continue;
                 }
-                tokio::spawn(serve_cleartext(stream, peer, service, activity, server, watcher, shutdown.clone(), permit));
+                tokio::spawn(serve_cleartext(Box::new(Accepted {
+                    stream,
+                    peer,
+                    service,
+                    activity,
+                    server,
+                    watcher,
+                    shutdown: shutdown.clone(),
+                    permit,
+                })));
             }
             () = shutdown_signalled(&mut shutdown) => break,
         }
