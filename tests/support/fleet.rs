@@ -66,14 +66,20 @@ impl Etcd {
     }
 
     /// (Re)starts etcd on the same ports and data (after `stop`).
+    ///
+    /// The watchdog shell removes the data dir (≈ 120 MB, mostly the
+    /// preallocated WAL) when this process ends, unless `keep` marks a
+    /// [`Etcd::stop`] that a `resume` will follow.
     pub fn resume(&self) {
+        let _ = std::fs::remove_file(self.dir.join("keep"));
         let (c, p) = (self.client_port, self.peer_port);
         let cmd = format!(
             "etcd --name t --data-dir '{dir}/data' \
              --listen-client-urls http://127.0.0.1:{c} --advertise-client-urls http://127.0.0.1:{c} \
              --listen-peer-urls http://127.0.0.1:{p} --initial-advertise-peer-urls http://127.0.0.1:{p} \
              --initial-cluster t=http://127.0.0.1:{p} --log-level error --logger zap \
-             >>'{dir}/etcd.log' 2>&1 & pid=$!; echo $pid; cat >/dev/null; kill -9 $pid 2>/dev/null",
+             >>'{dir}/etcd.log' 2>&1 & pid=$!; echo $pid; cat >/dev/null; kill -9 $pid 2>/dev/null; \
+             [ -e '{dir}/keep' ] || rm -rf '{dir}'",
             dir = self.dir.display()
         );
         let mut child = Command::new("sh")
@@ -120,6 +126,8 @@ impl Etcd {
     /// Stops etcd by PID (SIGKILL: an outage, not a clean shutdown).
     pub fn stop(&self) {
         if let Some((mut child, stdin, pid)) = self.run.lock().unwrap().take() {
+            // The data outlives this etcd: `resume` starts on it.
+            std::fs::write(self.dir.join("keep"), b"").unwrap();
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             drop(stdin);
             let _ = child.wait();
