@@ -3,6 +3,10 @@
 # before/after for optimisations on a busy machine (wall-clock is not).
 #
 #   benches/e2e/callgrind.sh [BINARY]     # default target/release/grayproxy
+#   BARE=1 benches/e2e/callgrind.sh [BINARY]   # the floor: default
+#       target/release/examples/bare_hyper_proxy, same backends and load
+#   TOP=40 ...                            # also print the top functions
+#   CG_OUT=/tmp/x.cg ...                  # keep the dump (callgrind_annotate it)
 #
 # Starts the run.sh backends and grayproxy (same config) under
 # valgrind --tool=callgrind, warms up, zeroes the counters, sends a fixed
@@ -13,7 +17,11 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BIN=${1:-$ROOT/target/release/grayproxy}
+if [[ -n "${BARE:-}" ]]; then
+    BIN=${1:-$ROOT/target/release/examples/bare_hyper_proxy}
+else
+    BIN=${1:-$ROOT/target/release/grayproxy}
+fi
 SECONDS_LOAD=${SECONDS_LOAD:-10}
 CONNS=${CONNS:-8}
 PORT_BASE=${PORT_BASE:-28280}
@@ -37,8 +45,13 @@ for f in backends.conf grayproxy.toml; do
 done
 nginx -c "$WORK/backends.conf" -p "$WORK" -e "$WORK/backends-error.log" &
 PIDS+=($!)
+if [[ -n "${BARE:-}" ]]; then
+    ARGS=("127.0.0.1:$PORT_GRAY" "127.0.0.1:$PORT_STABLE" "127.0.0.1:$PORT_CANARY")
+else
+    ARGS=(run --config "$WORK/grayproxy.toml")
+fi
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
-    "$BIN" run --config "$WORK/grayproxy.toml" 2>"$WORK/valgrind.log" &
+    "$BIN" "${ARGS[@]}" 2>"$WORK/valgrind.log" &
 VG=$!
 PIDS+=("$VG")
 for _ in $(seq 1 300); do
@@ -53,6 +66,7 @@ requests=$(awk '/requests in/ {print $1}' <<<"$out")
 sleep 1
 dump=$(ls -t "$WORK"/cg.out* | grep -v '^'"$WORK/cg.out"'$' | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+[[ -n "${CG_OUT:-}" ]] && cp "$dump" "$CG_OUT"
 echo "requests: $requests  instructions: $total  per request: $((total / requests))"
 if [[ -n "${TOP:-}" ]]; then
     callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | head -n "$((TOP + 25))"
