@@ -85,33 +85,27 @@ impl Proxy {
             // Kept whole so that stable can be asked again.
             body = Box::pin(body.buffered()).await;
         }
-        let mut upstream_req =
-            upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
+        let mut next = upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
         // One branch for routes without shadow traffic.
         let mirror = match &ctx.route.shadow {
-            Some(_) if ctx.arm == Arm::Stable => mirror::start(
-                &snap,
-                ctx.decision.route,
-                ctx.route,
-                ctx.rt,
-                &mut upstream_req,
-            ),
+            Some(_) if ctx.arm == Arm::Stable => {
+                mirror::start(&snap, ctx.decision.route, ctx.route, ctx.rt, &mut next)
+            }
             _ => None,
         };
         // Only a request that may fall back needs its head kept for a resend
         // (boxed: it lives across the send, and inline it would grow every
         // request's future by a whole request).
-        let spare_head = ctx
+        let mut spare_head = ctx
             .may_fall_back()
-            .then(|| resend_head(&upstream_req))
+            .then(|| resend_head(&next))
             .flatten()
             .map(Box::new);
-        let method = upstream_req.method().clone();
+        let method = next.method().clone();
         // One `send` in a loop rather than a second call for the resend:
         // each call site would keep its own copy of `send`'s state (over a
         // kilobyte) in this future. After a fallback the arm is stable,
         // which does not fall back, so this runs twice at most.
-        let (mut next, mut spare_head) = (upstream_req, spare_head);
         let exchange = loop {
             let mut exchange = ctx.send(next).await;
             match ctx.fall_back(&method, &mut exchange, spare_head.take()) {
