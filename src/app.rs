@@ -21,6 +21,7 @@ use crate::proxy::runtime::Runtime;
 use crate::reload;
 use crate::server;
 use crate::shutdown::shutdown_signalled;
+use crate::workers;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,16 +111,23 @@ impl App {
         };
         let admin_listen = loaded.config.admin.listen;
         check_admin_exposure(&loaded.config.admin)?;
+        let proxy_threads = workers::thread_count(loaded.config.server.workers);
         let runtime = Runtime::new(Metrics::new()?, loaded.config);
-        let proxy_listener = bind("proxy", proxy_listen).await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        // One worker: the proxy runs on this runtime (the binary makes it a
+        // current-thread one). More: each on a thread of its own, bound
+        // once the fleet link and the ramp driver are up.
+        let proxy_listener = if proxy_threads == 1 {
+            Some(bind("proxy", proxy_listen).await?)
+        } else {
+            None
+        };
         let admin_listener = bind("admin", admin_listen).await?;
-        let proxy_addr = local_addr("proxy", &proxy_listener, proxy_listen)?;
         let admin_addr = local_addr("admin", &admin_listener, admin_listen)?;
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = watch::channel(false);
         let (reloads, _) = broadcast::channel(16);
-        let mut tasks = JoinSet::new();
         let fleet_cfg = runtime.snapshot().config.fleet.clone();
         if let Some(cfg) = fleet_cfg {
             let snap = runtime.snapshot();
@@ -133,12 +141,30 @@ impl App {
             let _ = runtime.fleet.set(link);
         }
         let ramp = spawn_ramp(&mut tasks, &runtime, &reloads, &shutdown_rx, &options);
-        tasks.spawn(server::serve_proxy(
-            proxy_listener,
-            runtime.clone(),
-            shutdown_rx.clone(),
-            tls,
-        ));
+        let proxy_addr = match proxy_listener {
+            Some(listener) => {
+                let addr = local_addr("proxy", &listener, proxy_listen)?;
+                tasks.spawn(server::serve_proxy(
+                    listener,
+                    runtime.clone(),
+                    shutdown_rx.clone(),
+                    tls,
+                ));
+                addr
+            }
+            None => {
+                let started =
+                    workers::start(proxy_threads, proxy_listen, &runtime, &shutdown_rx, tls).await;
+                let proxy = started.map_err(|source| StartError::Bind {
+                    what: "proxy",
+                    addr: proxy_listen,
+                    source,
+                })?;
+                let addr = proxy.addr;
+                tasks.spawn(proxy.stopped());
+                addr
+            }
+        };
         tasks.spawn(admin::serve_admin(
             admin_listener,
             Admin::new(runtime.clone(), ready_rx, ramp.clone()),

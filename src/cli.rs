@@ -224,14 +224,15 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
     // One worker: a current-thread runtime. Every task (client connection,
     // upstream connection, timers) then runs on the thread that polls the
     // I/O driver, with no work-stealing queues and no cross-thread wake-ups.
-    let workers = loaded.config.server.workers;
-    let mut builder = if workers == 1 {
+    // More: the proxy threads have runtimes of their own (`workers`), and
+    // this one keeps the admin API, the ramp and reloads on one thread of
+    // its own (multi-thread flavour, so that the ramp's file writes can
+    // step aside with `block_in_place`).
+    let mut builder = if crate::workers::thread_count(loaded.config.server.workers) == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut multi = tokio::runtime::Builder::new_multi_thread();
-        if workers > 0 {
-            multi.worker_threads(workers);
-        }
+        multi.worker_threads(1);
         multi
     };
     let runtime = match builder.enable_all().build() {

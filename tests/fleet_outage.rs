@@ -35,7 +35,10 @@ async fn etcd_outage_mid_ramp_serves_on_and_the_ramp_continues_after() {
     let etcd = Etcd::start();
     // Backends with some latency, as in ramp_promote.rs: on zero-latency
     // backends scheduling noise alone trips the judge's incident hold.
-    let (stable, canary) = (backend("b", 0.0, 10).await, backend("b", 0.0, 10).await);
+    let (stable, canary) = (
+        backend("b", 0.0, STEADY_MEAN_MS).await,
+        backend("b", 0.0, STEADY_MEAN_MS).await,
+    );
     let policy = "steps = [10, 50, 100]\nmin_requests = 150\ntick = \"100ms\"\ninterval = \"300ms\"\nbaseline = \"3s\"\nmax_step_duration = \"1h\"";
     let mut apps = Vec::new();
     // Kept to the end: a Setup's temp dir (token, state) goes when dropped.

@@ -118,7 +118,10 @@ async fn watch_spread(apps: &[App], state: &str, limit: Duration) -> Vec<f64> {
 async fn healthy_ramp_is_promoted_with_every_replica_agreeing() {
     // As in the single-process test (ramp_promote.rs): the gate needs
     // slow-request evidence, and a 4 s baseline a steady yardstick.
-    let (stable, canary) = (backend("b", 0.02, 10).await, backend("b", 0.02, 10).await);
+    let (stable, canary) = (
+        backend("b", 0.02, STEADY_MEAN_MS).await,
+        backend("b", 0.02, STEADY_MEAN_MS).await,
+    );
     let policy = format!(
         "steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{}",
         FAST.replace("baseline = \"1s\"", "baseline = \"4s\"")

@@ -226,6 +226,17 @@ async fn access_log_sample_follows_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_lets_20_slow_requests_finish_and_refuses_new_connections() {
+    sigterm_drains("workers = 1").await;
+}
+
+/// The same with two proxy threads, each with its own listening socket:
+/// both close at once and both drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_two_workers_drains_both() {
+    sigterm_drains("workers = 2").await;
+}
+
+async fn sigterm_drains(workers: &str) {
     const IN_FLIGHT: usize = 20;
     let slow = TestUpstream::spawn("stable")
         .await
@@ -234,7 +245,7 @@ async fn sigterm_lets_20_slow_requests_finish_and_refuses_new_connections() {
     let dir = TempDir::new();
     let path = dir.join("grayproxy.toml");
     let text = config(
-        "shutdown_grace = \"10s\"",
+        &format!("shutdown_grace = \"10s\"\n{workers}"),
         &[("stable", slow.addr), ("canary", canary.addr)],
         &route("0.0"),
     );
@@ -330,4 +341,90 @@ async fn sigint_stops_cleanly_and_shutdown_grace_caps_the_drain() {
     assert!(proxy.logs().iter().any(|l| l.contains("grace expired")));
     // The stuck request was cut off, not answered.
     assert!(stuck.await.unwrap().is_err());
+}
+
+/// CPU ticks (user + system) of each of `pid`'s threads named `prefix…`.
+fn thread_ticks(pid: u32, prefix: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is the 3rd field,
+        // utime the 14th and stime the 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        out.push((name.trim().to_string(), ticks));
+    }
+    out.sort();
+    out
+}
+
+/// `workers = 2`: two proxy threads, each with its own socket on the one
+/// port; the kernel spreads 32 client connections over both, and both
+/// threads do the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_share_the_port_and_both_serve() {
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let dir = TempDir::new();
+    let path = dir.join("grayproxy.toml");
+    let text = config(
+        "workers = 2",
+        &[("stable", stable.addr), ("canary", canary.addr)],
+        &route("50.0"),
+    );
+    std::fs::write(&path, text).unwrap();
+    let proxy = Binary::start(&path);
+    let names: Vec<String> = thread_ticks(proxy.pid(), "proxy-worker")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["proxy-worker-0", "proxy-worker-1"]);
+
+    // 32 connections (a client each), 150 requests on each.
+    let url = format!("http://{}/api", proxy.proxy);
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = client();
+                let mut arms = [0usize; 2];
+                for _ in 0..150 {
+                    let a = get(&c, &url, &[]).await;
+                    assert_eq!(a.status, 200, "{a:?}");
+                    arms[usize::from(a.body == "canary")] += 1;
+                }
+                arms
+            })
+        })
+        .collect();
+    let mut arms = [0usize; 2];
+    for t in tasks {
+        let a = t.await.unwrap();
+        arms[0] += a[0];
+        arms[1] += a[1];
+    }
+    assert_eq!(arms[0] + arms[1], 32 * 150);
+    assert!(arms[0] > 1500 && arms[1] > 1500, "{arms:?}");
+    let ticks = thread_ticks(proxy.pid(), "proxy-worker");
+    eprintln!("CPU ticks per proxy thread: {ticks:?}");
+    // Each thread served its share of 4,800 requests: far more than one
+    // clock tick (10 ms) of CPU each. A thread whose socket got no
+    // connection would sit at its start-up ticks (0 or 1).
+    assert!(
+        ticks.iter().all(|(_, t)| *t >= 3),
+        "CPU ticks per proxy thread: {ticks:?}"
+    );
 }

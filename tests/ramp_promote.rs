@@ -16,8 +16,8 @@ use support::{admin_json, admin_metrics, TestProxy};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_promoted_to_100() {
     let (stable, canary) = (
-        backend("stable", 0.02, 10).await,
-        backend("canary", 0.02, 10).await,
+        backend("stable", 0.02, STEADY_MEAN_MS).await,
+        backend("canary", 0.02, STEADY_MEAN_MS).await,
     );
     let setup = Setup::new(
         stable.addr,

@@ -16,7 +16,7 @@ use http::Method;
 use rand::Rng;
 use serde_json::Value;
 use support::ramp::*;
-use support::upstream::{Fault, TestUpstream};
+use support::upstream::Fault;
 use support::{admin_json, admin_metrics, client, eventually, fetch, TestProxy};
 
 const SEGMENTS: &str =
@@ -175,8 +175,8 @@ async fn a_canary_failing_only_for_new_users_is_rolled_back_naming_the_segment()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_on_segmented_traffic_is_promoted() {
     let (stable, canary) = (
-        TestUpstream::spawn("stable").await,
-        TestUpstream::spawn("canary").await,
+        backend("stable", 0.0, STEADY_MEAN_MS).await,
+        backend("canary", 0.0, STEADY_MEAN_MS).await,
     );
     let setup = Setup::new(
         stable.addr,

@@ -3,10 +3,9 @@
 # before/after for optimisations on a busy machine (wall-clock is not).
 #
 #   benches/e2e/callgrind.sh [BINARY]     # default target/release/grayproxy
-#   BARE=1 benches/e2e/callgrind.sh [BINARY]   # the floor: default
-#       target/release/examples/bare_hyper_proxy, same backends and load
-#   TOP=40 ...                            # also print the top functions
-#   CG_OUT=/tmp/x.cg ...                  # keep the dump (callgrind_annotate it)
+#   BARE=1 benches/e2e/callgrind.sh [BINARY]  # the floor: examples/bare_hyper_proxy
+#                                         # (default target/release/examples/…)
+#   CG_OUT=/tmp/x.cg ...                  # keep the dump (for callgrind_annotate)
 #
 # Starts the run.sh backends and grayproxy (same config) under
 # valgrind --tool=callgrind, warms up, zeroes the counters, sends a fixed
@@ -17,11 +16,13 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-if [[ -n "${BARE:-}" ]]; then
+BARE=${BARE:-}
+if [[ -n "$BARE" ]]; then
     BIN=${1:-$ROOT/target/release/examples/bare_hyper_proxy}
 else
     BIN=${1:-$ROOT/target/release/grayproxy}
 fi
+[[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
 SECONDS_LOAD=${SECONDS_LOAD:-10}
 CONNS=${CONNS:-8}
 PORT_BASE=${PORT_BASE:-28280}
@@ -45,24 +46,31 @@ for f in backends.conf grayproxy.toml; do
 done
 nginx -c "$WORK/backends.conf" -p "$WORK" -e "$WORK/backends-error.log" &
 PIDS+=($!)
-if [[ -n "${BARE:-}" ]]; then
-    ARGS=("127.0.0.1:$PORT_GRAY" "127.0.0.1:$PORT_STABLE" "127.0.0.1:$PORT_CANARY")
+if [[ -n "$BARE" ]]; then # same port, same backends, its own 90/10 pick
+    CMD=("$BIN" "127.0.0.1:$PORT_GRAY" "127.0.0.1:$PORT_STABLE" "127.0.0.1:$PORT_CANARY")
 else
-    ARGS=(run --config "$WORK/grayproxy.toml")
+    CMD=("$BIN" run --config "$WORK/grayproxy.toml")
 fi
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
-    "$BIN" "${ARGS[@]}" 2>"$WORK/valgrind.log" &
+    "${CMD[@]}" 2>"$WORK/valgrind.log" &
 VG=$!
 PIDS+=("$VG")
+ready=
 for _ in $(seq 1 300); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$PORT_GRAY/api/recommend" 2>/dev/null && break
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT_GRAY/api/recommend" 2>/dev/null && { ready=1; break; }
     sleep 0.1
 done
+if [[ -z "$ready" ]]; then
+    echo "the proxy under valgrind did not answer in 30 s; valgrind.log:" >&2
+    tail -n 20 "$WORK/valgrind.log" >&2
+    exit 1
+fi
 wrk -t1 -c"$CONNS" -d3s -s "$HERE/users.lua" "http://127.0.0.1:$PORT_GRAY/api/recommend" >/dev/null
 callgrind_control -z "$VG" >/dev/null
 out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_LOAD}s" -s "$HERE/users.lua" "http://127.0.0.1:$PORT_GRAY/api/recommend")
 callgrind_control -d "$VG" >/dev/null
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
+[[ "${requests:-0}" -gt 0 ]] || { echo "no requests completed: $out" >&2; exit 1; }
 sleep 1
 dump=$(ls -t "$WORK"/cg.out* | grep -v '^'"$WORK/cg.out"'$' | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')

@@ -1,4 +1,4 @@
-# Shared by run.sh and idle_conns.sh (sourced, not run): the work directory
+# Shared by the benches/e2e scripts (sourced, not run): the work directory
 # and its clean-up by PID, the loopback ports, the 264-byte JSON bodies, the
 # config templates, and waiting for a port to answer.
 # The sourcing script sets HERE (this folder), WORK (a fresh temp dir),
@@ -9,8 +9,17 @@ PIDS=()
 log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
 
 # Stops what the script started (PIDS), and only that; keeps WORK if KEEP is set.
+# On a failure, the end of every log in WORK goes to stderr first, so the
+# reason is shown even when WORK is removed.
 cleanup() {
-    local pid
+    local status=$? pid f
+    if [[ $status -ne 0 ]]; then
+        for f in "$WORK"/*.log; do
+            [[ -s "$f" && "$f" != */stable.log && "$f" != */canary.log ]] || continue
+            log "exit $status; last lines of $(basename "$f"):"
+            tail -n 15 "$f" >&2 || true
+        done
+    fi
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -27,6 +36,8 @@ PORT_PEER=$((PORT_BASE + 2))
 PORT_GRAY=$((PORT_BASE + 3))
 PORT_ADMIN=$((PORT_BASE + 4))
 PORT_BARE=$((PORT_BASE + 5))
+PORT_ROUTES=$((PORT_BASE + 6))       # run.sh ROUTES=N: the grayproxy with N routes
+PORT_ROUTES_ADMIN=$((PORT_BASE + 7)) # and its admin listener
 
 # Exits when any of the given ports is already listened on.
 require_free_ports() {
@@ -60,10 +71,11 @@ fill() {
         "$HERE/$1" >"$WORK/$2"
 }
 
-# Waits up to 10 s for a proxy or backend on port $1 to answer; exits if none does.
+# Waits up to $2 seconds (default 10) for a proxy or backend on port $1 to
+# answer; exits if none does.
 wait_port() {
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 "$((${2:-10} * 10))"); do
         if curl -fsS -o /dev/null "http://127.0.0.1:$1/api/recommend" -H 'x-user-id: probe' 2>/dev/null; then
             return 0
         fi
@@ -74,15 +86,18 @@ wait_port() {
 }
 
 # Sets GRAYPROXY: GRAYPROXY_BIN when given (e.g. an older build for a
-# before/after), else a fresh release build of this checkout (needs ROOT).
+# before/after), else a fresh build of this checkout with cargo profile
+# $PROFILE (default release; needs ROOT).
 grayproxy_binary() {
     if [[ -n "${GRAYPROXY_BIN:-}" ]]; then
         GRAYPROXY=$GRAYPROXY_BIN
     else
-        log "building grayproxy (release)"
-        (cd "$ROOT" && cargo build --release --quiet --bin grayproxy)
-        GRAYPROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/grayproxy"
+        local profile=${PROFILE:-release}
+        log "building grayproxy ($profile)"
+        (cd "$ROOT" && cargo build --profile "$profile" --quiet --bin grayproxy)
+        GRAYPROXY="${CARGO_TARGET_DIR:-$ROOT/target}/$profile/grayproxy"
     fi
+    [[ -x "$GRAYPROXY" ]] || { log "no grayproxy binary at $GRAYPROXY"; exit 1; }
 }
 
 # ---------------------------------------------------------------- pinning and /proc

@@ -6,10 +6,16 @@
 #   ROUNDS=5 DURATION=10 benches/e2e/run.sh
 #   BARE=1 benches/e2e/run.sh     # also examples/bare_hyper_proxy: the floor
 #                                 # hyper + tokio set, without grayproxy's work
+#   WORKERS=2 benches/e2e/run.sh  # multi-core: both proxies with 2 workers,
+#                                 # everything unpinned over CPUs 0-1
+#   ROUTES=10000 benches/e2e/run.sh  # grayproxy with 10,000 routes (the load
+#                                 # hits the last) vs the same binary with 1
+#   GRAYPROXY_BIN=... BARE_BIN=... benches/e2e/run.sh  # prebuilt, no build
+#   benches/e2e/all.sh            # every benchmark of docs/performance.md
 #
 # What it does (loopback only; everything it starts it stops, by PID):
 #   * installs nginx and wrk (apt) and oha (cargo install --locked) if missing;
-#   * builds grayproxy in release mode;
+#   * builds grayproxy ($PROFILE, default release) unless GRAYPROXY_BIN is set;
 #   * starts two nginx backends (264-byte JSON body, keep-alive) on CPU 1;
 #   * starts nginx (worker_processes 1, weight=9/1, upstream keepalive) and
 #     grayproxy (workers = 1, 90/10 on a sticky header, 4 rules) on CPU 0;
@@ -21,9 +27,24 @@
 #       - fixed rate: oha at $RATE req/s with coordinated-omission correction
 #         (--latency-correction) — p50/p99/p99.9;
 #       - RSS after the load (VmRSS, summed over master and worker for nginx);
-#   * prints medians with min–max and the ratios grayproxy / nginx.
-# Needs 2 CPUs. Bounded: about 1 + ROUNDS * 2 * (DURATION + LAT_DURATION + 2) s
-# after the build (under 3 minutes with the defaults).
+#   * prints medians with min–max and the ratios to the first proxy (nginx).
+#
+# Modes (each changes only what it names):
+#   WORKERS=N  grayproxy `workers = N`, nginx and the backends
+#              `worker_processes N`, wrk -tN; the proxies, the backends and the
+#              load generators all share CPUs 0..N-1 (taskset, no per-process
+#              pinning), so the whole machine saturates and req/s compares
+#              what each proxy leaves to the rest. BARE is ignored (the bare
+#              proxy has one thread).
+#   ROUTES=N   no nginx: grayproxy with the usual config against grayproxy
+#              with N routes, same binary — N-1 routes (path prefixes
+#              /svc/{i}/ mixed with host routes h{i}.example + /api, as
+#              benches/large_config.sh writes them) before the usual route,
+#              which the load hits and which keeps its sticky key, 4 rules
+#              and 90/10 split; ratios are to the 1-route config.
+# Needs 2 CPUs (N with WORKERS=N). Bounded: about 1 + ROUNDS * proxies *
+# (DURATION + LAT_DURATION + 2.4) s after the build (under 3 minutes with
+# the defaults).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -32,12 +53,24 @@ LAT_DURATION=${LAT_DURATION:-10}  # seconds per fixed-rate run
 RATE=${RATE:-2000}                # req/s of the fixed-rate run
 CONNS=${CONNS:-64}                # connections of the saturating run
 LAT_CONNS=${LAT_CONNS:-16}        # connections of the fixed-rate run
-PORT_BASE=${PORT_BASE:-28180}     # five consecutive loopback ports from here
+PORT_BASE=${PORT_BASE:-28180}     # eight consecutive loopback ports from here
 PROXY_CPU=${PROXY_CPU:-0}
 NICE=${NICE:--10}                 # every benchmark process alike, above other work on a shared box
 GRAYPROXY_BIN=${GRAYPROXY_BIN:-}  # a prebuilt grayproxy (e.g. an older build, for before/after); skips the build
-LOAD_CPU=${LOAD_CPU:-1}
 BARE=${BARE:-}                    # 1: measure examples/bare_hyper_proxy as a third proxy
+BARE_BIN=${BARE_BIN:-}            # a prebuilt bare_hyper_proxy; skips its build
+PROFILE=${PROFILE:-release}       # cargo profile of the builds (quick-release: no LTO, faster)
+WORKERS=${WORKERS:-1}             # N > 1: both proxies with N workers over CPUs 0..N-1
+ROUTES=${ROUTES:-}                # N: grayproxy with N routes vs with 1 (no nginx)
+if ! [[ $WORKERS =~ ^[1-9][0-9]*$ ]]; then echo "WORKERS must be a positive number" >&2; exit 1; fi
+if [[ -n $ROUTES ]] && ! [[ $ROUTES =~ ^[1-9][0-9]*$ ]]; then echo "ROUTES must be a positive number" >&2; exit 1; fi
+if ((WORKERS > 1)); then
+    PROXY_CPU=${CPUS:-0-$((WORKERS - 1))} # every process of the run shares these
+    LOAD_CPU=$PROXY_CPU
+else
+    LOAD_CPU=${LOAD_CPU:-1}
+fi
+WRK_THREADS=$WORKERS
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -69,50 +102,111 @@ if [[ -z "$OHA" ]]; then
     cargo install oha --locked >&2
     OHA="$HOME/.cargo/bin/oha"
 fi
-if [[ $(nproc) -lt 2 ]]; then log "needs 2 CPUs"; exit 1; fi
+want_cpus=$((WORKERS > 2 ? WORKERS : 2))
+if [[ $(nproc) -lt $want_cpus ]]; then log "needs $want_cpus CPUs"; exit 1; fi
+if [[ -n "$BARE" ]] && ((WORKERS > 1)); then
+    log "BARE ignored with WORKERS=$WORKERS: examples/bare_hyper_proxy runs one thread"
+    BARE=
+fi
+if [[ -n "$BARE" && -n "$ROUTES" ]]; then
+    log "BARE ignored with ROUTES: that mode compares grayproxy with itself"
+    BARE=
+fi
 
 grayproxy_binary
 if [[ -n "$BARE" ]]; then
-    log "building examples/bare_hyper_proxy (release)"
-    (cd "$ROOT" && cargo build --release --quiet --example bare_hyper_proxy)
-    BARE_PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bare_hyper_proxy"
+    if [[ -n "$BARE_BIN" ]]; then
+        BARE_PROXY=$BARE_BIN
+    else
+        log "building examples/bare_hyper_proxy ($PROFILE)"
+        (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet --example bare_hyper_proxy)
+        BARE_PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/examples/bare_hyper_proxy"
+    fi
+    [[ -x "$BARE_PROXY" ]] || { log "no bare_hyper_proxy binary at $BARE_PROXY"; exit 1; }
 fi
 
 # ---------------------------------------------------------------- ports, configs
-require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_PEER" "$PORT_GRAY" "$PORT_ADMIN" "$PORT_BARE"
+if [[ -n "$ROUTES" ]]; then
+    PROXIES="grayproxy routes"
+    require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_GRAY" "$PORT_ADMIN" \
+        "$PORT_ROUTES" "$PORT_ROUTES_ADMIN"
+else
+    PROXIES="nginx grayproxy${BARE:+ bare}"
+    require_free_ports "$PORT_STABLE" "$PORT_CANARY" "$PORT_PEER" "$PORT_GRAY" "$PORT_ADMIN" \
+        ${BARE:+"$PORT_BARE"}
+fi
 
-mkdir -p "$WORK/tmp" "$WORK/state"
+mkdir -p "$WORK/tmp" "$WORK/state" "$WORK/state-routes"
 fill backends.conf.in backends.conf
 fill peer.conf.in peer.conf
 fill grayproxy.toml.in grayproxy.toml
+if ((WORKERS > 1)); then
+    sed -i "s/^worker_processes 1;/worker_processes $WORKERS;/" "$WORK/backends.conf" "$WORK/peer.conf"
+    sed -i "s/^workers = 1$/workers = $WORKERS/" "$WORK/grayproxy.toml"
+    grep -q "^worker_processes $WORKERS;" "$WORK/backends.conf" &&
+        grep -q "^worker_processes $WORKERS;" "$WORK/peer.conf" &&
+        grep -q "^workers = $WORKERS$" "$WORK/grayproxy.toml" ||
+        { log "could not set $WORKERS workers in the configs"; exit 1; }
+fi
+if [[ -n "$ROUTES" ]]; then
+    # The same file with its own ports and state dir, and ROUTES-1 routes
+    # inserted before its one route: the load matches only the last.
+    awk -v n="$ROUTES" -v gray="127.0.0.1:$PORT_GRAY\"" -v admin="127.0.0.1:$PORT_ADMIN\"" \
+        -v routes="127.0.0.1:$PORT_ROUTES\"" -v routes_admin="127.0.0.1:$PORT_ROUTES_ADMIN\"" \
+        -v state="$WORK/state\"" -v routes_state="$WORK/state-routes\"" '
+        /^listen = / { sub(gray, routes); sub(admin, routes_admin) }
+        /^dir = / { sub(state, routes_state) }
+        /^\[\[routes\]\]/ && !done {
+            for (i = 0; i < n - 1; i++) {
+                if (i % 2 == 0) m = sprintf("{ path_prefix = \"/svc/%d/\" }", i)
+                else m = sprintf("{ host = \"h%d.example\", path_prefix = \"/api\" }", i)
+                printf "[[routes]]\nname = \"r%d\"\nmatch = %s\nstable = \"reco-v1\"\n", i, m
+                printf "canary = \"reco-v2\"\ncanary_weight = 5.0\nsticky = \"header:x-user-id\"\n"
+                printf "[[routes.rules]]\nwhen = { header = \"x-canary\", equals = \"always\" }\n"
+                printf "to = \"canary\"\n\n"
+            }
+            done = 1
+        }
+        { print }' "$WORK/grayproxy.toml" >"$WORK/grayproxy-routes.toml"
+    got=$(grep -c '^\[\[routes\]\]' "$WORK/grayproxy-routes.toml")
+    grep -q "127.0.0.1:$PORT_ROUTES\"" "$WORK/grayproxy-routes.toml" &&
+        grep -q "127.0.0.1:$PORT_ROUTES_ADMIN\"" "$WORK/grayproxy-routes.toml" &&
+        grep -q "$WORK/state-routes\"" "$WORK/grayproxy-routes.toml" && [[ $got -eq $ROUTES ]] ||
+        { log "could not write the $ROUTES-route config ($got routes)"; exit 1; }
+    "$GRAYPROXY" check --config "$WORK/grayproxy-routes.toml" >"$WORK/check-routes.log" 2>&1 ||
+        { log "grayproxy check rejects the $ROUTES-route config"; exit 1; }
+fi
 
 # ---------------------------------------------------------------- start
 
-log "starting backends (CPU $LOAD_CPU), nginx and grayproxy (CPU $PROXY_CPU)"
+log "starting backends (CPU $LOAD_CPU) and $PROXIES (CPU $PROXY_CPU)"
 pin_bg "$LOAD_CPU" nginx -c "$WORK/backends.conf" -p "$WORK" -e "$WORK/backends-error.log" &
 PIDS+=($!)
 wait_port "$PORT_STABLE"
 wait_port "$PORT_CANARY"
-pin_bg "$PROXY_CPU" nginx -c "$WORK/peer.conf" -p "$WORK" -e "$WORK/peer-error.log" &
-NGINX_PID=$!
-PIDS+=("$NGINX_PID")
-pin_bg "$PROXY_CPU" env RUST_LOG=warn "$GRAYPROXY" run --config "$WORK/grayproxy.toml" \
-    2>"$WORK/grayproxy.log" &
-GRAY_PID=$!
-PIDS+=("$GRAY_PID")
-PROXIES="nginx grayproxy"
-PROXY_PORTS="$PORT_PEER $PORT_GRAY"
-if [[ -n "$BARE" ]]; then
-    pin_bg "$PROXY_CPU" "$BARE_PROXY" "127.0.0.1:$PORT_BARE" "127.0.0.1:$PORT_STABLE" \
-        "127.0.0.1:$PORT_CANARY" 2>"$WORK/bare.log" &
-    BARE_PID=$!
-    PIDS+=("$BARE_PID")
-    PROXIES="$PROXIES bare"
-    PROXY_PORTS="$PROXY_PORTS $PORT_BARE"
-fi
-wait_port "$PORT_PEER"
-wait_port "$PORT_GRAY"
-[[ -z "$BARE" ]] || wait_port "$PORT_BARE"
+PROXY_PORTS=
+for name in $PROXIES; do
+    case $name in
+        nginx)
+            pin_bg "$PROXY_CPU" nginx -c "$WORK/peer.conf" -p "$WORK" -e "$WORK/peer-error.log" &
+            NGINX_PID=$! port=$PORT_PEER ;;
+        grayproxy)
+            pin_bg "$PROXY_CPU" env RUST_LOG=warn "$GRAYPROXY" run --config "$WORK/grayproxy.toml" \
+                2>"$WORK/grayproxy.log" &
+            GRAY_PID=$! port=$PORT_GRAY ;;
+        routes)
+            pin_bg "$PROXY_CPU" env RUST_LOG=warn "$GRAYPROXY" run \
+                --config "$WORK/grayproxy-routes.toml" 2>"$WORK/grayproxy-routes.log" &
+            ROUTES_PID=$! port=$PORT_ROUTES ;;
+        bare)
+            pin_bg "$PROXY_CPU" "$BARE_PROXY" "127.0.0.1:$PORT_BARE" "127.0.0.1:$PORT_STABLE" \
+                "127.0.0.1:$PORT_CANARY" 2>"$WORK/bare.log" &
+            BARE_PID=$! port=$PORT_BARE ;;
+    esac
+    PIDS+=($!)
+    PROXY_PORTS="$PROXY_PORTS $port"
+done
+for p in $PROXY_PORTS; do wait_port "$p" 60; done # 60 s: a large config takes seconds to load
 for p in $PROXY_PORTS; do
     got=$(curl -fsS "http://127.0.0.1:$p/api/recommend" -H 'x-user-id: probe' | wc -c)
     [[ $got -eq 264 ]] || { log "port $p answered $got bytes, not 264"; exit 1; }
@@ -132,7 +226,7 @@ saturate() { # name port pid round
     local s0 c0 t0 c1 t1 s1 out rps errs
     s0=$(log_lines stable); c0=$(log_lines canary)
     t0=$(now); c0t=$(cpu_ticks "$pid")
-    out=$(pin "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$HERE/users.lua" \
+    out=$(pin "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s "$HERE/users.lua" \
         "http://127.0.0.1:$port/api/recommend")
     c1t=$(cpu_ticks "$pid"); t1=$(now)
     sleep 1.2
@@ -163,7 +257,7 @@ PY
 
 log "warm-up"
 for port in $PROXY_PORTS; do
-    pin "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$HERE/users.lua" \
+    pin "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d2s -s "$HERE/users.lua" \
         "http://127.0.0.1:$port/api/recommend" >/dev/null
 done
 
@@ -174,7 +268,9 @@ for round in $(seq 1 "$ROUNDS"); do
             nginx) port=$PORT_PEER pid=$NGINX_PID ;;
             grayproxy) port=$PORT_GRAY pid=$GRAY_PID ;;
             bare) port=$PORT_BARE pid=$BARE_PID ;;
+            routes) port=$PORT_ROUTES pid=$ROUTES_PID ;;
         esac
+        [[ -d /proc/$pid ]] || { log "$name (PID $pid) has exited"; exit 1; }
         log "round $round/$ROUNDS: $name saturating (${DURATION}s), then ${RATE} req/s (${LAT_DURATION}s)"
         saturate "$name" "$port" "$pid" "$round"
         latency "$name" "$port" "$pid" "$round"
@@ -182,9 +278,26 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- report
-python3 - "$RESULTS" "$ROUNDS" "$RATE" "$CONNS" <<'PY'
+if [[ -n "$ROUTES" ]]; then
+    PLACEMENT="both pinned to CPU $PROXY_CPU with workers = $WORKERS, wrk -t$WRK_THREADS -c$CONNS + backends on CPU $LOAD_CPU; same binary, the load hits the last of the $ROUTES routes"
+elif ((WORKERS > 1)); then
+    PLACEMENT="grayproxy workers = $WORKERS, nginx worker_processes $WORKERS; proxies, backends ($WORKERS workers) and wrk -t$WRK_THREADS -c$CONNS all share CPUs $PROXY_CPU, unpinned within them"
+else
+    PLACEMENT="proxy pinned to 1 core, wrk -t1 -c$CONNS + backends on the other core"
+fi
+python3 - "$RESULTS" "$ROUNDS" "$RATE" "$PROXIES" "${ROUTES:-1}" "$PLACEMENT" <<'PY'
 import statistics, sys
-path, rounds, rate, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+path, rounds, rate, proxies, routes, placement = sys.argv[1:7]
+rounds, proxies = int(rounds), proxies.split()
+# Column label and the short name in ratio headers; the first proxy is the base.
+names = {
+    "nginx": ("nginx", "nginx"),
+    "grayproxy": ("grayproxy", "grayproxy"),
+    "bare": ("bare hyper", "bare"),
+    "routes": (f"grayproxy, {int(routes):,} routes", f"{int(routes):,} routes"),
+}
+if "routes" in proxies:
+    names["grayproxy"] = ("grayproxy, 1 route", "1 route")
 sat, lat = {}, {}
 for line in open(path):
     f = line.rstrip("\n").split("\t")
@@ -222,28 +335,22 @@ def cell(values, fmt):
     med = statistics.median(values)
     return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})", med
 
-bare = "bare" in sat
+base, others = proxies[0], proxies[1:]
 print()
-print(f"grayproxy vs nginx, {rounds} interleaved rounds, medians (min–max);")
-print(f"proxy pinned to 1 core, wrk -t1 -c{conns} + backends on the other core")
+print(f"{' vs '.join(names[p][0] for p in proxies)}, {rounds} interleaved rounds, medians (min–max);")
+print(placement)
 print()
-if bare:
-    print("| metric | nginx | grayproxy | bare hyper | grayproxy / nginx | bare / nginx |")
-    print("|---|---|---|---|---|---|")
-else:
-    print("| metric | nginx | grayproxy | grayproxy / nginx |")
-    print("|---|---|---|---|")
+print("| metric | " + " | ".join(names[p][0] for p in proxies) + " | "
+      + " | ".join(f"{names[p][1]} / {names[base][1]}" for p in others) + " |")
+print("|---" * (1 + len(proxies) + len(others)) + "|")
 for label, key, fmt in rows:
-    n_cell, n_med = cell(metric("nginx", key), fmt)
-    g_cell, g_med = cell(metric("grayproxy", key), fmt)
-    ratio = g_med / n_med if n_med else float("nan")
-    if bare:
-        b_cell, b_med = cell(metric("bare", key), fmt)
-        b_ratio = b_med / n_med if n_med else float("nan")
-        print(f"| {label} | {n_cell} | {g_cell} | {b_cell} | {ratio:.2f} | {b_ratio:.2f} |")
-    else:
-        print(f"| {label} | {n_cell} | {g_cell} | {ratio:.2f} |")
-for name in sat:
+    cells, meds = [], {}
+    for p in proxies:
+        c, meds[p] = cell(metric(p, key), fmt)
+        cells.append(c)
+    ratios = [f"{meds[p] / meds[base]:.2f}" if meds[base] else "nan" for p in others]
+    print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+for name in proxies:
     bad = [r for r in lat[name] if r["ok"] < 1.0]
     if bad:
         print(f"\n{name}: fixed-rate runs with failures: {[r['codes'] for r in bad]}")

@@ -26,6 +26,15 @@ interval = "300ms"
 baseline = "1s"
 max_step_duration = "1m""#;
 
+/// Mean service time (ms) of the backends of tests that need a healthy
+/// canary promoted. The judge calls a request slow above stable's baseline
+/// p99; with an exponential delay of this mean that is ≈ 180 ms, so a
+/// scheduling stall of tens of milliseconds on a loaded 2-core machine moves
+/// few requests past it. With millisecond latencies the same stall makes
+/// every request in flight "slow" on both arms, and the judge rightly holds
+/// the ramp for a shared degradation until the test runs out of time.
+pub const STEADY_MEAN_MS: u64 = 40;
+
 /// An upstream answering 503 to `error_share` of its requests (spread
 /// evenly) after an exponentially distributed delay with mean `mean_ms`
 /// (at once when 0).
