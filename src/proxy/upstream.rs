@@ -10,8 +10,6 @@
 //! (see [`super::h2`]); the pool here picks the endpoint either way.
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,10 +26,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use super::body::{is_body_too_large, ClientBodyError, RequestBody};
-use super::h2::H2Conn;
+use super::body::RequestBody;
+use super::h2::{from_h2, to_h2, H2Conn};
 use super::health;
-use super::outcome::{Outcome, SendError};
+use super::outcome::{classify, Outcome, SendError};
 use super::outlier::{self, EndpointHealth, Verdict};
 use crate::config::types::{Endpoint, OutlierPolicy, Protocol, Upstream};
 use crate::metrics::FailureKind;
@@ -65,50 +63,6 @@ impl UpstreamFailure {
             UpstreamFailure::Reset => FailureKind::Reset,
             UpstreamFailure::Other => FailureKind::Other,
         }
-    }
-}
-
-/// Classifies a hyper error from `send_request`: the client's body or the
-/// upstream.
-pub(super) fn classify(err: &hyper::Error) -> SendError {
-    if is_body_too_large(err) {
-        return SendError::ClientBody(ClientBodyError::TooLarge);
-    }
-    if err.is_body_write_aborted() || is_client_body_error(err) {
-        return SendError::ClientBody(ClientBodyError::Aborted);
-    }
-    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
-        return SendError::Upstream(UpstreamFailure::Reset);
-    }
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return SendError::Upstream(match io.kind() {
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof => UpstreamFailure::Reset,
-                _ => UpstreamFailure::Other,
-            });
-        }
-        source = e.source();
-    }
-    SendError::Upstream(UpstreamFailure::Other)
-}
-
-/// True when the error came from reading the client's request body.
-fn is_client_body_error(err: &hyper::Error) -> bool {
-    err.is_user() && {
-        let mut source = err.source();
-        let mut found = false;
-        while let Some(e) = source {
-            if e.downcast_ref::<hyper::Error>().is_some() {
-                found = true;
-                break;
-            }
-            source = e.source();
-        }
-        found
     }
 }
 
@@ -618,38 +572,4 @@ impl EndpointPool {
             }
         }
     }
-}
-
-/// The request in HTTP/2 form: absolute URI (`:scheme`, `:authority` from
-/// `Host`), no `Host` header. Returns the `Host` it took off.
-fn to_h2(
-    mut request: Request<RequestBody>,
-    endpoint: &Endpoint,
-    authority: &str,
-) -> (Request<RequestBody>, Option<HeaderValue>) {
-    let host = request.headers_mut().remove(HOST);
-    let scheme = if endpoint.tls { "https" } else { "http" };
-    let target = host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or(authority);
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = http::Uri::try_from(format!("{scheme}://{target}{path}")) {
-        *request.uri_mut() = uri;
-    }
-    *request.version_mut() = http::Version::HTTP_2;
-    (request, host)
-}
-
-/// Undoes [`to_h2`] for a request handed back unsent (it may go to an
-/// HTTP/1.1 stable next).
-fn from_h2(mut request: Request<RequestBody>, host: Option<HeaderValue>) -> Request<RequestBody> {
-    if let Some(path) = request.uri().path_and_query().cloned() {
-        *request.uri_mut() = http::Uri::from(path);
-    }
-    if let Some(host) = host {
-        request.headers_mut().insert(HOST, host);
-    }
-    *request.version_mut() = http::Version::HTTP_11;
-    request
 }
