@@ -359,3 +359,56 @@ async fn oversized_heads_are_431_and_malformed_requests_400() {
     assert_eq!(line, "HTTP/1.1 400 Bad Request");
     assert_eq!(s.healthy.arrived(), 0, "none of them reached an upstream");
 }
+
+/// The response-header timer is kept with the pooled upstream connection
+/// and moved forward per request: a slow answer on a reused connection is
+/// still cut at `request_timeout`, whether the connection's previous
+/// deadline is still ahead (extended) or passed while it sat idle
+/// (registered again), and fast answers in between are not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_holds_on_reused_upstream_connections() {
+    let flaky = TestUpstream::spawn("flaky").await;
+    let routes = "[[routes]]\nname = \"flaky\"\nstable = \"flaky\"\ncanary = \"flaky\"\n\
+                  canary_weight = 0.0\nfallback = false\n";
+    let server = format!("request_timeout = \"{TIMEOUT_MS}ms\"");
+    let proxy = TestProxy::start(&config(&server, &[("flaky", flaky.addr)], routes)).await;
+    let c = client();
+    let timeout = Duration::from_millis(TIMEOUT_MS);
+    let slow_is_cut = |what: &'static str| {
+        let (c, url) = (c.clone(), proxy.url("/x"));
+        async move {
+            let started = Instant::now();
+            let a = get(&c, &url, &[]).await;
+            let took = started.elapsed();
+            assert_eq!(a.status, 504, "{what}");
+            assert!(
+                took >= timeout,
+                "{what}: 504 after {took:?}, before the timeout"
+            );
+            assert!(
+                took < timeout + Duration::from_secs(1),
+                "{what}: 504 took {took:?}"
+            );
+        }
+    };
+    // The first request opens the connection; the slow one reuses it while
+    // the first one's deadline is still ahead.
+    assert_eq!(get(&c, &proxy.url("/x"), &[]).await.status, 200);
+    flaky.set(&[Fault::Delay(Duration::from_secs(3))]);
+    slow_is_cut("deadline extended").await;
+    // A new connection (the cut one is not reused); its deadline passes
+    // while it is idle, then a slow request reuses it.
+    flaky.set(&[]);
+    for _ in 0..3 {
+        assert_eq!(get(&c, &proxy.url("/x"), &[]).await.status, 200);
+    }
+    tokio::time::sleep(timeout * 2).await;
+    assert_eq!(
+        get(&c, &proxy.url("/x"), &[]).await.status,
+        200,
+        "not cut by a stale deadline"
+    );
+    tokio::time::sleep(timeout * 2).await;
+    flaky.set(&[Fault::Delay(Duration::from_secs(3))]);
+    slow_is_cut("deadline registered again").await;
+}

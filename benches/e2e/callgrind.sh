@@ -5,6 +5,7 @@
 #   benches/e2e/callgrind.sh [BINARY]     # default target/release/grayproxy
 #   BARE=1 benches/e2e/callgrind.sh [BINARY]  # the floor: examples/bare_hyper_proxy
 #                                         # (default target/release/examples/…)
+#   CG_OUT=/tmp/x.cg ...                  # keep the dump (for callgrind_annotate)
 #
 # Starts the run.sh backends and grayproxy (same config) under
 # valgrind --tool=callgrind, warms up, zeroes the counters, sends a fixed
@@ -73,6 +74,7 @@ requests=$(awk '/requests in/ {print $1}' <<<"$out")
 sleep 1
 dump=$(ls -t "$WORK"/cg.out* | grep -v '^'"$WORK/cg.out"'$' | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+[[ -n "${CG_OUT:-}" ]] && cp "$dump" "$CG_OUT"
 echo "requests: $requests  instructions: $total  per request: $((total / requests))"
 if [[ -n "${TOP:-}" ]]; then
     callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | head -n "$((TOP + 25))"

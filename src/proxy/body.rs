@@ -27,8 +27,10 @@ pub enum RequestBody {
     /// No body.
     Empty,
     /// A body read whole (a gRPC call that may be asked of stable again, or
-    /// a mirrored request's copy), and its trailers.
-    Buffered(Option<Bytes>, Option<HeaderMap>),
+    /// a mirrored request's copy), and its trailers (boxed: a `HeaderMap`
+    /// inline would more than double the size of every request, which is
+    /// moved several times on its way to the upstream).
+    Buffered(Option<Bytes>, Option<Box<HeaderMap>>),
     /// The client's body on a mirrored request: streamed to stable as is,
     /// and copied (up to a cap) for the canary.
     Teed(Box<RequestTee>),
@@ -130,7 +132,7 @@ impl RequestBody {
         while let Some(frame) = body.frame().await {
             match frame.map(Frame::into_data) {
                 Ok(Ok(bytes)) => data.extend_from_slice(&bytes),
-                Ok(Err(frame)) => trailers = frame.into_trailers().ok(),
+                Ok(Err(frame)) => trailers = frame.into_trailers().ok().map(Box::new),
                 Err(_) => return body,
             }
         }
@@ -203,7 +205,7 @@ impl Body for RequestBody {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Buffered(data, trailers) => Poll::Ready(match data.take() {
                 Some(d) => Some(Ok(Frame::data(d))),
-                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(*t))),
             }),
             RequestBody::Teed(tee) => tee.poll_tee(cx),
             RequestBody::Client { inner, remaining } => match Pin::new(inner).poll_frame(cx) {

@@ -19,7 +19,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::HOST;
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,8 +30,8 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
-use super::outcome::SendError;
-use super::upstream::{classify, SendFailure, UpstreamFailure};
+use super::outcome::{classify, SendError};
+use super::upstream::{SendFailure, UpstreamFailure};
 use crate::config::types::Endpoint;
 
 /// How often an idle h2 connection is pinged, and how long a ping may go
@@ -232,4 +233,41 @@ where
         }
     });
     Ok(sender)
+}
+
+/// The request in HTTP/2 form: absolute URI (`:scheme`, `:authority` from
+/// `Host`), no `Host` header. Returns the `Host` it took off.
+pub(super) fn to_h2(
+    mut request: Request<RequestBody>,
+    endpoint: &Endpoint,
+    authority: &str,
+) -> (Request<RequestBody>, Option<HeaderValue>) {
+    let host = request.headers_mut().remove(HOST);
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    let target = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(authority);
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = http::Uri::try_from(format!("{scheme}://{target}{path}")) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = http::Version::HTTP_2;
+    (request, host)
+}
+
+/// Undoes [`to_h2`] for a request handed back unsent (it may go to an
+/// HTTP/1.1 stable next).
+pub(super) fn from_h2(
+    mut request: Request<RequestBody>,
+    host: Option<HeaderValue>,
+) -> Request<RequestBody> {
+    if let Some(path) = request.uri().path_and_query().cloned() {
+        *request.uri_mut() = http::Uri::from(path);
+    }
+    if let Some(host) = host {
+        request.headers_mut().insert(HOST, host);
+    }
+    *request.version_mut() = http::Version::HTTP_11;
+    request
 }

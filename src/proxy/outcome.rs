@@ -7,9 +7,12 @@
 //! trailers, or the headers of a trailers-only answer) decides, against the
 //! route's `grpc_error_codes`.
 
+use std::error::Error as StdError;
+use std::io;
+
 use http::StatusCode;
 
-use super::body::ClientBodyError;
+use super::body::{is_body_too_large, ClientBodyError};
 use super::error::ProxyError;
 use super::upstream::UpstreamFailure;
 use crate::grpc::{GrpcCode, GrpcCodeSet};
@@ -100,6 +103,50 @@ impl SendError {
             SendError::ClientBody(ClientBodyError::TooLarge) => ProxyError::BodyTooLarge,
             SendError::ClientBody(ClientBodyError::Aborted) => ProxyError::BadRequest,
         }
+    }
+}
+
+/// Classifies a hyper error from `send_request`: the client's body or the
+/// upstream.
+pub(super) fn classify(err: &hyper::Error) -> SendError {
+    if is_body_too_large(err) {
+        return SendError::ClientBody(ClientBodyError::TooLarge);
+    }
+    if err.is_body_write_aborted() || is_client_body_error(err) {
+        return SendError::ClientBody(ClientBodyError::Aborted);
+    }
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return SendError::Upstream(UpstreamFailure::Reset);
+    }
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return SendError::Upstream(match io.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => UpstreamFailure::Reset,
+                _ => UpstreamFailure::Other,
+            });
+        }
+        source = e.source();
+    }
+    SendError::Upstream(UpstreamFailure::Other)
+}
+
+/// True when the error came from reading the client's request body.
+fn is_client_body_error(err: &hyper::Error) -> bool {
+    err.is_user() && {
+        let mut source = err.source();
+        let mut found = false;
+        while let Some(e) = source {
+            if e.downcast_ref::<hyper::Error>().is_some() {
+                found = true;
+                break;
+            }
+            source = e.source();
+        }
+        found
     }
 }
 

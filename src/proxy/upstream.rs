@@ -10,9 +10,8 @@
 //! (see [`super::h2`]); the pool here picks the endpoint either way.
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
-use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,14 +22,14 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use super::body::{is_body_too_large, ClientBodyError, RequestBody};
-use super::h2::H2Conn;
+use super::body::RequestBody;
+use super::h2::{from_h2, to_h2, H2Conn};
 use super::health;
-use super::outcome::{Outcome, SendError};
+use super::outcome::{classify, Outcome, SendError};
 use super::outlier::{self, EndpointHealth, Verdict};
 use crate::config::types::{Endpoint, OutlierPolicy, Protocol, Upstream};
 use crate::metrics::FailureKind;
@@ -64,50 +63,6 @@ impl UpstreamFailure {
             UpstreamFailure::Reset => FailureKind::Reset,
             UpstreamFailure::Other => FailureKind::Other,
         }
-    }
-}
-
-/// Classifies a hyper error from `send_request`: the client's body or the
-/// upstream.
-pub(super) fn classify(err: &hyper::Error) -> SendError {
-    if is_body_too_large(err) {
-        return SendError::ClientBody(ClientBodyError::TooLarge);
-    }
-    if err.is_body_write_aborted() || is_client_body_error(err) {
-        return SendError::ClientBody(ClientBodyError::Aborted);
-    }
-    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
-        return SendError::Upstream(UpstreamFailure::Reset);
-    }
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return SendError::Upstream(match io.kind() {
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof => UpstreamFailure::Reset,
-                _ => UpstreamFailure::Other,
-            });
-        }
-        source = e.source();
-    }
-    SendError::Upstream(UpstreamFailure::Other)
-}
-
-/// True when the error came from reading the client's request body.
-fn is_client_body_error(err: &hyper::Error) -> bool {
-    err.is_user() && {
-        let mut source = err.source();
-        let mut found = false;
-        while let Some(e) = source {
-            if e.downcast_ref::<hyper::Error>().is_some() {
-                found = true;
-                break;
-            }
-            source = e.source();
-        }
-        found
     }
 }
 
@@ -206,11 +161,7 @@ impl UpstreamPool {
         request: Request<RequestBody>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let health = HealthView::of(&self.endpoints);
-        let health = health.as_slice();
-        let i = outlier::pick(health, start, Instant::now());
-        let Some(endpoint) = self.endpoints.get(i) else {
+        let Some((i, endpoint)) = self.pick(Instant::now()) else {
             return Err(SendFailure {
                 error: SendError::Upstream(UpstreamFailure::Connect),
                 request: Some(request),
@@ -218,9 +169,35 @@ impl UpstreamPool {
         };
         let result = endpoint
             .clone()
-            .send(request, timeout, self.connect_timeout)
+            .send(request, Instant::now(), timeout, self.connect_timeout)
             .await;
-        let outcome = match &result {
+        self.observe(i, &result, Instant::now());
+        result
+    }
+
+    /// The endpoint the next request goes to (round-robin over those
+    /// available at `now`) and its index, for [`UpstreamPool::observe`].
+    /// `None` for an upstream without endpoints.
+    ///
+    /// The request path calls this, [`EndpointPool::send`] and `observe` in
+    /// turn rather than [`UpstreamPool::send`]: one `async fn` less between
+    /// the request's future and hyper's, so the request (a few hundred
+    /// bytes) is moved once less and the future is smaller.
+    pub fn pick(&self, now: Instant) -> Option<(usize, &Arc<EndpointPool>)> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = outlier::pick(HealthView::of(&self.endpoints).as_slice(), start, now);
+        self.endpoints.get(i).map(|e| (i, e))
+    }
+
+    /// Records how the exchange with endpoint `i` (from
+    /// [`UpstreamPool::pick`]) went, for outlier detection.
+    pub fn observe(
+        &self,
+        i: usize,
+        result: &Result<(Response<Incoming>, PoolSlot), SendFailure>,
+        now: Instant,
+    ) {
+        let outcome = match result {
             Ok((response, _)) => Outcome::Answered(response.status()),
             Err(f) => Outcome::NoAnswer(f.error),
         };
@@ -231,8 +208,13 @@ impl UpstreamPool {
         } else {
             Verdict::Success
         };
-        outlier::observe(health, i, verdict, &self.policy, Instant::now());
-        result
+        let health = HealthView::of(&self.endpoints);
+        outlier::observe(health.as_slice(), i, verdict, &self.policy, now);
+    }
+
+    /// `[server] connect_timeout`, as this upstream was built with.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Connections opened to each endpoint so far (h2 endpoints; for tests).
@@ -279,8 +261,31 @@ impl<'a> HealthView<'a> {
 }
 
 struct IdleConn {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Lent,
     since: Instant,
+}
+
+/// A pooled connection with its response-header timer.
+///
+/// The timer lives as long as the connection and is only moved forward for
+/// each request: tokio extends a registered timer's deadline with one
+/// atomic update, where a timer per request (`tokio::time::timeout`) is
+/// inserted into and removed from the timer wheel under its lock every
+/// time. When a deadline passes unused (the connection idle, or its last
+/// request answered), the wheel drops the entry and the next request
+/// registers it again: once per `request_timeout` per connection at most.
+struct Lent {
+    sender: http1::SendRequest<RequestBody>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Lent {
+    fn new(sender: http1::SendRequest<RequestBody>, deadline: Instant) -> Lent {
+        Lent {
+            sender,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
 }
 
 /// Keep-alive connections to one endpoint.
@@ -302,13 +307,13 @@ pub struct EndpointPool {
 
 /// A connection lent to one exchange; [`PoolSlot::release`] gives it back.
 /// Empty for h2, whose connection is shared, not lent.
-pub struct PoolSlot(Option<(http1::SendRequest<RequestBody>, Arc<EndpointPool>)>);
+pub struct PoolSlot(Option<(Lent, Arc<EndpointPool>)>);
 
 impl PoolSlot {
     /// Returns the connection to its pool (the response body has ended).
     pub fn release(self) {
-        if let Some((sender, pool)) = self.0 {
-            pool.put(sender);
+        if let Some((conn, pool)) = self.0 {
+            pool.put(conn);
         }
     }
 }
@@ -371,24 +376,26 @@ impl EndpointPool {
         }
     }
 
-    fn put(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    fn put(&self, conn: Lent) {
+        if conn.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(IdleConn {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
+    fn take_idle(&self, now: Instant) -> Option<Lent> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < IDLE_TIMEOUT {
-                return Some(conn.sender);
+        while let Some(idle) = idle.pop() {
+            if !idle.conn.sender.is_closed()
+                && now.saturating_duration_since(idle.since) < IDLE_TIMEOUT
+            {
+                return Some(idle.conn);
             }
         }
         None
@@ -425,9 +432,12 @@ impl EndpointPool {
         handshake(TokioIo::new(tls), self.authority.clone()).await
     }
 
-    async fn send(
+    /// Sends `request` over a pooled (else a new) connection; no response
+    /// headers by `now + timeout` is a timeout.
+    pub async fn send(
         self: Arc<Self>,
         mut request: Request<RequestBody>,
+        now: Instant,
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
@@ -436,7 +446,7 @@ impl EndpointPool {
             // (unused) inside every HTTP/1 request's future.
             return Box::pin(self.send_h2(request, timeout, connect_timeout)).await;
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = now + timeout;
         // HTTP/1.1 requires Host (RFC 9112 §3.2): a client that sent none
         // (HTTP/1.0) gets this endpoint's authority, as nginx does. Taken off
         // again when the request comes back unsent, so that the endpoint it
@@ -457,8 +467,11 @@ impl EndpointPool {
         // idle; hyper then hands the request back unsent and we try a fresh
         // connection. A fresh connection gets one try.
         for reused in [true, false] {
-            let mut sender = match self.take_idle().filter(|_| reused) {
-                Some(sender) => sender,
+            let mut conn = match self.take_idle(now).filter(|_| reused) {
+                Some(mut conn) => {
+                    conn.timer.as_mut().reset(deadline);
+                    conn
+                }
                 None if reused => continue,
                 // Boxed: connecting (TCP, TLS, handshake) is a ~2.5 KB state
                 // machine that would otherwise sit inside every request's
@@ -473,7 +486,7 @@ impl EndpointPool {
                 )
                 .await
                 {
-                    Ok(sender) => sender,
+                    Ok(sender) => Lent::new(sender, deadline),
                     Err(failure) => {
                         return Err(SendFailure {
                             error: SendError::Upstream(failure),
@@ -483,20 +496,27 @@ impl EndpointPool {
                 },
             };
             // An idle connection is ready; only a fresh one may still be
-            // finishing its handshake. Skipping the timeout when it is not
-            // needed saves a timer entry per request.
-            if !sender.is_ready()
-                && !matches!(
-                    tokio::time::timeout_at(deadline, sender.ready()).await,
-                    Ok(Ok(()))
-                )
-            {
-                continue;
+            // finishing its handshake.
+            if !conn.sender.is_ready() {
+                let ready = tokio::select! {
+                    biased;
+                    ready = conn.sender.ready() => ready.is_ok(),
+                    () = conn.timer.as_mut() => false,
+                };
+                if !ready {
+                    continue;
+                }
             }
-            let sent = tokio::time::timeout_at(deadline, sender.try_send_request(request)).await;
+            // `select!` rather than a helper `async fn`: that would hold
+            // hyper's future twice (as its argument and pinned).
+            let sent = tokio::select! {
+                biased;
+                sent = conn.sender.try_send_request(request) => Some(sent),
+                () = conn.timer.as_mut() => None,
+            };
             match sent {
-                Ok(Ok(response)) => return Ok((response, PoolSlot(Some((sender, self.clone()))))),
-                Ok(Err(mut err)) => match err.take_message() {
+                Some(Ok(response)) => return Ok((response, PoolSlot(Some((conn, self.clone()))))),
+                Some(Err(mut err)) => match err.take_message() {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
                         return Err(SendFailure {
@@ -509,7 +529,7 @@ impl EndpointPool {
                         })
                     }
                 },
-                Err(_elapsed) => {
+                None => {
                     return Err(SendFailure {
                         error: SendError::Upstream(UpstreamFailure::Timeout),
                         request: None,
@@ -552,38 +572,4 @@ impl EndpointPool {
             }
         }
     }
-}
-
-/// The request in HTTP/2 form: absolute URI (`:scheme`, `:authority` from
-/// `Host`), no `Host` header. Returns the `Host` it took off.
-fn to_h2(
-    mut request: Request<RequestBody>,
-    endpoint: &Endpoint,
-    authority: &str,
-) -> (Request<RequestBody>, Option<HeaderValue>) {
-    let host = request.headers_mut().remove(HOST);
-    let scheme = if endpoint.tls { "https" } else { "http" };
-    let target = host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or(authority);
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = http::Uri::try_from(format!("{scheme}://{target}{path}")) {
-        *request.uri_mut() = uri;
-    }
-    *request.version_mut() = http::Version::HTTP_2;
-    (request, host)
-}
-
-/// Undoes [`to_h2`] for a request handed back unsent (it may go to an
-/// HTTP/1.1 stable next).
-fn from_h2(mut request: Request<RequestBody>, host: Option<HeaderValue>) -> Request<RequestBody> {
-    if let Some(path) = request.uri().path_and_query().cloned() {
-        *request.uri_mut() = http::Uri::from(path);
-    }
-    if let Some(host) = host {
-        request.headers_mut().insert(HOST, host);
-    }
-    *request.version_mut() = http::Version::HTTP_11;
-    request
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -131,8 +132,36 @@ pub async fn serve_proxy(
 /// [`InFlight`] when it is done.
 type Answer = Response<TrackedBody<ResponseBody>>;
 
-/// The future of one request, boxed (see [`boxed_service`]).
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+/// The future of one request (see [`boxed_service`]): the handler's future,
+/// boxed, and the request's [`InFlight`] guard, which its response body
+/// takes over.
+///
+/// A plain `async` block around the handler's future would move that whole
+/// future (kilobytes) from the block's captures into its await slot on the
+/// first poll; polled through the box, it is copied once, into the box.
+pub struct HandlerFuture<F> {
+    answer: Pin<Box<F>>,
+    request: Option<InFlight>,
+}
+
+impl<F> Future for HandlerFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Result<Answer, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = match std::task::ready!(self.answer.as_mut().poll(cx)) {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        match self.request.take() {
+            Some(request) => Poll::Ready(Ok(response.map(|body| TrackedBody::new(body, request)))),
+            // Polled again after it completed: hyper does not.
+            None => Poll::Pending,
+        }
+    }
+}
 
 /// The read deadlines of a connection of `server`.
 fn limits(server: &ServerConfig) -> Limits {
@@ -154,21 +183,17 @@ fn limits(server: &ServerConfig) -> Limits {
 fn boxed_service<H, F>(
     handler: H,
     activity: Arc<Activity>,
-) -> impl Service<Request<Incoming>, Response = Answer, Error = Infallible, Future = HandlerFuture>
+) -> impl Service<Request<Incoming>, Response = Answer, Error = Infallible, Future = HandlerFuture<F>>
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
-    service_fn(move |req| -> HandlerFuture {
-        let request = InFlight::start(&activity);
-        let answer = handler(req);
-        Box::pin(async move {
-            let response = match answer.await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            Ok(response.map(|body| TrackedBody::new(body, request)))
-        })
+    service_fn(move |req| {
+        let request = Some(InFlight::start(&activity));
+        HandlerFuture {
+            answer: Box::pin(handler(req)),
+            request,
+        }
     })
 }
 
