@@ -74,6 +74,7 @@ pub async fn start(
         let (ready_tx, ready_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let worker = Worker {
+            index: i,
             addr: bound,
             runtime: runtime.clone(),
             shutdown: shutdown.clone(),
@@ -108,6 +109,8 @@ pub async fn start(
 
 /// What one proxy thread needs.
 struct Worker {
+    /// 0, 1, …: picks the thread's shard of the upstream idle pools.
+    index: usize,
     addr: SocketAddr,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
@@ -120,6 +123,7 @@ impl Worker {
     /// The thread's body: binds, reports the bound address (or the error)
     /// on `ready`, serves until shutdown, and says so on `done`.
     fn run(self, ready: oneshot::Sender<io::Result<SocketAddr>>, done: oneshot::Sender<()>) {
+        crate::proxy::upstream::use_pool_shard(self.index + 1);
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

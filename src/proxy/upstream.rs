@@ -36,8 +36,27 @@ use crate::metrics::FailureKind;
 
 /// How long an idle upstream connection is kept (nginx's `keepalive_timeout` is 60 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most idle connections kept per endpoint.
-const MAX_IDLE_PER_ENDPOINT: usize = 512;
+/// Most idle connections kept per endpoint and pool shard.
+const MAX_IDLE_PER_SHARD: usize = 128;
+
+/// Idle connections of an endpoint are kept in this many shards, one per
+/// proxy worker thread (threads past the 15th share): a connection goes
+/// back to the shard of the thread that used it and is taken from there
+/// again, so it stays with the thread whose runtime drives it instead of
+/// being handed to a request on another thread (a cross-thread hop on
+/// every exchange).
+const POOL_SHARDS: usize = 16;
+
+thread_local! {
+    static POOL_SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the calling thread use idle-pool shard `index` (mod the shard
+/// count); proxy worker thread `i` calls this with `i + 1` at its start,
+/// every other thread stays on shard 0.
+pub fn use_pool_shard(index: usize) {
+    POOL_SHARD.with(|s| s.set(index % POOL_SHARDS));
+}
 
 /// Why an upstream produced no usable response. Classified once, here; the
 /// rest of the proxy matches on it. The client's own body breaking is not an
@@ -297,7 +316,7 @@ pub struct EndpointPool {
     authority: String,
     /// `authority` as a `Host` value, for requests that came without one.
     host: Option<HeaderValue>,
-    idle: Mutex<Vec<IdleConn>>,
+    idle: [Mutex<Vec<IdleConn>>; POOL_SHARDS],
     health: Arc<EndpointHealth>,
     checker: Mutex<Option<health::Checker>>,
     /// For `https://` endpoints: the CA it was built for and the connector
@@ -326,7 +345,7 @@ impl EndpointPool {
             authority: endpoint.authority(),
             host: HeaderValue::from_str(&endpoint.authority()).ok(),
             endpoint,
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
             health: Arc::new(EndpointHealth::default()),
             checker: Mutex::new(None),
             tls: Mutex::new(None),
@@ -380,8 +399,8 @@ impl EndpointPool {
         if conn.sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_PER_SHARD {
             idle.push(IdleConn {
                 conn,
                 since: Instant::now(),
@@ -389,8 +408,13 @@ impl EndpointPool {
         }
     }
 
+    /// The calling thread's shard of the idle connections.
+    fn shard(&self) -> &Mutex<Vec<IdleConn>> {
+        &self.idle[POOL_SHARD.with(std::cell::Cell::get)]
+    }
+
     fn take_idle(&self, now: Instant) -> Option<Lent> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = idle.pop() {
             if !idle.conn.sender.is_closed()
                 && now.saturating_duration_since(idle.since) < IDLE_TIMEOUT
