@@ -52,8 +52,7 @@ thread_local! {
 }
 
 /// Makes the calling thread use idle-pool shard `index` (mod the shard
-/// count); proxy worker thread `i` calls this with `i + 1` at its start,
-/// every other thread stays on shard 0.
+/// count): proxy worker `i` uses `i + 1`, every other thread shard 0.
 pub fn use_pool_shard(index: usize) {
     POOL_SHARD.with(|s| s.set(index % POOL_SHARDS));
 }
@@ -180,7 +179,8 @@ impl UpstreamPool {
         request: Request<RequestBody>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
-        let Some((i, endpoint)) = self.pick(Instant::now()) else {
+        let now = Instant::now();
+        let Some((i, endpoint)) = self.pick(now) else {
             return Err(SendFailure {
                 error: SendError::Upstream(UpstreamFailure::Connect),
                 request: Some(request),
@@ -188,7 +188,7 @@ impl UpstreamPool {
         };
         let result = endpoint
             .clone()
-            .send(request, Instant::now(), timeout, self.connect_timeout)
+            .send(request, now, timeout, self.connect_timeout)
             .await;
         self.observe(i, &result, Instant::now());
         result
