@@ -16,16 +16,20 @@
 //! - **busy** (a request is being served, until its response body is done):
 //!   no read deadline here (the request timeout and body limits apply).
 //!
-//! The deciding part is [`Clock`], a pure state machine of plain data; the
-//! service tells it about requests through [`Activity`] counters, which an
-//! [`InFlight`] guard moves from the request's future into its response
-//! body, so a request ends when its body is finished or dropped (also when
-//! the client gives up mid-way).
+//! The deciding parts are [`Clock`], a pure state machine of plain data, and
+//! [`timer_action`]; the service tells the clock about requests through
+//! [`Activity`] counters, which an [`InFlight`] guard moves from the
+//! request's future into its response body, so a request ends when its
+//! body is finished or dropped (also when the client gives up mid-way).
+//!
+//! Per request this costs two counter updates and one clock read (the
+//! request's end): the timer is moved only when it would fire too late
+//! (see [`TimerAction`]), and a request's end does not wake the connection.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -48,7 +52,12 @@ pub struct Limits {
 pub enum Phase {
     /// Waiting for a request since this instant.
     Idle(Instant),
-    /// Reading a request head whose first byte came at this instant.
+    /// Bytes of a request head have been read; the head's clock starts
+    /// when a read first has to wait for more of it (a head that comes in
+    /// one piece, as almost every head does, never reads the clock).
+    HeadStarted,
+    /// Reading a request head whose reading first had to wait at this
+    /// instant (microseconds after its first byte).
     Head(Instant),
     /// Serving a request: no read deadline.
     Busy,
@@ -81,21 +90,29 @@ impl Clock {
     }
 
     /// Catches up with the request counters: a request in flight makes the
-    /// connection busy; one that ended since the last look makes it idle
-    /// from `now()` (asked only then: most reads change nothing).
-    pub fn observe(&mut self, started: u64, done: u64, now: impl FnOnce() -> Instant) {
+    /// connection busy; when the last one has ended since the last look,
+    /// the connection is idle from `ended()` (the end of the last request,
+    /// asked only then: most reads change nothing).
+    pub fn observe(&mut self, started: u64, done: u64, ended: impl FnOnce() -> Instant) {
         if started > done {
             self.phase = Phase::Busy;
         } else if (started, done) != self.seen || self.phase == Phase::Busy {
-            self.phase = Phase::Idle(now());
+            self.phase = Phase::Idle(ended());
         }
         self.seen = (started, done);
     }
 
-    /// Bytes were read at `now()`: on an idle HTTP/1 connection, a request
-    /// head has started.
-    pub fn on_bytes(&mut self, now: impl FnOnce() -> Instant) {
+    /// Bytes were read: on an idle HTTP/1 connection, a request head has
+    /// started.
+    pub fn on_bytes(&mut self) {
         if let (Phase::Idle(_), true) = (self.phase, self.heads) {
+            self.phase = Phase::HeadStarted;
+        }
+    }
+
+    /// A read has to wait at `now()`: a started head's clock starts.
+    pub fn on_wait(&mut self, now: impl FnOnce() -> Instant) {
+        if self.phase == Phase::HeadStarted {
             self.phase = Phase::Head(now());
         }
     }
@@ -105,21 +122,68 @@ impl Clock {
         match self.phase {
             Phase::Idle(since) => since.checked_add(limits.keepalive),
             Phase::Head(since) => since.checked_add(limits.header_read),
-            Phase::Busy => None,
+            Phase::HeadStarted | Phase::Busy => None,
         }
     }
 }
 
+/// What the connection's timer must do for a read that waits, given the
+/// deadline the [`Clock`] asks for (`None`: none, the connection is busy)
+/// and the timer's state: armed at `armed` (`None`: not armed) and whether
+/// that has passed.
+///
+/// The timer is moved only when it would fire too late: one armed for an
+/// earlier instant fires early, and the read then looks again. So a
+/// connection carrying steady traffic, whose idle deadline moves forward
+/// with every request, touches its timer about once per keep-alive period
+/// instead of once per request; a busy connection keeps whatever timer it
+/// has (it wakes the read to look again, and the request's end is seen
+/// then, without the request having to wake the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerAction {
+    /// The deadline has passed: the read fails.
+    Expire,
+    /// The armed timer fires in time: leave it.
+    Keep,
+    /// (Re)arm the timer at this instant.
+    Arm(Instant),
+    /// Busy, and no timer armed: arm one a keep-alive period from now.
+    ArmFromNow,
+}
+
+/// See [`TimerAction`].
+pub fn timer_action(wanted: Option<Instant>, armed: Option<Instant>, fired: bool) -> TimerAction {
+    match (wanted, armed) {
+        // It fired at `at`, not before `wanted`: the time is up.
+        (Some(wanted), Some(at)) if fired && at >= wanted => TimerAction::Expire,
+        (Some(wanted), Some(at)) if !fired && at <= wanted => TimerAction::Keep,
+        (Some(wanted), _) => TimerAction::Arm(wanted),
+        (None, Some(_)) if !fired => TimerAction::Keep,
+        (None, _) => TimerAction::ArmFromNow,
+    }
+}
+
 /// Requests of one connection: started and done (response body finished or
-/// dropped). Shared by the connection's service and its [`TimedIo`].
-#[derive(Debug, Default)]
+/// dropped), and when the last one ended. Shared by the connection's
+/// service and its [`TimedIo`].
+#[derive(Debug)]
 pub struct Activity {
     started: AtomicU64,
     done: AtomicU64,
-    /// The connection's read, when it waits without a deadline because a
-    /// request is in flight: woken when the request ends, so that the idle
-    /// deadline is armed even if nothing else wakes the connection.
-    reader: Mutex<Option<Waker>>,
+    /// When a request last ended, in nanoseconds since `base`.
+    ended_nanos: AtomicU64,
+    base: Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity {
+            started: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            ended_nanos: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
 }
 
 impl Activity {
@@ -129,6 +193,11 @@ impl Activity {
         // loads then reads as in flight (busy), never as not yet started.
         let done = self.done.load(Ordering::Acquire);
         (self.started.load(Ordering::Acquire), done)
+    }
+
+    /// When a request last ended.
+    fn last_end(&self) -> Instant {
+        self.base + Duration::from_nanos(self.ended_nanos.load(Ordering::Acquire))
     }
 }
 
@@ -146,16 +215,12 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        let since_base = self.0.base.elapsed().as_nanos();
+        let nanos = u64::try_from(since_base).unwrap_or(u64::MAX);
+        // The time before the count, so that a reader seeing the count sees
+        // the time (or a later one's).
+        self.0.ended_nanos.store(nanos, Ordering::Release);
         self.0.done.fetch_add(1, Ordering::AcqRel);
-        let reader = self
-            .0
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(reader) = reader {
-            reader.wake();
-        }
     }
 }
 
@@ -200,6 +265,14 @@ where
     }
 }
 
+/// The connection's timer: armed lazily (see [`TimerAction`]).
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    /// The waker the sleep was last polled with: polled again only for
+    /// another one (a connection's task keeps its waker for its life).
+    waker: Waker,
+}
+
 /// A client stream whose reads give up (with `TimedOut`, which ends the
 /// connection) at the [`Clock`]'s deadline. Writes pass through.
 pub struct TimedIo<T> {
@@ -208,7 +281,7 @@ pub struct TimedIo<T> {
     clock: Clock,
     limits: Limits,
     /// Armed only when a read has to wait: most reads find data at once.
-    sleep: Option<Pin<Box<Sleep>>>,
+    timer: Option<Timer>,
 }
 
 impl<T> TimedIo<T> {
@@ -220,43 +293,46 @@ impl<T> TimedIo<T> {
             activity,
             clock: Clock::new(Instant::now(), heads),
             limits,
-            sleep: None,
+            timer: None,
         }
     }
 
-    /// Whether the deadline has passed; arms the timer to wake the task at
-    /// the deadline otherwise (or, while busy, asks the request's end to).
+    /// Whether the deadline has passed; makes sure a timer wakes the task
+    /// in time otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.clock.deadline(self.limits) else {
-            let mut reader = self
-                .activity
-                .reader
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *reader = Some(cx.waker().clone());
-            }
-            drop(reader);
-            // The request may have ended before the waker was in place.
-            let (started, done) = self.activity.counts();
-            self.clock.observe(started, done, Instant::now);
-            return match self.clock.deadline(self.limits) {
-                Some(_) => self.expired(cx),
-                None => false,
-            };
-        };
-        let sleep = match &mut self.sleep {
-            Some(sleep) => {
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
+        self.clock.on_wait(Instant::now);
+        let wanted = self.clock.deadline(self.limits);
+        let armed = self.timer.as_ref().map(|t| t.sleep.deadline());
+        let fired = self.timer.as_ref().is_some_and(|t| t.sleep.is_elapsed());
+        let at = match timer_action(wanted, armed, fired) {
+            TimerAction::Expire => return true,
+            TimerAction::Keep => {
+                if let Some(timer) = &mut self.timer {
+                    if !timer.waker.will_wake(cx.waker()) {
+                        timer.waker = cx.waker().clone();
+                        // Not ready: it has not fired.
+                        let _ = timer.sleep.as_mut().poll(cx);
+                    }
                 }
-                sleep
+                return false;
             }
-            None => self
-                .sleep
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+            TimerAction::Arm(at) => at,
+            TimerAction::ArmFromNow => Instant::now() + self.limits.keepalive,
         };
-        sleep.as_mut().poll(cx).is_ready()
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                timer.sleep.as_mut().reset(at);
+                timer.waker = cx.waker().clone();
+                timer
+            }
+            None => self.timer.insert(Timer {
+                sleep: Box::pin(tokio::time::sleep_until(at)),
+                waker: cx.waker().clone(),
+            }),
+        };
+        // Ready only for a deadline already past (a head or idle spell that
+        // ran out while the task was not polled).
+        timer.sleep.as_mut().poll(cx).is_ready() && wanted.is_some()
     }
 }
 
@@ -268,12 +344,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         let (started, done) = this.activity.counts();
-        this.clock.observe(started, done, Instant::now);
+        let activity = &this.activity;
+        this.clock.observe(started, done, || activity.last_end());
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.clock.on_bytes(Instant::now);
+                    this.clock.on_bytes();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -281,7 +358,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             Poll::Pending if this.expired(cx) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 match this.clock.phase() {
-                    Phase::Head(_) => "request head not received within header_read_timeout",
+                    Phase::Head(_) | Phase::HeadStarted => {
+                        "request head not received within header_read_timeout"
+                    }
                     Phase::Idle(_) | Phase::Busy => {
                         "idle connection closed after keepalive_timeout"
                     }
@@ -343,18 +422,24 @@ mod tests {
         // Still nothing after a minute: the same deadline.
         c.observe(0, 0, || at(t0, 60));
         assert_eq!(c.deadline(LIMITS), Some(at(t0, 75)));
-        // The first byte at 70 s: the head has 5 s from then.
-        c.on_bytes(|| at(t0, 70));
+        // The first bytes at 70 s; the head's clock starts when a read has
+        // to wait for more of it: 5 s from then.
+        c.on_bytes();
+        assert_eq!(c.phase(), Phase::HeadStarted);
+        assert_eq!(c.deadline(LIMITS), None);
+        c.on_wait(|| at(t0, 70));
         assert_eq!(c.phase(), Phase::Head(at(t0, 70)));
-        c.on_bytes(|| at(t0, 72));
+        c.on_bytes();
+        c.on_wait(|| at(t0, 72));
         c.observe(0, 0, || at(t0, 72));
         assert_eq!(c.deadline(LIMITS), Some(at(t0, 75)));
         // The service has the request: no deadline while it is served.
         c.observe(1, 0, || at(t0, 73));
         assert_eq!(c.deadline(LIMITS), None);
-        c.on_bytes(|| at(t0, 74)); // body bytes
+        c.on_bytes(); // body bytes
+        c.on_wait(|| at(t0, 74));
         assert_eq!(c.phase(), Phase::Busy);
-        // The response is done at 100 s: idle again, 75 s from then.
+        // The response was done at 100 s: idle again, 75 s from then.
         c.observe(1, 1, || at(t0, 100));
         assert_eq!(c.deadline(LIMITS), Some(at(t0, 175)));
         c.observe(1, 1, || at(t0, 150));
@@ -365,8 +450,8 @@ mod tests {
     fn a_request_between_two_looks_restarts_the_idle_time() {
         let t0 = Instant::now();
         let mut c = Clock::new(t0, true);
-        c.on_bytes(|| at(t0, 1));
-        // Started and finished before the connection read again.
+        c.on_bytes();
+        // Started and finished (at 2 s) before the connection read again.
         c.observe(1, 1, || at(t0, 2));
         assert_eq!(c.phase(), Phase::Idle(at(t0, 2)));
         // Pipelined: the next request was already buffered and is served.
@@ -381,12 +466,37 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Clock::new(t0, false);
         // A ping or settings frame read while idle is not a request head.
-        c.on_bytes(|| at(t0, 10));
+        c.on_bytes();
+        c.on_wait(|| at(t0, 10));
         assert_eq!(c.deadline(LIMITS), Some(at(t0, 75)));
         c.observe(3, 1, || at(t0, 20));
         assert_eq!(c.deadline(LIMITS), None);
         c.observe(3, 3, || at(t0, 30));
         assert_eq!(c.deadline(LIMITS), Some(at(t0, 105)));
+    }
+
+    #[test]
+    fn the_timer_moves_only_when_it_would_fire_too_late() {
+        use TimerAction::*;
+        let t0 = Instant::now();
+        let (t5, t75, t80) = (at(t0, 5), at(t0, 75), at(t0, 80));
+        // Not armed yet.
+        assert_eq!(timer_action(Some(t75), None, false), Arm(t75));
+        assert_eq!(timer_action(None, None, false), ArmFromNow);
+        // Steady traffic: the idle deadline moved later; the armed timer
+        // fires early, which is fine.
+        assert_eq!(timer_action(Some(t80), Some(t75), false), Keep);
+        assert_eq!(timer_action(Some(t75), Some(t75), false), Keep);
+        // A head's deadline is earlier: move it.
+        assert_eq!(timer_action(Some(t5), Some(t75), false), Arm(t5));
+        // Busy: any timer will do (it wakes the read to look again).
+        assert_eq!(timer_action(None, Some(t75), false), Keep);
+        assert_eq!(timer_action(None, Some(t75), true), ArmFromNow);
+        // Fired early (the deadline moved on since): arm for the real one.
+        assert_eq!(timer_action(Some(t80), Some(t75), true), Arm(t80));
+        // Fired at or after the deadline: the time is up.
+        assert_eq!(timer_action(Some(t75), Some(t75), true), Expire);
+        assert_eq!(timer_action(Some(t5), Some(t75), true), Expire);
     }
 
     #[test]
@@ -396,7 +506,10 @@ mod tests {
         assert_eq!(activity.counts(), (1, 0));
         let body = TrackedBody::new(http_body_util::Empty::<Bytes>::new(), request);
         assert_eq!(activity.counts(), (1, 0));
+        let before = Instant::now();
         drop(body);
         assert_eq!(activity.counts(), (1, 1));
+        // The request's end is when the connection's idle time starts.
+        assert!(activity.last_end() >= before);
     }
 }

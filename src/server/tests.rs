@@ -69,18 +69,24 @@ async fn sniffing_peeks_without_consuming() {
 /// Serves one accepted connection with an always-200 service; returns
 /// the client side.
 async fn served(extra: &str) -> (TcpStream, tokio::task::JoinHandle<()>) {
+    served_after(extra, Duration::ZERO).await
+}
+
+/// [`served`], with a service that answers after `delay`.
+async fn served_after(extra: &str, delay: Duration) -> (TcpStream, tokio::task::JoinHandle<()>) {
     let (client, stream) = pair().await;
     let peer = stream.peer_addr().unwrap();
     let activity = Arc::new(Activity::default());
     let service = boxed_service(
-        |_req: Request<Incoming>| async {
+        move |_req: Request<Incoming>| async move {
+            tokio::time::sleep(delay).await;
             Ok::<_, Infallible>(Response::new(ResponseBody::from(
                 bytes::Bytes::from_static(b"ok"),
             )))
         },
         activity.clone(),
     );
-    let graceful = GracefulShutdown::new();
+    let graceful = Drain::new();
     let (tx, shutdown) = watch::channel(false);
     let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
     let server = server_config(extra);
@@ -220,6 +226,22 @@ async fn an_idle_keepalive_connection_outlives_the_header_timeout() {
     task.await.unwrap();
 }
 
+/// A request served for longer than keepalive_timeout is not cut (busy is
+/// not idle), and the idle time counts from the end of its response.
+#[tokio::test]
+async fn a_request_longer_than_keepalive_is_served_and_idle_counts_from_its_end() {
+    let (mut client, task) = served_after(SHORT, Duration::from_millis(4500)).await;
+    request_ok(&mut client).await;
+    let idle_from = tokio::time::Instant::now();
+    let closed = closed_within(&mut client, Duration::from_secs(10)).await;
+    let idle = closed - idle_from;
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
+        "closed after {idle:?} idle"
+    );
+    task.await.unwrap();
+}
+
 /// Slowloris still loses: a head trickled a byte at a time after an
 /// idle spell is cut header_read_timeout after its first byte, on a
 /// fresh connection and on a kept-alive one.
@@ -271,7 +293,7 @@ async fn the_connection_task_stays_small() {
         },
         activity.clone(),
     );
-    let graceful = GracefulShutdown::new();
+    let graceful = Drain::new();
     let (_tx, shutdown) = watch::channel(false);
     let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
     let task = serve_cleartext(Box::new(Accepted {
