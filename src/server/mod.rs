@@ -14,7 +14,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -26,6 +25,7 @@ use crate::proxy::runtime::Runtime;
 use crate::proxy::Proxy;
 use crate::shutdown::shutdown_signalled;
 use crate::tls::ServerTls;
+use drain::{Drain, Watcher};
 
 /// hyper's default HTTP/1 header count limit (`DEFAULT_MAX_HEADERS`).
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -404,7 +404,7 @@ pub async fn serve_with<S, H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let graceful = Drain::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -483,5 +483,6 @@ pub async fn serve_with<S, H, F>(
     }
 }
 
+mod drain;
 #[cfg(test)]
 mod tests;
