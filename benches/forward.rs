@@ -48,10 +48,7 @@ fn request_headers() -> HeaderMap {
 fn bench_rewrite(c: &mut Criterion) {
     let headers = request_headers();
     assert_eq!(headers.len(), 12);
-    let client = ClientInfo {
-        ip: "10.1.2.3".parse().unwrap(),
-        proto: "http",
-    };
+    let client = ClientInfo::new("10.1.2.3".parse().unwrap(), "http");
     let host = HeaderValue::from_static("shop.example");
     let arm_header = HeaderName::from_static("x-grayproxy-arm");
     c.bench_function("forward/rewrite_request 12 headers", |b| {
@@ -60,7 +57,7 @@ fn bench_rewrite(c: &mut Criterion) {
             |h| {
                 rewrite_request(
                     black_box(h),
-                    client,
+                    &client,
                     Some(&host),
                     Arm::Canary,
                     Some(&arm_header),

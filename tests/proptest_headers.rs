@@ -128,8 +128,8 @@ proptest! {
         let arm = if canary { Arm::Canary } else { Arm::Stable };
         let arm_header = stamp.then(|| HeaderName::from_static("x-grayproxy-arm"));
         let had_host = h.get("host").cloned();
-        let client = ClientInfo { ip: client_ip, proto: "http" };
-        rewrite_request(&mut h, client, host.as_ref(), arm, arm_header.as_ref());
+        let client = ClientInfo::new(client_ip, "http");
+        rewrite_request(&mut h, &client, host.as_ref(), arm, arm_header.as_ref());
         for name in HOP_BY_HOP {
             prop_assert!(!h.contains_key(*name), "{name} survived");
         }

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::domain::Arm;
 
@@ -33,12 +33,27 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_GRAYPROXY_FALLBACK: HeaderName = HeaderName::from_static("x-grayproxy-fallback");
 
 /// What the proxy knows about the client connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientInfo {
     /// Peer IP address.
     pub ip: IpAddr,
     /// `"http"` or `"https"`.
     pub proto: &'static str,
+    /// `ip` as an `x-forwarded-for` value, made once per connection rather
+    /// than formatted and copied for every request.
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl ClientInfo {
+    /// A client at `ip`, speaking `proto` (`"http"` or `"https"`).
+    pub fn new(ip: IpAddr, proto: &'static str) -> ClientInfo {
+        let mut buf = [0u8; 64];
+        ClientInfo {
+            ip,
+            proto,
+            forwarded_for: HeaderValue::from_str(format_ip(ip, &mut buf)).ok(),
+        }
+    }
 }
 
 /// The index of `name` in [`HOP_BY_HOP`], if it is one of them.
@@ -128,19 +143,47 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `Host` header or, for HTTP/2, the `:authority`); it is kept as `Host`.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
-    client: ClientInfo,
+    client: &ClientInfo,
     host: Option<&HeaderValue>,
     arm: Arm,
     arm_header: Option<&HeaderName>,
 ) {
+    let host = host.map(|h| match headers.contains_key(header::HOST) {
+        true => RequestHost::Kept(h),
+        false => RequestHost::Added(h),
+    });
+    rewrite_request_for(headers, client, host, arm, arm_header);
+}
+
+/// The request's host (for `x-forwarded-host`), and whether the request
+/// already has a `Host` header.
+#[derive(Clone, Copy, Debug)]
+pub enum RequestHost<'a> {
+    /// The request has a `Host` header, which is kept as it is.
+    Kept(&'a HeaderValue),
+    /// The request has none (HTTP/2): this host, its URI's authority, is
+    /// sent as `Host`.
+    Added(&'a HeaderValue),
+}
+
+/// [`rewrite_request`], told whether the host is already the `Host` header
+/// (the proxy knows from looking it up once).
+pub fn rewrite_request_for(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    host: Option<RequestHost<'_>>,
+    arm: Arm,
+    arm_header: Option<&HeaderName>,
+) {
     strip_hop_by_hop(headers);
-    append_forwarded_for(headers, client.ip);
+    append_forwarded_for(headers, client);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
     match host {
-        Some(h) => {
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, h.clone());
-            }
+        Some(RequestHost::Kept(h)) => {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        Some(RequestHost::Added(h)) => {
+            headers.insert(header::HOST, h.clone());
             headers.insert(X_FORWARDED_HOST, h.clone());
         }
         None => {
@@ -165,34 +208,32 @@ pub fn set_arm(headers: &mut HeaderMap, arm: Arm, arm_header: Option<&HeaderName
 }
 
 /// Appends the client IP to `x-forwarded-for`, folding several incoming
-/// `x-forwarded-for` lines into one as RFC 9110 §5.3 allows.
-fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
-    let mut ip_buf = [0u8; 64];
-    let ip_text = format_ip(ip, &mut ip_buf);
-    let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
-    let combined = match (values.next(), values.next()) {
-        (None, _) => HeaderValue::from_str(ip_text).ok(),
-        (Some(only), None) => {
-            let mut v = Vec::with_capacity(only.len() + 2 + ip_text.len());
-            v.extend_from_slice(only.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip_text.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
-        }
-        (Some(first), Some(second)) => {
-            let mut v = Vec::new();
-            v.extend_from_slice(first.as_bytes());
-            for value in std::iter::once(second).chain(values) {
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(value.as_bytes());
+/// `x-forwarded-for` lines into one as RFC 9110 §5.3 allows. One lookup:
+/// most requests carry none, and get the connection's ready-made value.
+fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientInfo) {
+    let mut entry = match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(vacant) => {
+            if let Some(value) = &client.forwarded_for {
+                vacant.insert(value.clone());
             }
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip_text.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
+            return;
         }
+        Entry::Occupied(entry) => entry,
     };
-    if let Some(value) = combined {
-        headers.insert(X_FORWARDED_FOR, value);
+    let mut ip_buf = [0u8; 64];
+    let ip_text = format_ip(client.ip, &mut ip_buf);
+    let mut v = Vec::new();
+    for (i, value) in entry.iter().enumerate() {
+        if i > 0 {
+            v.extend_from_slice(b", ");
+        }
+        v.extend_from_slice(value.as_bytes());
+    }
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(ip_text.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&v) {
+        // Replaces every incoming line with the folded one.
+        entry.insert(value);
     }
 }
 
@@ -235,10 +276,7 @@ mod tests {
     use super::*;
 
     fn client() -> ClientInfo {
-        ClientInfo {
-            ip: "10.0.0.7".parse().unwrap(),
-            proto: "http",
-        }
+        ClientInfo::new("10.0.0.7".parse().unwrap(), "http")
     }
 
     fn arm_header() -> HeaderName {
@@ -259,7 +297,7 @@ mod tests {
         h.insert("host", host.clone());
         rewrite_request(
             &mut h,
-            client(),
+            &client(),
             Some(&host),
             Arm::Canary,
             Some(&arm_header()),
@@ -286,13 +324,13 @@ mod tests {
     fn forwarded_for_is_appended_and_folded() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        rewrite_request(&mut h, client(), None, Arm::Stable, None);
+        rewrite_request(&mut h, &client(), None, Arm::Stable, None);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
 
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
         h.append("x-forwarded-for", "2.2.2.2, 3.3.3.3".parse().unwrap());
-        rewrite_request(&mut h, client(), None, Arm::Stable, None);
+        rewrite_request(&mut h, &client(), None, Arm::Stable, None);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7");
     }
@@ -306,7 +344,7 @@ mod tests {
         let host = HeaderValue::from_static("shop.example");
         rewrite_request(
             &mut h,
-            client(),
+            &client(),
             Some(&host),
             Arm::Stable,
             Some(&arm_header()),
@@ -386,11 +424,8 @@ mod tests {
     #[test]
     fn ipv6_client_and_disabled_arm_header() {
         let mut h = HeaderMap::new();
-        let c = ClientInfo {
-            ip: "2001:db8::1".parse().unwrap(),
-            proto: "https",
-        };
-        rewrite_request(&mut h, c, None, Arm::Canary, None);
+        let c = ClientInfo::new("2001:db8::1".parse().unwrap(), "https");
+        rewrite_request(&mut h, &c, None, Arm::Canary, None);
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
         assert!(!h.contains_key("x-grayproxy-arm"));
     }

@@ -39,7 +39,7 @@ use crate::proxy::segments::SegmentLive;
 use crate::routing::{self, Decision, RequestView};
 use body::{RequestBody, ResponseBody};
 use error::ProxyError;
-use forward::ClientInfo;
+use forward::{ClientInfo, RequestHost};
 use grpc_body::{GrpcBody, PendingCall};
 use outcome::{Outcome, SendError};
 use record::{record, Ended};
@@ -61,7 +61,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         req: Request<Incoming>,
-        client: ClientInfo,
+        client: &ClientInfo,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let version = req.version();
@@ -85,7 +85,9 @@ impl Proxy {
             // Kept whole so that stable can be asked again.
             body = Box::pin(body.buffered()).await;
         }
-        let mut next = upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
+        let (mut next, has_host) =
+            upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
+        ctx.has_host = has_host;
         // One branch for routes without shadow traffic.
         let mirror = match &ctx.route.shadow {
             Some(_) if ctx.arm == Arm::Stable => {
@@ -224,6 +226,8 @@ struct RequestCtx<'s> {
     /// The request's segment and the counters it goes to (routes whose
     /// ramp has `segments` only).
     segment: Option<(Arc<SegmentLive>, usize)>,
+    /// Whether the request sent upstream has a `Host` header.
+    has_host: bool,
 }
 
 impl<'s> RequestCtx<'s> {
@@ -268,6 +272,7 @@ impl<'s> RequestCtx<'s> {
             idempotent: grpc.is_some()
                 && route.grpc_idempotent.iter().any(|m| m == req.uri().path()),
             segment,
+            has_host: false,
         })
     }
 
@@ -303,7 +308,9 @@ impl<'s> RequestCtx<'s> {
             self.outcome = Some(exchange.outcome());
             return exchange;
         };
-        let result = endpoint.send(req, now, timeout, connect_timeout).await;
+        let result = endpoint
+            .send(req, self.has_host, now, timeout, connect_timeout)
+            .await;
         let done = Instant::now();
         pool.observe(i, &result, done);
         let exchange = match result {
@@ -498,26 +505,39 @@ fn env_access_log_sample() -> f64 {
 }
 
 /// Step: the request as the upstream sees it (origin-form URI, HTTP/1.1,
-/// headers rewritten for `arm`).
+/// headers rewritten for `arm`), and whether it has a `Host` header.
 fn upstream_request(
     snap: &Snapshot,
     mut parts: Parts,
     body: RequestBody,
-    client: ClientInfo,
+    client: &ClientInfo,
     arm: Arm,
     grpc: bool,
-) -> Request<RequestBody> {
-    let host: Option<HeaderValue> = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+) -> (Request<RequestBody>, bool) {
+    // The host is looked up once: the rewrite and the send are told
+    // whether it is the `Host` header instead of looking again.
+    let authority = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host_header = match authority {
+        Some(_) => None,
         None => parts.headers.get(HOST).cloned(),
     };
-    forward::rewrite_request(
+    let host = match (&authority, &host_header) {
+        (Some(a), _) if parts.headers.contains_key(HOST) => Some(RequestHost::Kept(a)),
+        (Some(a), _) => Some(RequestHost::Added(a)),
+        (None, Some(h)) => Some(RequestHost::Kept(h)),
+        (None, None) => None,
+    };
+    forward::rewrite_request_for(
         &mut parts.headers,
         client,
-        host.as_ref(),
+        host,
         arm,
         snap.config.server.arm_header.as_ref(),
     );
+    let has_host = host.is_some();
     let path = parts
         .uri
         .path_and_query()
@@ -532,7 +552,7 @@ fn upstream_request(
             .insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
     parts.version = Version::HTTP_11;
-    Request::from_parts(parts, body)
+    (Request::from_parts(parts, body), has_host)
 }
 
 /// A copy of a request, for resending it to stable: body-less, or with a
@@ -577,13 +597,10 @@ mod tests {
             crate::metrics::Metrics::new().unwrap(),
             config,
         ));
-        let client = ClientInfo {
-            ip: std::net::Ipv4Addr::LOCALHOST.into(),
-            proto: "http",
-        };
+        let client = ClientInfo::new(std::net::Ipv4Addr::LOCALHOST.into(), "http");
         let handler = move |req: Request<Incoming>| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, client).await }
+            let (proxy, client) = (proxy.clone(), client.clone());
+            async move { proxy.handle(req, &client).await }
         };
         let size = size_of_output(&handler);
         println!("request future: {size} bytes");

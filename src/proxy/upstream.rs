@@ -186,9 +186,10 @@ impl UpstreamPool {
                 request: Some(request),
             });
         };
+        let has_host = request.headers().contains_key(HOST);
         let result = endpoint
             .clone()
-            .send(request, now, timeout, self.connect_timeout)
+            .send(request, has_host, now, timeout, self.connect_timeout)
             .await;
         self.observe(i, &result, Instant::now());
         result
@@ -456,11 +457,13 @@ impl EndpointPool {
         handshake(TokioIo::new(tls), self.authority.clone()).await
     }
 
-    /// Sends `request` over a pooled (else a new) connection; no response
-    /// headers by `now + timeout` is a timeout.
+    /// Sends `request` (which has a `Host` header if `has_host`) over a
+    /// pooled (else a new) connection; no response headers by
+    /// `now + timeout` is a timeout.
     pub async fn send(
         self: Arc<Self>,
         mut request: Request<RequestBody>,
+        has_host: bool,
         now: Instant,
         timeout: Duration,
         connect_timeout: Duration,
@@ -475,7 +478,7 @@ impl EndpointPool {
         // (HTTP/1.0) gets this endpoint's authority, as nginx does. Taken off
         // again when the request comes back unsent, so that the endpoint it
         // goes to next (fallback to stable) can put its own.
-        let added_host = !request.headers().contains_key(HOST);
+        let added_host = !has_host;
         if added_host {
             if let Some(host) = &self.host {
                 request.headers_mut().insert(HOST, host.clone());

@@ -113,13 +113,10 @@ pub async fn serve_proxy(
         move || serve_runtime.snapshot().config.server.clone(),
         move |peer| {
             let proxy = proxy.clone();
-            let client = ClientInfo {
-                ip: peer.ip(),
-                proto,
-            };
+            let client = ClientInfo::new(peer.ip(), proto);
             move |req: Request<Incoming>| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+                let (proxy, client) = (proxy.clone(), client.clone());
+                async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
             }
         },
         tls,
