@@ -26,6 +26,13 @@ const SEGMENTS: &str =
 /// `returning`, 30 % without the header (`other`); random user ids. One
 /// returning request in six (10 % of all) also carries `x-cohort: b`, for a
 /// fault that evens the arms' overall error rates out.
+///
+/// Each request's segment is drawn at random, not taken from its sequence
+/// number: the backends fail every 20th request they receive, and while one
+/// arm gets all the traffic in order (the baseline, after a rollback) a
+/// periodic pattern such as "every 10th request is `new`" would line up
+/// with it: every 20th request, a `new` one, failed, half of stable's `new`
+/// requests in the baseline instead of 5 %.
 fn segmented_traffic(proxy: SocketAddr, rps: f64) -> (Arc<AtomicBool>, Arc<AtomicU64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -35,14 +42,13 @@ fn segmented_traffic(proxy: SocketAddr, rps: f64) -> (Arc<AtomicBool>, Arc<Atomi
         let url = format!("http://{proxy}/api");
         let slots = Arc::new(tokio::sync::Semaphore::new(128));
         let mut timer = tokio::time::interval(Duration::from_secs_f64(1.0 / rps));
-        let mut i = 0u64;
         while !stop2.load(Ordering::Relaxed) {
             timer.tick().await;
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            i += 1;
-            let segment = match i % 10 {
+            let draw = rand::thread_rng().gen_range(0..10u8);
+            let segment = match draw {
                 0 => Some("new"),
                 1..=6 => Some("returning"),
                 _ => None,
@@ -54,7 +60,7 @@ fn segmented_traffic(proxy: SocketAddr, rps: f64) -> (Arc<AtomicBool>, Arc<Atomi
                 if let Some(s) = segment {
                     headers.push(("x-user-segment", s));
                 }
-                if i % 10 == 1 {
+                if draw == 1 {
                     headers.push(("x-cohort", "b"));
                 }
                 let _ = fetch(&c, Method::GET, &url, &headers, None).await;
@@ -163,7 +169,8 @@ async fn a_canary_failing_only_for_new_users_is_rolled_back_naming_the_segment()
         assert!(share < 0.2, "{s}: canary 5xx share {share}");
     }
     assert!(count("stable", "new", "2xx") > 0.0);
-    // `/status` shows the same per segment and arm.
+    // `/status` shows the same per segment and arm, counted since the
+    // counters began: the baseline, when stable took every request, too.
     let st = admin_json(p.admin, "/status").await;
     let new = segment(&st, "new");
     assert_eq!(new["arms"]["canary"]["error_rate"], 1.0, "{new:#}");
@@ -226,6 +233,6 @@ async fn a_healthy_canary_on_segmented_traffic_is_promoted() {
         "grayproxy_requests_total",
         &[("route", "r"), ("code", "2xx")],
     );
-    // `new` is every 10th request.
+    // One request in ten is `new`.
     assert!(new > 0.05 * all && new < 0.15 * all, "new {new} of {all}");
 }
