@@ -1,4 +1,5 @@
-//! Pure header rewriting between client and upstream (no I/O).
+//! Pure header rewriting between client and upstream, and the request as
+//! the upstream gets it (no I/O).
 //!
 //! RFC 9110 §7.6.1: hop-by-hop headers, and every header the `Connection`
 //! header names, belong to one connection and must not be forwarded.
@@ -6,8 +7,12 @@
 use std::net::IpAddr;
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Request, Uri, Version};
 
 use crate::domain::Arm;
+use crate::proxy::body::RequestBody;
 
 /// Headers that are always hop-by-hop (RFC 9110 §7.6.1 plus the legacy
 /// `keep-alive` and `proxy-connection`).
@@ -235,6 +240,69 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientInfo) {
         // Replaces every incoming line with the folded one.
         entry.insert(value);
     }
+}
+
+/// Step: the request as the upstream sees it (origin-form URI, HTTP/1.1,
+/// headers rewritten for `arm`), and whether it has a `Host` header.
+pub fn upstream_request(
+    mut parts: Parts,
+    body: RequestBody,
+    client: &ClientInfo,
+    arm: Arm,
+    arm_header: Option<&HeaderName>,
+    grpc: bool,
+) -> (Request<RequestBody>, bool) {
+    // The host is looked up once: the rewrite and the send are told
+    // whether it is the `Host` header instead of looking again.
+    let authority = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host_header = match authority {
+        Some(_) => None,
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    let host = match (&authority, &host_header) {
+        (Some(a), _) if parts.headers.contains_key(header::HOST) => Some(RequestHost::Kept(a)),
+        (Some(a), _) => Some(RequestHost::Added(a)),
+        (None, Some(h)) => Some(RequestHost::Kept(h)),
+        (None, None) => None,
+    };
+    rewrite_request_for(&mut parts.headers, client, host, arm, arm_header);
+    let has_host = host.is_some();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    if grpc {
+        // gRPC servers require it (it tells them trailers will be read);
+        // removed above with the other hop-by-hop headers.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    parts.version = Version::HTTP_11;
+    (Request::from_parts(parts, body), has_host)
+}
+
+/// A copy of a request, for resending it to stable: body-less, or with a
+/// body read whole (an idempotent gRPC call). `None` when the body streams
+/// once and cannot be resent.
+pub fn resend_head(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    use http_body::Body;
+    let body = if req.body().is_end_stream() {
+        RequestBody::Empty
+    } else {
+        req.body().try_clone()?
+    };
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// Formats an IP into a stack buffer (no allocation on the hot path).

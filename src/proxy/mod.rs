@@ -23,10 +23,8 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST};
-use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri, Version};
+use http::header::HeaderValue;
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use rand::Rng;
 use tokio::time::Instant;
@@ -39,7 +37,7 @@ use crate::proxy::segments::SegmentLive;
 use crate::routing::{self, Decision, RequestView};
 use body::{RequestBody, ResponseBody};
 use error::ProxyError;
-use forward::{ClientInfo, RequestHost};
+use forward::ClientInfo;
 use grpc_body::{GrpcBody, PendingCall};
 use outcome::{Outcome, SendError};
 use record::{record, Ended};
@@ -85,8 +83,14 @@ impl Proxy {
             // Kept whole so that stable can be asked again.
             body = Box::pin(body.buffered()).await;
         }
-        let (mut next, has_host) =
-            upstream_request(&snap, parts, body, client, ctx.arm, call.is_some());
+        let (mut next, has_host) = forward::upstream_request(
+            parts,
+            body,
+            client,
+            ctx.arm,
+            snap.config.server.arm_header.as_ref(),
+            call.is_some(),
+        );
         ctx.has_host = has_host;
         // One branch for routes without shadow traffic.
         let mirror = match &ctx.route.shadow {
@@ -100,7 +104,7 @@ impl Proxy {
         // request's future by a whole request).
         let mut spare_head = ctx
             .may_fall_back()
-            .then(|| resend_head(&next))
+            .then(|| forward::resend_head(&next))
             .flatten()
             .map(Box::new);
         let method = next.method().clone();
@@ -221,6 +225,10 @@ struct RequestCtx<'s> {
     grpc: Option<GrpcCall>,
     /// Time from `attempt_started` to the response headers.
     header_latency: Duration,
+    /// Time from `attempt_started` to the exchange's end (its response
+    /// headers or its failure), once it has ended: the request's latency
+    /// as recorded, read off the clock read the send already made.
+    attempt_took: Option<Duration>,
     /// A gRPC call to a method in the route's `grpc_idempotent`.
     idempotent: bool,
     /// The request's segment and the counters it goes to (routes whose
@@ -269,6 +277,7 @@ impl<'s> RequestCtx<'s> {
             canary_fell_back: None,
             grpc,
             header_latency: Duration::ZERO,
+            attempt_took: None,
             idempotent: grpc.is_some()
                 && route.grpc_idempotent.iter().any(|m| m == req.uri().path()),
             segment,
@@ -313,9 +322,11 @@ impl<'s> RequestCtx<'s> {
             .await;
         let done = Instant::now();
         pool.observe(i, &result, done);
+        let took = done.saturating_duration_since(self.attempt_started);
+        self.attempt_took = Some(took);
         let exchange = match result {
             Ok((response, slot)) => {
-                self.header_latency = done.saturating_duration_since(self.attempt_started);
+                self.header_latency = took;
                 match self.grpc {
                     Some(call) => return self.grpc_answer(response, call),
                     None => Exchange::Answered(response.map(|b| ResponseBody::upstream(b, slot))),
@@ -378,9 +389,10 @@ impl<'s> RequestCtx<'s> {
         };
         let arm_header = self.snap.config.server.arm_header.as_ref();
         forward::set_arm(stable_req.headers_mut(), Arm::Stable, arm_header);
-        self.canary_fell_back = Some((outcome, self.attempt_started.elapsed()));
+        self.canary_fell_back = Some((outcome, self.attempt_latency()));
         self.arm = Arm::Stable;
         self.attempt_started = Instant::now();
+        self.attempt_took = None;
         self.outcome = None;
         Some(stable_req)
     }
@@ -413,6 +425,13 @@ impl<'s> RequestCtx<'s> {
         response
     }
 
+    /// How long the current exchange took (or has taken so far, if it
+    /// failed before reaching an upstream).
+    fn attempt_latency(&self) -> Duration {
+        self.attempt_took
+            .unwrap_or_else(|| self.attempt_started.elapsed())
+    }
+
     /// Step: record the request, once. The weight-assigned exchange goes to
     /// metrics and the ramp's window (rule-forced ones are only counted
     /// apart); stable's answer to a fallback goes to metrics only, because it
@@ -424,7 +443,7 @@ impl<'s> RequestCtx<'s> {
         mut response: Response<ResponseBody>,
         version: Version,
     ) -> Response<ResponseBody> {
-        let last = self.outcome.map(|o| (o, self.attempt_started.elapsed()));
+        let last = self.outcome.map(|o| (o, self.attempt_latency()));
         let ended = Ended {
             arm: self.arm,
             last,
@@ -502,75 +521,6 @@ fn env_access_log_sample() -> f64 {
             .filter(|r| r.is_finite())
             .map_or(0.0, |r| r.clamp(0.0, 1.0))
     })
-}
-
-/// Step: the request as the upstream sees it (origin-form URI, HTTP/1.1,
-/// headers rewritten for `arm`), and whether it has a `Host` header.
-fn upstream_request(
-    snap: &Snapshot,
-    mut parts: Parts,
-    body: RequestBody,
-    client: &ClientInfo,
-    arm: Arm,
-    grpc: bool,
-) -> (Request<RequestBody>, bool) {
-    // The host is looked up once: the rewrite and the send are told
-    // whether it is the `Host` header instead of looking again.
-    let authority = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let host_header = match authority {
-        Some(_) => None,
-        None => parts.headers.get(HOST).cloned(),
-    };
-    let host = match (&authority, &host_header) {
-        (Some(a), _) if parts.headers.contains_key(HOST) => Some(RequestHost::Kept(a)),
-        (Some(a), _) => Some(RequestHost::Added(a)),
-        (None, Some(h)) => Some(RequestHost::Kept(h)),
-        (None, None) => None,
-    };
-    forward::rewrite_request_for(
-        &mut parts.headers,
-        client,
-        host,
-        arm,
-        snap.config.server.arm_header.as_ref(),
-    );
-    let has_host = host.is_some();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::from(path);
-    if grpc {
-        // gRPC servers require it (it tells them trailers will be read);
-        // removed above with the other hop-by-hop headers.
-        parts
-            .headers
-            .insert(http::header::TE, HeaderValue::from_static("trailers"));
-    }
-    parts.version = Version::HTTP_11;
-    (Request::from_parts(parts, body), has_host)
-}
-
-/// A copy of a request, for resending it to stable: body-less, or with a
-/// body read whole (an idempotent gRPC call). `None` when the body streams
-/// once and cannot be resent.
-fn resend_head(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
-    use http_body::Body;
-    let body = if req.body().is_end_stream() {
-        RequestBody::Empty
-    } else {
-        req.body().try_clone()?
-    };
-    let mut copy = Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
 }
 
 #[cfg(test)]
