@@ -11,7 +11,8 @@
 # with `cargo build --profile quick-release`). grayproxy runs with
 # `workers = 1` (one thread serves everything: the case where a reload that
 # blocked the runtime would stall every request). Ports PORT_BASE to
-# PORT_BASE+2 (default 48080).
+# PORT_BASE+2 (default 28480: below the kernel's ephemeral range, 32768 and
+# up, where a client socket of an earlier benchmark could hold the port).
 #
 # Reload under load (needs oha and nginx; skipped without them): nginx on
 # PORT_BASE+2 answers every route; oha sends RATE requests a second
@@ -27,7 +28,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${GRAYPROXY_BIN:-$HERE/../target/quick-release/grayproxy}
 ROUTES=${ROUTES:-"1000 10000"}
-PORT_BASE=${PORT_BASE:-48080}
+PORT_BASE=${PORT_BASE:-28480}
 RATE=${RATE:-500}
 LOAD_S=${LOAD_S:-4}
 WORK=$(mktemp -d)
