@@ -64,6 +64,7 @@ pub async fn start(
     shutdown: &watch::Receiver<bool>,
     tls: Option<Arc<ServerTls>>,
 ) -> io::Result<ProxyWorkers> {
+    claim(addr)?;
     // Workers started so far stop on this if a later one cannot bind.
     let (abort, abort_rx) = watch::channel(false);
     // `max_connections` counts the proxy's connections, not each thread's.
@@ -168,6 +169,19 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// Fails when another process already listens on `addr`. `SO_REUSEPORT`
+/// would otherwise let a second grayproxy (same user) join the port, and the
+/// kernel would split the clients between two proxies with two configs
+/// without a word. A plain bind (no `SO_REUSEPORT`) fails on a port held by
+/// anyone; it is closed again at once, so the workers' sockets can bind.
+/// (A process that binds in the microseconds between is not caught.)
+fn claim(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(()); // a fresh port each bind: nobody else has it
+    }
+    std::net::TcpListener::bind(addr).map(drop)
+}
+
 /// A shutdown receiver that turns true when either input does (or closes).
 fn either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
@@ -202,5 +216,20 @@ mod tests {
         let second = listen(addr).unwrap();
         assert_eq!(second.local_addr().unwrap(), addr);
         assert!(std::net::TcpListener::bind(addr).is_err());
+    }
+
+    /// A port another process's `SO_REUSEPORT` group holds is refused
+    /// before any worker joins it; a free one is claimed and released.
+    #[tokio::test]
+    async fn a_port_held_elsewhere_is_refused() {
+        let other = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = other.local_addr().unwrap();
+        let err = claim(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(other);
+        claim(addr).unwrap();
+        // Released: the workers' sockets bind it afterwards.
+        let worker = listen(addr).unwrap();
+        assert_eq!(worker.local_addr().unwrap(), addr);
     }
 }
