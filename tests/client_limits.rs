@@ -125,3 +125,48 @@ async fn max_connections_holds_further_clients_back() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// The defaults, in real time: a kept-alive connection idle for 60 s (12×
+/// the 5 s `header_read_timeout`) still serves its next request, and a
+/// connection that never sends a byte is closed at `keepalive_timeout`
+/// (75 s), not before. (The same rules with short timeouts, and the
+/// slowloris cut, are tested in the server's unit tests and above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_kept_for_the_default_75s() {
+    let stable = TestUpstream::spawn("stable").await;
+    let canary = TestUpstream::spawn("canary").await;
+    let p = TestProxy::start(&split_config(
+        &[stable.addr],
+        &[canary.addr],
+        "",
+        "canary_weight = 0.0",
+    ))
+    .await;
+    let opened = Instant::now();
+    let mut used = TcpStream::connect(p.proxy).await.unwrap();
+    let mut silent = TcpStream::connect(p.proxy).await.unwrap();
+    raw_get(&mut used).await;
+    let first = read_some(&mut used, Duration::from_secs(5)).await;
+    assert!(first.unwrap_or_default().starts_with("HTTP/1.1 200"));
+
+    tokio::time::sleep_until(opened + Duration::from_secs(61)).await;
+    raw_get(&mut used).await;
+    let after_idle = read_some(&mut used, Duration::from_secs(5)).await;
+    assert!(
+        after_idle
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("HTTP/1.1 200"),
+        "after 60 s idle: {after_idle:?}"
+    );
+
+    // The silent connection: open at 61 s, closed (EOF) by ~75 s.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(25), silent.read(&mut buf)).await;
+    let closed_at = opened.elapsed();
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(
+        closed_at >= Duration::from_secs(74) && closed_at < Duration::from_secs(80),
+        "a never-used connection closed after {closed_at:?}"
+    );
+}

@@ -207,6 +207,19 @@ async fn a_silent_connection_is_closed_after_keepalive_timeout() {
     task.await.unwrap();
 }
 
+/// Waits for the server to close an idle connection, and checks it did so
+/// one keep-alive period (3 s in `SHORT`) after the connection went idle,
+/// i.e. after now.
+async fn closed_after_one_keepalive_period(client: &mut TcpStream) {
+    let idle_from = tokio::time::Instant::now();
+    let closed = closed_within(client, Duration::from_secs(10)).await;
+    let idle = closed - idle_from;
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
+        "closed after {idle:?} idle"
+    );
+}
+
 /// Between requests too: an idle keep-alive connection outlives the
 /// header timeout, serves its next request, and is closed once it has
 /// been idle for keepalive_timeout.
@@ -216,13 +229,7 @@ async fn an_idle_keepalive_connection_outlives_the_header_timeout() {
     request_ok(&mut client).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     request_ok(&mut client).await;
-    let idle_from = tokio::time::Instant::now();
-    let closed = closed_within(&mut client, Duration::from_secs(10)).await;
-    let idle = closed - idle_from;
-    assert!(
-        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
-        "closed after {idle:?} idle"
-    );
+    closed_after_one_keepalive_period(&mut client).await;
     task.await.unwrap();
 }
 
@@ -232,13 +239,7 @@ async fn an_idle_keepalive_connection_outlives_the_header_timeout() {
 async fn a_request_longer_than_keepalive_is_served_and_idle_counts_from_its_end() {
     let (mut client, task) = served_after(SHORT, Duration::from_millis(4500)).await;
     request_ok(&mut client).await;
-    let idle_from = tokio::time::Instant::now();
-    let closed = closed_within(&mut client, Duration::from_secs(10)).await;
-    let idle = closed - idle_from;
-    assert!(
-        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
-        "closed after {idle:?} idle"
-    );
+    closed_after_one_keepalive_period(&mut client).await;
     task.await.unwrap();
 }
 
