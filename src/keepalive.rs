@@ -30,7 +30,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -265,14 +265,6 @@ where
     }
 }
 
-/// The connection's timer: armed lazily (see [`TimerAction`]).
-struct Timer {
-    sleep: Pin<Box<Sleep>>,
-    /// The waker the sleep was last polled with: polled again only for
-    /// another one (a connection's task keeps its waker for its life).
-    waker: Waker,
-}
-
 /// A client stream whose reads give up (with `TimedOut`, which ends the
 /// connection) at the [`Clock`]'s deadline. Writes pass through.
 pub struct TimedIo<T> {
@@ -280,8 +272,9 @@ pub struct TimedIo<T> {
     activity: Arc<Activity>,
     clock: Clock,
     limits: Limits,
-    /// Armed only when a read has to wait: most reads find data at once.
-    timer: Option<Timer>,
+    /// Armed only when a read has to wait (most reads find data at once),
+    /// and moved lazily (see [`TimerAction`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> TimedIo<T> {
@@ -302,17 +295,18 @@ impl<T> TimedIo<T> {
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         self.clock.on_wait(Instant::now);
         let wanted = self.clock.deadline(self.limits);
-        let armed = self.timer.as_ref().map(|t| t.sleep.deadline());
-        let fired = self.timer.as_ref().is_some_and(|t| t.sleep.is_elapsed());
+        let armed = self.timer.as_ref().map(|t| t.deadline());
+        let fired = self.timer.as_ref().is_some_and(|t| t.is_elapsed());
         let at = match timer_action(wanted, armed, fired) {
             TimerAction::Expire => return true,
             TimerAction::Keep => {
+                // Polled every time, not only for a new waker: a poll made
+                // when the task's cooperative budget was spent registers
+                // nothing (tokio's `Sleep` checks the budget first), and the
+                // idle connection would then wait with no timer at all.
                 if let Some(timer) = &mut self.timer {
-                    if !timer.waker.will_wake(cx.waker()) {
-                        timer.waker = cx.waker().clone();
-                        // Not ready: it has not fired.
-                        let _ = timer.sleep.as_mut().poll(cx);
-                    }
+                    // Not ready: it has not fired.
+                    let _ = timer.as_mut().poll(cx);
                 }
                 return false;
             }
@@ -321,18 +315,14 @@ impl<T> TimedIo<T> {
         };
         let timer = match &mut self.timer {
             Some(timer) => {
-                timer.sleep.as_mut().reset(at);
-                timer.waker = cx.waker().clone();
+                timer.as_mut().reset(at);
                 timer
             }
-            None => self.timer.insert(Timer {
-                sleep: Box::pin(tokio::time::sleep_until(at)),
-                waker: cx.waker().clone(),
-            }),
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
         };
         // Ready only for a deadline already past (a head or idle spell that
         // ran out while the task was not polled).
-        timer.sleep.as_mut().poll(cx).is_ready() && wanted.is_some()
+        timer.as_mut().poll(cx).is_ready() && wanted.is_some()
     }
 }
 
@@ -511,5 +501,42 @@ mod tests {
         assert_eq!(activity.counts(), (1, 1));
         // The request's end is when the connection's idle time starts.
         assert!(activity.last_end() >= before);
+    }
+
+    /// A connection whose first wait comes when its task's cooperative
+    /// budget is spent (a busy task: tokio's `Sleep` then registers
+    /// nothing on that poll) is still closed at its idle deadline.
+    #[tokio::test]
+    async fn an_idle_read_that_first_waits_with_no_budget_still_times_out() {
+        use std::future::poll_fn;
+        use tokio::io::{AsyncReadExt, AsyncWrite};
+        let (_client, server) = tokio::io::duplex(64);
+        let limits = Limits {
+            keepalive: Duration::from_millis(100),
+            header_read: Duration::from_millis(50),
+        };
+        let mut io = TimedIo::new(server, Arc::new(Activity::default()), limits, true);
+        let (mut spare, _other) = tokio::io::duplex(1 << 20);
+        let mut buf = [0u8; 16];
+        let spent_budget = poll_fn(|cx| {
+            // Writes that never wait, until tokio says the budget is spent.
+            let mut writes = 0;
+            while Pin::new(&mut spare).poll_write(cx, b"x").is_ready() && writes < 10_000 {
+                writes += 1;
+            }
+            let mut rb = ReadBuf::new(&mut buf);
+            let pending = Pin::new(&mut io).poll_read(cx, &mut rb).is_pending();
+            Poll::Ready(writes < 10_000 && pending)
+        })
+        .await;
+        assert!(
+            spent_budget,
+            "the first read must wait with the budget spent"
+        );
+        let res = tokio::time::timeout(Duration::from_secs(2), io.read(&mut buf)).await;
+        match res {
+            Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("idle read not closed at keepalive_timeout: {other:?}"),
+        }
     }
 }

@@ -125,7 +125,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    if hop_by_hop_index(&name).is_none() {
+                    // `Host` is never hop-by-hop: an HTTP/1.1 request must
+                    // carry one, and the proxy has decided it sends it.
+                    if hop_by_hop_index(&name).is_none() && name != header::HOST {
                         named.push(name);
                     }
                 }
@@ -508,5 +510,24 @@ mod tests {
         assert!(!h.contains_key("connection"));
         assert!(!h.contains_key("transfer-encoding"));
         assert_eq!(h["x-grayproxy-arm"], "canary");
+    }
+
+    /// `Connection: host` cannot take the `Host` header away: the upstream
+    /// still gets it, as the rewrite and the send were told.
+    #[test]
+    fn a_connection_header_naming_host_keeps_the_host() {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.uri_mut() = "/x".parse().unwrap();
+        let h = req.headers_mut();
+        h.insert("host", "shop.example".parse().unwrap());
+        h.insert("connection", "host, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        let (parts, body) = req.into_parts();
+        let (out, has_host) = upstream_request(parts, body, &client(), Arm::Stable, None, false);
+        assert!(has_host);
+        assert_eq!(out.headers()["host"], "shop.example");
+        assert_eq!(out.headers()["x-forwarded-host"], "shop.example");
+        assert!(!out.headers().contains_key("x-secret"));
+        assert!(!out.headers().contains_key("connection"));
     }
 }
