@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Method;
-use support::{client, fetch, split_config, TestProxy, TestUpstream};
+use support::{client, fetch, Split};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -38,15 +38,8 @@ async fn slowloris(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_closed_and_normal_clients_served() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "header_read_timeout = \"1s\"",
-        "canary_weight = 0.0",
-    ))
-    .await;
+    let split = Split::start("header_read_timeout = \"1s\"", "canary_weight = 0.0").await;
+    let p = &split.proxy;
     let addr = p.proxy;
     let bound = Duration::from_secs(1 + 2);
     let slow: Vec<_> = (0..200)
@@ -91,15 +84,8 @@ async fn read_some(s: &mut TcpStream, within: Duration) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_holds_further_clients_back() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "max_connections = 3\nheader_read_timeout = \"30s\"",
-        "canary_weight = 0.0",
-    ))
-    .await;
+    let split = Split::start("max_connections = 3\nheader_read_timeout = \"30s\"", "canary_weight = 0.0").await;
+    let p = &split.proxy;
     let addr = p.proxy;
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -133,15 +119,8 @@ async fn max_connections_holds_further_clients_back() {
 /// slowloris cut, are tested in the server's unit tests and above.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_kept_for_the_default_75s() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "",
-        "canary_weight = 0.0",
-    ))
-    .await;
+    let split = Split::start("", "canary_weight = 0.0").await;
+    let p = &split.proxy;
     let opened = Instant::now();
     let mut used = TcpStream::connect(p.proxy).await.unwrap();
     let mut silent = TcpStream::connect(p.proxy).await.unwrap();

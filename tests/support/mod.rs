@@ -4,7 +4,8 @@
 //! - [`upstream`]: [`TestUpstream`], a real upstream on port 0 that counts
 //!   and records what it receives and misbehaves on demand ([`Fault`]);
 //! - [`proxy`]: [`TestProxy`], grayproxy started in-process (with its ramp
-//!   driver, as `grayproxy run` starts it);
+//!   driver, as `grayproxy run` starts it), and [`Split`], the usual
+//!   stable + canary + proxy set-up;
 //! - [`binary`]: [`Binary`], the real `grayproxy` executable as a child
 //!   process, and [`run_cli`] for one-shot verbs;
 //! - [`http`]: an HTTP client, request bodies and [`Answer`];
@@ -51,7 +52,7 @@ pub use self::http::{
     Body, BoxError, HttpClient,
 };
 pub use self::metrics::Metrics;
-pub use self::proxy::{route_weight, TestProxy};
+pub use self::proxy::{route_weight, Split, TestProxy};
 pub use self::upstream::{refused_addr, sha256_hex, Fault, Seen, TestUpstream};
 
 /// What a check polled by [`eventually`] returns: `bool` (done or not),

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use grayproxy::app::App;
 
-use super::config::write_atomically;
+use super::config::{split_config, write_atomically};
 use super::http::{admin_json, admin_metrics};
 use super::metrics::Metrics;
+use super::upstream::TestUpstream;
 use super::{eventually, TempDir};
 
 /// A running in-process proxy; shut down when dropped.
@@ -151,4 +152,28 @@ pub fn route_weight(status: &serde_json::Value, route: &str) -> f64 {
         .unwrap_or_else(|| panic!("no route {route} in /status: {status}"))["canary_weight"]
         .as_f64()
         .unwrap()
+}
+
+/// The most common set-up: a `stable` and a `canary` [`TestUpstream`] and a
+/// proxy splitting one catch-all route between them ([`split_config`] with
+/// `server` lines in `[server]` and `route` lines in the route). The
+/// upstreams run as long as this lives.
+pub struct Split {
+    pub stable: TestUpstream,
+    pub canary: TestUpstream,
+    pub proxy: TestProxy,
+}
+
+impl Split {
+    pub async fn start(server: &str, route: &str) -> Split {
+        let stable = TestUpstream::spawn("stable").await;
+        let canary = TestUpstream::spawn("canary").await;
+        let text = split_config(&[stable.addr], &[canary.addr], server, route);
+        let proxy = TestProxy::start(&text).await;
+        Split {
+            stable,
+            canary,
+            proxy,
+        }
+    }
 }
