@@ -84,7 +84,11 @@ async fn read_some(s: &mut TcpStream, within: Duration) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_holds_further_clients_back() {
-    let split = Split::start("max_connections = 3\nheader_read_timeout = \"30s\"", "canary_weight = 0.0").await;
+    let split = Split::start(
+        "max_connections = 3\nheader_read_timeout = \"30s\"",
+        "canary_weight = 0.0",
+    )
+    .await;
     let p = &split.proxy;
     let addr = p.proxy;
     let mut held = Vec::new();
