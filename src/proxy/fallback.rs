@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn eligibility_matrix() {
         use crate::proxy::body::ClientBodyError::*;
-        use crate::proxy::upstream::UpstreamFailure::*;
+        use crate::proxy::outcome::UpstreamFailure::*;
         use http::StatusCode;
         let up = |f| Outcome::NoAnswer(SendError::Upstream(f));
         let client = |e| Outcome::NoAnswer(SendError::ClientBody(e));

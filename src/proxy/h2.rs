@@ -31,7 +31,7 @@ use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
 use super::outcome::{classify, SendError};
-use super::upstream::{SendFailure, UpstreamFailure};
+use super::outcome::{SendFailure, UpstreamFailure};
 use crate::config::types::Endpoint;
 
 /// How often an idle h2 connection is pinged, and how long a ping may go

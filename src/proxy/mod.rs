@@ -40,8 +40,8 @@ use error::ProxyError;
 use forward::ClientInfo;
 use grpc_body::{GrpcBody, PendingCall};
 use outcome::{Outcome, SendError};
+use outcome::{SendFailure, UpstreamFailure};
 use record::{record, Ended};
-use upstream::{SendFailure, UpstreamFailure};
 
 /// The proxy service; cheap to clone into every connection.
 #[derive(Clone)]

@@ -10,13 +10,48 @@
 use std::error::Error as StdError;
 use std::io;
 
-use http::StatusCode;
+use http::{Request, StatusCode};
 
-use super::body::{is_body_too_large, ClientBodyError};
+use super::body::{is_body_too_large, ClientBodyError, RequestBody};
 use super::error::ProxyError;
-use super::upstream::UpstreamFailure;
 use crate::grpc::{GrpcCode, GrpcCodeSet};
 use crate::metrics::FailureKind;
+
+/// Why an upstream produced no usable response. Classified once, here; the
+/// rest of the proxy matches on it. The client's own body breaking is not an
+/// upstream failure: see [`SendError::ClientBody`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// Connecting failed: the upstream never saw the request.
+    Connect,
+    /// No response headers within `request_timeout`.
+    Timeout,
+    /// The connection broke after the request was (perhaps partly) sent.
+    Reset,
+    /// A protocol error or anything else.
+    Other,
+}
+
+impl UpstreamFailure {
+    /// The `kind` label.
+    pub fn metric_kind(self) -> FailureKind {
+        match self {
+            UpstreamFailure::Connect => FailureKind::Connect,
+            UpstreamFailure::Timeout => FailureKind::Timeout,
+            UpstreamFailure::Reset => FailureKind::Reset,
+            UpstreamFailure::Other => FailureKind::Other,
+        }
+    }
+}
+
+/// A failed send. `request` is `Some` when the upstream provably never
+/// received it, so it can be sent elsewhere unchanged.
+pub struct SendFailure {
+    /// What went wrong.
+    pub error: SendError,
+    /// The untouched request, when it was never written.
+    pub request: Option<Request<RequestBody>>,
+}
 
 /// Why a send produced no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Upstream connection pools and failure classification.
+//! Upstream connection pools: connect, send, idle reuse, endpoint choice.
 //!
 //! grayproxy keeps its own small HTTP/1.1 pool per endpoint instead of
 //! hyper-util's `Client` because fallback needs to know whether the canary
@@ -29,10 +29,9 @@ use tokio_rustls::TlsConnector;
 use super::body::RequestBody;
 use super::h2::{from_h2, to_h2, H2Conn};
 use super::health;
-use super::outcome::{classify, Outcome, SendError};
+use super::outcome::{classify, Outcome, SendError, SendFailure, UpstreamFailure};
 use super::outlier::{self, EndpointHealth, Verdict};
 use crate::config::types::{Endpoint, OutlierPolicy, Protocol, Upstream};
-use crate::metrics::FailureKind;
 
 /// How long an idle upstream connection is kept (nginx's `keepalive_timeout` is 60 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,33 +56,6 @@ pub fn use_pool_shard(index: usize) {
     POOL_SHARD.with(|s| s.set(index % POOL_SHARDS));
 }
 
-/// Why an upstream produced no usable response. Classified once, here; the
-/// rest of the proxy matches on it. The client's own body breaking is not an
-/// upstream failure: see [`SendError::ClientBody`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamFailure {
-    /// Connecting failed: the upstream never saw the request.
-    Connect,
-    /// No response headers within `request_timeout`.
-    Timeout,
-    /// The connection broke after the request was (perhaps partly) sent.
-    Reset,
-    /// A protocol error or anything else.
-    Other,
-}
-
-impl UpstreamFailure {
-    /// The `kind` label.
-    pub fn metric_kind(self) -> FailureKind {
-        match self {
-            UpstreamFailure::Connect => FailureKind::Connect,
-            UpstreamFailure::Timeout => FailureKind::Timeout,
-            UpstreamFailure::Reset => FailureKind::Reset,
-            UpstreamFailure::Other => FailureKind::Other,
-        }
-    }
-}
-
 /// HTTP/1.1 over a connected (plain or TLS) stream; the connection task
 /// runs beside it until the sender is dropped or the upstream closes.
 async fn handshake<I>(
@@ -103,15 +75,6 @@ where
         }
     });
     Ok(sender)
-}
-
-/// A failed send. `request` is `Some` when the upstream provably never
-/// received it, so it can be sent elsewhere unchanged.
-pub struct SendFailure {
-    /// What went wrong.
-    pub error: SendError,
-    /// The untouched request, when it was never written.
-    pub request: Option<Request<RequestBody>>,
 }
 
 /// The upstream pools of every endpoint, shared across config reloads so
