@@ -15,8 +15,9 @@ use crate::domain::Arm;
 use crate::proxy::body::RequestBody;
 
 /// Headers that are always hop-by-hop (RFC 9110 §7.6.1 plus the legacy
-/// `keep-alive` and `proxy-connection`).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `keep-alive` and `proxy-connection`). A `static`, not a `const`: a const
+/// array is built (and its nine names dropped) at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
