@@ -10,10 +10,12 @@
 //! (see [`super::h2`]); the pool here picks the endpoint either way.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::HOST;
@@ -497,13 +499,16 @@ impl EndpointPool {
                     continue;
                 }
             }
-            // `select!` rather than a helper `async fn`: that would hold
-            // hyper's future twice (as its argument and pinned).
-            let sent = tokio::select! {
-                biased;
-                sent = conn.sender.try_send_request(request) => Some(sent),
-                () = conn.timer.as_mut() => None,
-            };
+            // Polled by hand, pinned where it stands: `select!` moves the
+            // future into its own tuple first, and a helper `async fn` would
+            // hold it twice (as its argument and pinned).
+            let mut send = std::pin::pin!(conn.sender.try_send_request(request));
+            let timer = &mut conn.timer;
+            let sent = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+                Poll::Ready(sent) => Poll::Ready(Some(sent)),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
             match sent {
                 Some(Ok(response)) => return Ok((response, PoolSlot(Some((conn, self.clone()))))),
                 Some(Err(mut err)) => match err.take_message() {
