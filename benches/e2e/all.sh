@@ -15,6 +15,8 @@
 #              hits the last) vs the same binary with 1 route
 #   callgrind  callgrind.sh: instructions per request, grayproxy
 #   callgrind-bare  BARE=1 callgrind.sh: the same for the bare hyper floor
+#   callgrind-plain callgrind.sh with grayproxy-plain.toml.in: grayproxy with
+#              no sticky key, rules or arm header (its path's own floor)
 #   idle       idle_conns.sh: memory per idle keep-alive connection
 #   large      ../large_config.sh: check, start-up, reload, RSS, /metrics
 #              with 1,000 and 10,000 routes
@@ -36,7 +38,7 @@ LAT_DURATION=${LAT_DURATION:-10}
 PROFILE=${PROFILE:-release}
 BIG_ROUTES=${BIG_ROUTES:-10000}     # routes of the `routes` part
 MULTI_WORKERS=${MULTI_WORKERS:-2}   # workers of the `workers` part
-PARTS=${PARTS:-"same workers routes callgrind callgrind-bare idle large criterion"}
+PARTS=${PARTS:-"same workers routes callgrind callgrind-bare callgrind-plain idle large criterion"}
 PART_TIMEOUT=${PART_TIMEOUT:-3600}
 GRAYPROXY_BIN=${GRAYPROXY_BIN:-}
 BARE_BIN=${BARE_BIN:-}
@@ -54,7 +56,7 @@ log() { printf '[all] %s\n' "$*" >&2; }
 
 for part in $PARTS; do
     case $part in
-        same | workers | routes | callgrind | callgrind-bare | idle | large | criterion) ;;
+        same | workers | routes | callgrind | callgrind-bare | callgrind-plain | idle | large | criterion) ;;
         *) log "unknown part '$part'"; exit 2 ;;
     esac
 done
@@ -125,6 +127,10 @@ for part in $PARTS; do
         routes) run_part routes env ROUTES="$BIG_ROUTES" "${RUN[@]}" ;;
         callgrind) run_part callgrind "$HERE/callgrind.sh" "$GRAYPROXY_BIN" ;;
         callgrind-bare) run_part callgrind-bare env BARE=1 "$HERE/callgrind.sh" "$BARE_BIN" ;;
+        callgrind-plain)
+            run_part callgrind-plain env CONFIG_IN="$HERE/grayproxy-plain.toml.in" \
+                "$HERE/callgrind.sh" "$GRAYPROXY_BIN"
+            ;;
         idle) run_part idle "$HERE/idle_conns.sh" ;;
         large) run_part large "$ROOT/benches/large_config.sh" ;;
         criterion)
@@ -144,6 +150,7 @@ describe() {
         routes) echo "route table: $BIG_ROUTES routes, the last one hit, vs 1 route (ROUTES=$BIG_ROUTES run.sh)" ;;
         callgrind) echo "instructions per proxied request, grayproxy (callgrind.sh)" ;;
         callgrind-bare) echo "instructions per proxied request, bare hyper floor (BARE=1 callgrind.sh)" ;;
+        callgrind-plain) echo "instructions per proxied request, grayproxy without sticky key, rules or arm header (callgrind.sh, grayproxy-plain.toml.in)" ;;
         idle) echo "memory per idle keep-alive connection (idle_conns.sh)" ;;
         large) echo "large configs: check, start-up, reload, RSS, /metrics (benches/large_config.sh)" ;;
         criterion) echo "criterion: decide, route lookup, sticky_in (cargo bench --bench routing)" ;;
@@ -175,9 +182,13 @@ per_request() { awk '/per request:/ {print $NF}' "$OUT/$1.out" 2>/dev/null; }
     done
     gray=$(per_request callgrind)
     bare=$(per_request callgrind-bare)
+    plain=$(per_request callgrind-plain)
     if [[ -n "$gray" && -n "$bare" ]]; then
         echo
         echo "instructions per request, grayproxy / bare hyper: $gray / $bare = $(python3 -c "print(f'{$gray / $bare:.2f}')")"
+    fi
+    if [[ -n "$plain" && -n "$bare" ]]; then
+        echo "instructions per request, plain grayproxy / bare hyper: $plain / $bare = $(python3 -c "print(f'{$plain / $bare:.2f}')")"
     fi
     echo
     echo "| part | status | seconds |"

@@ -6,6 +6,8 @@
 #   BARE=1 benches/e2e/callgrind.sh [BINARY]  # the floor: examples/bare_hyper_proxy
 #                                         # (default target/release/examples/…)
 #   CG_OUT=/tmp/x.cg ...                  # keep the dump (for callgrind_annotate)
+#   CONFIG_IN=benches/e2e/grayproxy-plain.toml.in ...  # another config template
+#                                         # (plain: no sticky key, rules or arm header)
 #
 # Starts the run.sh backends and grayproxy (same config) under
 # valgrind --tool=callgrind, warms up, zeroes the counters, sends a fixed
@@ -39,10 +41,13 @@ trap cleanup EXIT
 PORT_STABLE=$PORT_BASE PORT_CANARY=$((PORT_BASE + 1)) PORT_GRAY=$((PORT_BASE + 3)) PORT_ADMIN=$((PORT_BASE + 4))
 BODY='{"ok":true}'
 mkdir -p "$WORK/tmp" "$WORK/state"
+CONFIG_IN=${CONFIG_IN:-$HERE/grayproxy.toml.in}
 for f in backends.conf grayproxy.toml; do
+    src="$HERE/$f.in"
+    [[ $f == grayproxy.toml ]] && src=$CONFIG_IN
     sed -e "s#@DIR@#$WORK#g" -e "s#@PORT_STABLE@#$PORT_STABLE#g" -e "s#@PORT_CANARY@#$PORT_CANARY#g" \
         -e "s#@PORT_GRAY@#$PORT_GRAY#g" -e "s#@PORT_ADMIN@#$PORT_ADMIN#g" \
-        -e "s#@BODY_STABLE@#$BODY#g" -e "s#@BODY_CANARY@#$BODY#g" "$HERE/$f.in" >"$WORK/$f"
+        -e "s#@BODY_STABLE@#$BODY#g" -e "s#@BODY_CANARY@#$BODY#g" "$src" >"$WORK/$f"
 done
 nginx -c "$WORK/backends.conf" -p "$WORK" -e "$WORK/backends-error.log" &
 PIDS+=($!)
