@@ -13,7 +13,8 @@
 //!   value of this sample";
 //! - [`config`]: [`config()`] and [`split_config`] build grayproxy.toml
 //!   texts; `config::{ok, errs, ...}` look at what the parser says;
-//! - [`ramp`]: a ramped route in a temp dir, open-loop traffic, admin calls;
+//! - [`ramp`]: a ramped route in a temp dir, its two backends
+//!   (`ramp::ramped`), open-loop traffic, admin calls;
 //! - [`tools`]: the external tools of the ecosystem tests and a real
 //!   Prometheus;
 //! - [`grpc`]: a tonic recommendation service (unary, server-streaming,
