@@ -6,17 +6,17 @@ mod support;
 
 use std::time::Duration;
 
-use support::grpc::{self as grpc_support, channel, config, recommend, stream_items, Backend};
-use support::{eventually, TestProxy};
+use support::grpc::{
+    self as grpc_support, channel, config, raw_call, recommend, split, stream_items, Backend,
+};
+use support::{eventually, refused_addr, TestProxy};
 use tonic::Code;
 
 const NO_DELAY: Duration = Duration::ZERO;
 
 #[tokio::test]
 async fn unary_and_streaming_calls_keep_metadata_and_trailers() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (_stable, _canary, proxy) = split(NO_DELAY, 0, "canary_weight = 0.0").await;
     let ch = channel(proxy.proxy).await;
 
     let reply = recommend(&ch, "user-7", None).await.unwrap();
@@ -70,14 +70,8 @@ async fn unary_and_streaming_calls_keep_metadata_and_trailers() {
 
 #[tokio::test]
 async fn canary_unavailable_calls_count_as_errors() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 4, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(
-        stable.addr,
-        canary.addr,
-        "canary_weight = 100.0\nfallback = false",
-    ))
-    .await;
+    let (_stable, _canary, proxy) =
+        split(NO_DELAY, 4, "canary_weight = 100.0\nfallback = false").await;
     let ch = channel(proxy.proxy).await;
     let mut unavailable = 0;
     for i in 0..50 {
@@ -125,33 +119,20 @@ async fn canary_unavailable_calls_count_as_errors() {
     .await;
 }
 
-/// A gRPC-framed message (no compression).
-fn framed(msg: &impl prost::Message) -> Vec<u8> {
-    let payload = msg.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
-}
-
 #[tokio::test]
 async fn deadline_through_the_proxy_is_deadline_exceeded_and_cancels_upstream() {
-    let stable = Backend::spawn("v1", 0, Duration::from_secs(5)).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (stable, _canary, proxy) = split(Duration::from_secs(5), 0, "canary_weight = 0.0").await;
     // A raw h2c call that states its deadline but does not enforce it
     // itself (tonic's client would give up on its own at the same time):
     // the answer must come from the proxy.
-    let body = framed(&grpc_support::RecommendRequest {
-        user_id: "slow".into(),
-        count: 1,
-    });
-    let req = http::Request::post(proxy.url(grpc_support::RECOMMEND))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", "300m")
-        .body(support::full(body))
-        .unwrap();
+    let req = raw_call(
+        proxy.url(grpc_support::RECOMMEND),
+        "300m",
+        &grpc_support::RecommendRequest {
+            user_id: "slow".into(),
+            count: 1,
+        },
+    );
     let started = tokio::time::Instant::now();
     let answer = support::send(&support::h2c_client(), req).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -187,9 +168,7 @@ async fn deadline_through_the_proxy_is_deadline_exceeded_and_cancels_upstream() 
 async fn proxy_made_answers_are_grpc_answers() {
     // Nothing listens on the canary's port; the stable arm is fine.
     let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = refused_addr().await;
     let proxy = TestProxy::start(&config(
         stable.addr,
         dead_addr,
@@ -226,9 +205,7 @@ async fn proxy_made_answers_are_grpc_answers() {
 #[tokio::test]
 async fn connect_failure_falls_back_to_stable() {
     let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = refused_addr().await;
     let proxy = TestProxy::start(&config(stable.addr, dead_addr, "canary_weight = 100.0")).await;
     let ch = channel(proxy.proxy).await;
     let reply = recommend(&ch, "u", None).await.unwrap();
@@ -247,10 +224,8 @@ async fn connect_failure_falls_back_to_stable() {
 
 #[tokio::test]
 async fn idempotent_method_retries_canary_unavailable_on_stable() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 10, NO_DELAY).await;
     let extra = "canary_weight = 100.0\ngrpc_idempotent = [\"/reco.Recommender/Recommend\"]";
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, extra)).await;
+    let (_stable, _canary, proxy) = split(NO_DELAY, 10, extra).await;
     let ch = channel(proxy.proxy).await;
     let reply = recommend(&ch, "u", None).await.unwrap();
     assert_eq!(reply.get_ref().model, "v1");
@@ -274,9 +249,7 @@ async fn idempotent_method_retries_canary_unavailable_on_stable() {
 
 #[tokio::test]
 async fn many_concurrent_calls_share_one_upstream_connection() {
-    let stable = Backend::spawn("v1", 0, Duration::from_millis(50)).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (stable, _canary, proxy) = split(Duration::from_millis(50), 0, "canary_weight = 0.0").await;
     // Several client connections, so the proxy sees real concurrency.
     let mut calls = Vec::new();
     for c in 0..4 {
@@ -306,9 +279,8 @@ async fn many_concurrent_calls_share_one_upstream_connection() {
 
 #[tokio::test]
 async fn upstream_restart_mid_traffic_loses_no_call() {
-    let mut stable = Backend::spawn("v1", 0, Duration::from_millis(300)).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (mut stable, _canary, proxy) =
+        split(Duration::from_millis(300), 0, "canary_weight = 0.0").await;
     let ch = channel(proxy.proxy).await;
     let call = |i: usize| {
         let ch = ch.clone();
@@ -364,11 +336,9 @@ async fn grpc_health_check_reads_serving_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_failing_40_percent_with_unavailable_is_rolled_back() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 4, NO_DELAY).await;
     let ramp = "[routes.ramp]\nsteps = [10, 50, 100]\nmin_requests = 100000\n\
                 tick = \"100ms\"\ninterval = \"300ms\"\nbaseline = \"1s\"\n";
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, ramp)).await;
+    let (_stable, _canary, proxy) = split(NO_DELAY, 4, ramp).await;
     let ch = channel(proxy.proxy).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..4)

@@ -19,7 +19,8 @@
 //!   Prometheus;
 //! - [`grpc`]: a tonic recommendation service (unary, server-streaming,
 //!   health) that counts calls, connections and cancellations, a tonic
-//!   client, and a config with h2 upstreams;
+//!   client, raw h2c calls, a config with h2 upstreams and `grpc::split`
+//!   (two backends + proxy);
 //! - [`fleet`]: a real etcd for the fleet tests;
 //! - here: [`eventually`], the one bounded poll, and [`TempDir`].
 //!
