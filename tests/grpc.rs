@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use support::grpc::{
-    self as grpc_support, channel, config, raw_call, recommend, split, stream_items, Backend,
+    self as grpc_support, channel, config, grpc_responses, raw_call, recommend, split,
+    stream_items, Backend,
 };
 use support::{eventually, refused_addr, TestProxy};
 use tonic::Code;
@@ -58,14 +59,8 @@ async fn unary_and_streaming_calls_keep_metadata_and_trailers() {
     assert_eq!(&bin[..], &[9, 8, 7]);
 
     let m = proxy.metrics().await;
-    let ok = [("route", "reco"), ("arm", "stable"), ("grpc_status", "OK")];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &ok), 2.0);
-    let lost = [
-        ("route", "reco"),
-        ("arm", "stable"),
-        ("grpc_status", "DATA_LOSS"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &lost), 1.0);
+    assert_eq!(grpc_responses(&m, "stable", "OK"), 2.0);
+    assert_eq!(grpc_responses(&m, "stable", "DATA_LOSS"), 1.0);
 }
 
 #[tokio::test]
@@ -95,15 +90,8 @@ async fn canary_unavailable_calls_count_as_errors() {
     }
     assert_eq!(unavailable, 20);
     let m = proxy.metrics().await;
-    let label = |code| [("route", "reco"), ("arm", "canary"), ("grpc_status", code)];
-    assert_eq!(
-        m.value("grayproxy_grpc_responses_total", &label("UNAVAILABLE")),
-        20.0
-    );
-    assert_eq!(
-        m.value("grayproxy_grpc_responses_total", &label("OK")),
-        30.0
-    );
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 20.0);
+    assert_eq!(grpc_responses(&m, "canary", "OK"), 30.0);
     // HTTP class stays 2xx; the error accounting is the gRPC status.
     let http = [("route", "reco"), ("arm", "canary"), ("code", "2xx")];
     assert_eq!(m.value("grayproxy_requests_total", &http), 50.0);
@@ -154,12 +142,7 @@ async fn deadline_through_the_proxy_is_deadline_exceeded_and_cancels_upstream() 
     )
     .await;
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "stable"),
-        ("grpc_status", "DEADLINE_EXCEEDED"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "stable", "DEADLINE_EXCEEDED"), 1.0);
     let t = [("route", "reco"), ("arm", "stable"), ("kind", "timeout")];
     assert_eq!(m.value("grayproxy_upstream_failures_total", &t), 1.0);
 }
@@ -181,12 +164,7 @@ async fn proxy_made_answers_are_grpc_answers() {
     assert_eq!(err.message(), "upstream unreachable");
     assert_eq!(err.metadata().get("x-grayproxy-arm").unwrap(), "canary");
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "canary"),
-        ("grpc_status", "UNAVAILABLE"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 1.0);
 
     // No route: UNIMPLEMENTED.
     let mut client = tonic::client::Grpc::new(ch.clone());
@@ -239,12 +217,7 @@ async fn idempotent_method_retries_canary_unavailable_on_stable() {
         "canary"
     );
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "canary"),
-        ("grpc_status", "UNAVAILABLE"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 1.0);
 }
 
 #[tokio::test]

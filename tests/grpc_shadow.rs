@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::eventually;
-use support::grpc::{channel, recommend, split};
+use support::grpc::{channel, grpc_responses, recommend, split};
 
 const SHADOW: &str =
     "canary_weight = 0.0\n\n[routes.shadow]\nmethods = [\"POST\"]\nnoise_percent = 0.0\n";
@@ -52,18 +52,8 @@ async fn a_failing_canary_is_seen_by_its_grpc_status_while_users_get_stable() {
     );
     // Mirrored calls never count as user traffic; stable's calls still
     // count at their trailers (the tee does not hide the gRPC body).
-    let arm = |a, code| [("route", "reco"), ("arm", a), ("grpc_status", code)];
-    assert_eq!(
-        m.value("grayproxy_grpc_responses_total", &arm("stable", "OK")),
-        50.0
-    );
-    assert_eq!(
-        m.value(
-            "grayproxy_grpc_responses_total",
-            &arm("canary", "UNAVAILABLE")
-        ),
-        0.0
-    );
+    assert_eq!(grpc_responses(&m, "stable", "OK"), 50.0);
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 0.0);
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@ use grayproxy::config::types::{Endpoint, HealthCheck};
 use grayproxy::proxy::health::check_once;
 use http_body_util::BodyExt;
 use support::grpc::{
-    channel, config, raw_call, recommend, split, stream_items, Backend, RecommendRequest, STREAM,
+    channel, config, grpc_responses, raw_call, recommend, split, stream_items, Backend,
+    RecommendRequest, STREAM,
 };
 use support::{eventually, TempDir, TestProxy};
 
@@ -66,12 +67,7 @@ async fn a_server_stream_past_its_deadline_ends_deadline_exceeded_and_is_reset_u
     )
     .await;
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "stable"),
-        ("grpc_status", "DEADLINE_EXCEEDED"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "stable", "DEADLINE_EXCEEDED"), 1.0);
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
+use super::metrics::Metrics;
 use super::proxy::TestProxy;
 
 /// `reco.RecommendRequest`.
@@ -521,6 +522,19 @@ pub fn raw_call(
         .header("grpc-timeout", deadline)
         .body(super::http::full(framed(msg)))
         .unwrap()
+}
+
+/// `grayproxy_grpc_responses_total` of route `reco`'s `arm` answered with
+/// `grpc_status` (`"OK"`, `"UNAVAILABLE"`, ...).
+pub fn grpc_responses(m: &Metrics, arm: &str, grpc_status: &str) -> f64 {
+    m.value(
+        "grayproxy_grpc_responses_total",
+        &[
+            ("route", "reco"),
+            ("arm", arm),
+            ("grpc_status", grpc_status),
+        ],
+    )
 }
 
 /// The usual gRPC set-up: a stable backend `v1` answering after
