@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::Method;
 use support::{
-    client, eventually, fetch, refused_addr, split_config, Fault, TestProxy, TestUpstream,
+    client, eventually, fetch, refused_addr, split_config, Fault, Split, TestProxy, TestUpstream,
 };
 use tokio::time::Instant;
 
@@ -207,16 +207,12 @@ async fn matrix_canary_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_off_means_canary_answer_stands() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
+    let Split {
+        stable,
+        canary,
+        proxy: p,
+    } = Split::start("", "canary_weight = 100.0\nfallback = false").await;
     canary.set(&[Fault::Status(503)]);
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "",
-        "canary_weight = 100.0\nfallback = false",
-    ))
-    .await;
     let a = fetch(&client(), Method::GET, &p.url("/"), &[], None)
         .await
         .unwrap();
@@ -263,16 +259,12 @@ async fn load(url: String, clients: usize, for_how_long: Duration) -> (u64, u64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_killed_mid_load_costs_users_nothing() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
     // 10 %: fallbacks after the kill stay well inside the default 0.2 budget.
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "",
-        "canary_weight = 10.0",
-    ))
-    .await;
+    let Split {
+        stable: _stable,
+        canary,
+        proxy: p,
+    } = Split::start("", "canary_weight = 10.0").await;
     let run = tokio::spawn(load(p.url("/api"), 8, Duration::from_secs(10)));
     // Kill it once it is really serving its share of the load.
     eventually(Duration::from_secs(5), "the canary under load", || async {
@@ -305,16 +297,12 @@ async fn canary_killed_mid_load_costs_users_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_failing_everything_stays_within_budget() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
+    let Split {
+        stable,
+        canary,
+        proxy: p,
+    } = Split::start("", "canary_weight = 100.0\nfallback_budget = 0.2").await;
     canary.set(&[Fault::Status(503)]);
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "",
-        "canary_weight = 100.0\nfallback_budget = 0.2",
-    ))
-    .await;
     // Well under 10 s: the whole run is inside one budget window.
     let (ok, bad, _) = load(p.url("/"), 4, Duration::from_secs(3)).await;
     let requests = ok + bad;

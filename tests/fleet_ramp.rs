@@ -70,6 +70,31 @@ async fn leader(apps: &[App]) -> usize {
     .await
 }
 
+/// Open-loop traffic at `rps` on each replica.
+fn traffic(apps: &[App], rps: f64) -> Vec<Traffic> {
+    apps.iter()
+        .map(|a| Traffic::start(a.proxy_addr, rps))
+        .collect()
+}
+
+/// The last decision in `decisions` with this `action`.
+fn last_decision(decisions: &[Value], action: &str) -> Value {
+    decisions
+        .iter()
+        .rev()
+        .find(|d| d["action"] == action)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {action} among {decisions:#?}"))
+}
+
+/// Every replica serves the canary 0 %; then each is shut down.
+fn assert_at_0_and_shut_down(apps: &[App]) {
+    for a in apps {
+        assert_eq!(a.runtime.snapshot().routes[0].weight().percent(), 0.0);
+        a.shutdown();
+    }
+}
+
 /// Samples every replica's weight every 5 ms until all are `state`; returns
 /// how long each disagreement (a decision reaching the replicas) lasted, ms.
 async fn watch_spread(apps: &[App], state: &str, limit: Duration) -> Vec<f64> {
@@ -128,10 +153,7 @@ async fn healthy_ramp_is_promoted_with_every_replica_agreeing() {
     );
     let (setups, apps) = fleet("healthy", &stable, &canary, &policy).await;
     let lead = leader(&apps).await;
-    let traffic: Vec<Traffic> = apps
-        .iter()
-        .map(|a| Traffic::start(a.proxy_addr, 100.0))
-        .collect();
+    let traffic = traffic(&apps, 100.0);
     let mut spans = watch_spread(&apps, "promoted", Duration::from_secs(40)).await;
     assert!(!spans.is_empty(), "the weights changed during the ramp");
     let (p50, p99, max) = percentiles(&mut spans);
@@ -198,20 +220,10 @@ async fn failing_canary_is_rolled_back_on_the_fleets_summed_counts() {
     let policy = format!("steps = [20, 50, 100]\nmin_requests = 30\n{FAST}");
     let (_setups, apps) = fleet("failing", &stable, &canary, &policy).await;
     let lead = leader(&apps).await;
-    let _traffic: Vec<Traffic> = apps
-        .iter()
-        .map(|a| Traffic::start(a.proxy_addr, 100.0))
-        .collect();
+    let _traffic = traffic(&apps, 100.0);
     watch_spread(&apps, "rolled_back", Duration::from_secs(60)).await;
     let r = ramp(apps[lead].admin_addr).await;
-    let rb = r["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|d| d["action"] == "rollback")
-        .cloned()
-        .unwrap();
+    let rb = last_decision(r["decisions"].as_array().unwrap(), "rollback");
     assert_eq!(rb["replica"], format!("gp-{}", lead + 1).as_str());
     // The evidence is the fleet's: more canary requests than the deciding
     // replica itself sent to the canary in the whole test.
@@ -226,10 +238,7 @@ async fn failing_canary_is_rolled_back_on_the_fleets_summed_counts() {
         evidence > own,
         "evidence {evidence} must exceed the leader's own {own}: {rb:#}"
     );
-    for a in &apps {
-        assert_eq!(a.runtime.snapshot().routes[0].weight().percent(), 0.0);
-        a.shutdown();
-    }
+    assert_at_0_and_shut_down(&apps);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,21 +249,13 @@ async fn failing_canary_is_rolled_back_in_the_shadow_phase_on_the_fleets_summed_
     let policy = format!("steps = [20, 50, 100]\nmin_requests = 30\nshadow = \"1m\"\n{FAST}");
     let (_setups, apps) = fleet("shadow", &stable, &canary, &policy).await;
     let lead = leader(&apps).await;
-    let _traffic: Vec<Traffic> = apps
-        .iter()
-        .map(|a| Traffic::start(a.proxy_addr, 30.0))
-        .collect();
+    let _traffic = traffic(&apps, 30.0);
     watch_spread(&apps, "rolled_back", Duration::from_secs(60)).await;
     let r = ramp(apps[lead].admin_addr).await;
     let decisions = r["decisions"].as_array().unwrap();
     assert!(decisions.iter().any(|d| d["action"] == "shadow_started"));
     assert!(!decisions.iter().any(|d| d["action"] == "ramp_started"));
-    let rb = decisions
-        .iter()
-        .rev()
-        .find(|d| d["action"] == "rollback")
-        .cloned()
-        .unwrap();
+    let rb = last_decision(decisions, "rollback");
     assert_eq!(rb["replica"], format!("gp-{}", lead + 1).as_str());
     let reason = rb["reason"].as_str().unwrap();
     // "… (canary-only failures B vs stable-only C, …)": B is the fleet's.
@@ -281,10 +282,7 @@ async fn failing_canary_is_rolled_back_in_the_shadow_phase_on_the_fleets_summed_
         "the leader judged more than its own {} failures: {reason}",
         own[lead]
     );
-    for a in &apps {
-        assert_eq!(a.runtime.snapshot().routes[0].weight().percent(), 0.0);
-        a.shutdown();
-    }
+    assert_at_0_and_shut_down(&apps);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,10 +293,7 @@ async fn operator_pause_on_a_follower_reaches_every_replica_within_a_second() {
     let (_setups, apps) = fleet("pause", &stable, &canary, policy).await;
     let c = client();
     let lead = leader(&apps).await;
-    let _traffic: Vec<Traffic> = apps
-        .iter()
-        .map(|a| Traffic::start(a.proxy_addr, 50.0))
-        .collect();
+    let _traffic = traffic(&apps, 50.0);
     eventually(
         Duration::from_secs(20),
         "progressing everywhere",

@@ -6,17 +6,18 @@ mod support;
 
 use std::time::Duration;
 
-use support::grpc::{self as grpc_support, channel, config, recommend, stream_items, Backend};
-use support::{eventually, TestProxy};
+use support::grpc::{
+    self as grpc_support, channel, config, grpc_responses, raw_call, recommend, split,
+    stream_items, Backend,
+};
+use support::{eventually, refused_addr, TestProxy};
 use tonic::Code;
 
 const NO_DELAY: Duration = Duration::ZERO;
 
 #[tokio::test]
 async fn unary_and_streaming_calls_keep_metadata_and_trailers() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (_stable, _canary, proxy) = split(NO_DELAY, 0, "canary_weight = 0.0").await;
     let ch = channel(proxy.proxy).await;
 
     let reply = recommend(&ch, "user-7", None).await.unwrap();
@@ -58,26 +59,14 @@ async fn unary_and_streaming_calls_keep_metadata_and_trailers() {
     assert_eq!(&bin[..], &[9, 8, 7]);
 
     let m = proxy.metrics().await;
-    let ok = [("route", "reco"), ("arm", "stable"), ("grpc_status", "OK")];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &ok), 2.0);
-    let lost = [
-        ("route", "reco"),
-        ("arm", "stable"),
-        ("grpc_status", "DATA_LOSS"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &lost), 1.0);
+    assert_eq!(grpc_responses(&m, "stable", "OK"), 2.0);
+    assert_eq!(grpc_responses(&m, "stable", "DATA_LOSS"), 1.0);
 }
 
 #[tokio::test]
 async fn canary_unavailable_calls_count_as_errors() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 4, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(
-        stable.addr,
-        canary.addr,
-        "canary_weight = 100.0\nfallback = false",
-    ))
-    .await;
+    let (_stable, _canary, proxy) =
+        split(NO_DELAY, 4, "canary_weight = 100.0\nfallback = false").await;
     let ch = channel(proxy.proxy).await;
     let mut unavailable = 0;
     for i in 0..50 {
@@ -101,15 +90,8 @@ async fn canary_unavailable_calls_count_as_errors() {
     }
     assert_eq!(unavailable, 20);
     let m = proxy.metrics().await;
-    let label = |code| [("route", "reco"), ("arm", "canary"), ("grpc_status", code)];
-    assert_eq!(
-        m.value("grayproxy_grpc_responses_total", &label("UNAVAILABLE")),
-        20.0
-    );
-    assert_eq!(
-        m.value("grayproxy_grpc_responses_total", &label("OK")),
-        30.0
-    );
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 20.0);
+    assert_eq!(grpc_responses(&m, "canary", "OK"), 30.0);
     // HTTP class stays 2xx; the error accounting is the gRPC status.
     let http = [("route", "reco"), ("arm", "canary"), ("code", "2xx")];
     assert_eq!(m.value("grayproxy_requests_total", &http), 50.0);
@@ -125,33 +107,20 @@ async fn canary_unavailable_calls_count_as_errors() {
     .await;
 }
 
-/// A gRPC-framed message (no compression).
-fn framed(msg: &impl prost::Message) -> Vec<u8> {
-    let payload = msg.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
-}
-
 #[tokio::test]
 async fn deadline_through_the_proxy_is_deadline_exceeded_and_cancels_upstream() {
-    let stable = Backend::spawn("v1", 0, Duration::from_secs(5)).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (stable, _canary, proxy) = split(Duration::from_secs(5), 0, "canary_weight = 0.0").await;
     // A raw h2c call that states its deadline but does not enforce it
     // itself (tonic's client would give up on its own at the same time):
     // the answer must come from the proxy.
-    let body = framed(&grpc_support::RecommendRequest {
-        user_id: "slow".into(),
-        count: 1,
-    });
-    let req = http::Request::post(proxy.url(grpc_support::RECOMMEND))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", "300m")
-        .body(support::full(body))
-        .unwrap();
+    let req = raw_call(
+        proxy.url(grpc_support::RECOMMEND),
+        "300m",
+        &grpc_support::RecommendRequest {
+            user_id: "slow".into(),
+            count: 1,
+        },
+    );
     let started = tokio::time::Instant::now();
     let answer = support::send(&support::h2c_client(), req).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -173,12 +142,7 @@ async fn deadline_through_the_proxy_is_deadline_exceeded_and_cancels_upstream() 
     )
     .await;
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "stable"),
-        ("grpc_status", "DEADLINE_EXCEEDED"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "stable", "DEADLINE_EXCEEDED"), 1.0);
     let t = [("route", "reco"), ("arm", "stable"), ("kind", "timeout")];
     assert_eq!(m.value("grayproxy_upstream_failures_total", &t), 1.0);
 }
@@ -187,9 +151,7 @@ async fn deadline_through_the_proxy_is_deadline_exceeded_and_cancels_upstream() 
 async fn proxy_made_answers_are_grpc_answers() {
     // Nothing listens on the canary's port; the stable arm is fine.
     let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = refused_addr().await;
     let proxy = TestProxy::start(&config(
         stable.addr,
         dead_addr,
@@ -202,12 +164,7 @@ async fn proxy_made_answers_are_grpc_answers() {
     assert_eq!(err.message(), "upstream unreachable");
     assert_eq!(err.metadata().get("x-grayproxy-arm").unwrap(), "canary");
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "canary"),
-        ("grpc_status", "UNAVAILABLE"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 1.0);
 
     // No route: UNIMPLEMENTED.
     let mut client = tonic::client::Grpc::new(ch.clone());
@@ -226,9 +183,7 @@ async fn proxy_made_answers_are_grpc_answers() {
 #[tokio::test]
 async fn connect_failure_falls_back_to_stable() {
     let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = refused_addr().await;
     let proxy = TestProxy::start(&config(stable.addr, dead_addr, "canary_weight = 100.0")).await;
     let ch = channel(proxy.proxy).await;
     let reply = recommend(&ch, "u", None).await.unwrap();
@@ -247,10 +202,8 @@ async fn connect_failure_falls_back_to_stable() {
 
 #[tokio::test]
 async fn idempotent_method_retries_canary_unavailable_on_stable() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 10, NO_DELAY).await;
     let extra = "canary_weight = 100.0\ngrpc_idempotent = [\"/reco.Recommender/Recommend\"]";
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, extra)).await;
+    let (_stable, _canary, proxy) = split(NO_DELAY, 10, extra).await;
     let ch = channel(proxy.proxy).await;
     let reply = recommend(&ch, "u", None).await.unwrap();
     assert_eq!(reply.get_ref().model, "v1");
@@ -264,19 +217,12 @@ async fn idempotent_method_retries_canary_unavailable_on_stable() {
         "canary"
     );
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "canary"),
-        ("grpc_status", "UNAVAILABLE"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 1.0);
 }
 
 #[tokio::test]
 async fn many_concurrent_calls_share_one_upstream_connection() {
-    let stable = Backend::spawn("v1", 0, Duration::from_millis(50)).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (stable, _canary, proxy) = split(Duration::from_millis(50), 0, "canary_weight = 0.0").await;
     // Several client connections, so the proxy sees real concurrency.
     let mut calls = Vec::new();
     for c in 0..4 {
@@ -306,9 +252,8 @@ async fn many_concurrent_calls_share_one_upstream_connection() {
 
 #[tokio::test]
 async fn upstream_restart_mid_traffic_loses_no_call() {
-    let mut stable = Backend::spawn("v1", 0, Duration::from_millis(300)).await;
-    let canary = Backend::spawn("v2", 0, NO_DELAY).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (mut stable, _canary, proxy) =
+        split(Duration::from_millis(300), 0, "canary_weight = 0.0").await;
     let ch = channel(proxy.proxy).await;
     let call = |i: usize| {
         let ch = ch.clone();
@@ -364,11 +309,9 @@ async fn grpc_health_check_reads_serving_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_failing_40_percent_with_unavailable_is_rolled_back() {
-    let stable = Backend::spawn("v1", 0, NO_DELAY).await;
-    let canary = Backend::spawn("v2", 4, NO_DELAY).await;
     let ramp = "[routes.ramp]\nsteps = [10, 50, 100]\nmin_requests = 100000\n\
                 tick = \"100ms\"\ninterval = \"300ms\"\nbaseline = \"1s\"\n";
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, ramp)).await;
+    let (_stable, _canary, proxy) = split(NO_DELAY, 4, ramp).await;
     let ch = channel(proxy.proxy).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..4)

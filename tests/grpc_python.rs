@@ -6,8 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::grpc::{config, Backend};
-use support::TestProxy;
+use support::grpc::{grpc_responses, split};
 
 /// The tools venv's Python (where scripts/grpc-tools.sh installs grpcio).
 fn python() -> String {
@@ -18,9 +17,7 @@ fn python() -> String {
 
 #[tokio::test]
 async fn grpcio_client_through_the_proxy() {
-    let stable = Backend::spawn("v1", 0, Duration::ZERO).await;
-    let canary = Backend::spawn("v2", 0, Duration::ZERO).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (_stable, _canary, proxy) = split(Duration::ZERO, 0, "canary_weight = 0.0").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc_client.py");
     let target = proxy.proxy.to_string();
     let out = tokio::task::spawn_blocking(move || {
@@ -57,6 +54,5 @@ async fn grpcio_client_through_the_proxy() {
     assert_eq!(e["trailing"]["x-detail-bin"], serde_json::json!([9, 8, 7]));
     assert_eq!(v["no_route"], "UNIMPLEMENTED");
     let m = proxy.metrics().await;
-    let ok = [("route", "reco"), ("arm", "stable"), ("grpc_status", "OK")];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &ok), 2.0);
+    assert_eq!(grpc_responses(&m, "stable", "OK"), 2.0);
 }

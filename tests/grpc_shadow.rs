@@ -8,18 +8,16 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::grpc::{channel, config, recommend, Backend};
-use support::{eventually, TestProxy};
+use support::eventually;
+use support::grpc::{channel, grpc_responses, recommend, split};
 
 const SHADOW: &str =
     "canary_weight = 0.0\n\n[routes.shadow]\nmethods = [\"POST\"]\nnoise_percent = 0.0\n";
 
 #[tokio::test]
 async fn a_failing_canary_is_seen_by_its_grpc_status_while_users_get_stable() {
-    let stable = Backend::spawn("v1", 0, Duration::ZERO).await;
     // The canary answers UNAVAILABLE (trailers-only) on 4 calls in 10.
-    let canary = Backend::spawn("v2", 4, Duration::ZERO).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, SHADOW)).await;
+    let (_stable, canary, proxy) = split(Duration::ZERO, 4, SHADOW).await;
     let ch = channel(proxy.proxy).await;
     for i in 0..50 {
         let reply = recommend(&ch, &format!("u{i}"), None).await.unwrap();
@@ -54,25 +52,13 @@ async fn a_failing_canary_is_seen_by_its_grpc_status_while_users_get_stable() {
     );
     // Mirrored calls never count as user traffic; stable's calls still
     // count at their trailers (the tee does not hide the gRPC body).
-    let arm = |a, code| [("route", "reco"), ("arm", a), ("grpc_status", code)];
-    assert_eq!(
-        m.value("grayproxy_grpc_responses_total", &arm("stable", "OK")),
-        50.0
-    );
-    assert_eq!(
-        m.value(
-            "grayproxy_grpc_responses_total",
-            &arm("canary", "UNAVAILABLE")
-        ),
-        0.0
-    );
+    assert_eq!(grpc_responses(&m, "stable", "OK"), 50.0);
+    assert_eq!(grpc_responses(&m, "canary", "UNAVAILABLE"), 0.0);
 }
 
 #[tokio::test]
 async fn a_healthy_grpc_canary_shows_no_errors_and_no_status_differences() {
-    let stable = Backend::spawn("v1", 0, Duration::ZERO).await;
-    let canary = Backend::spawn("v2", 0, Duration::ZERO).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, SHADOW)).await;
+    let (_stable, _canary, proxy) = split(Duration::ZERO, 0, SHADOW).await;
     let ch = channel(proxy.proxy).await;
     for i in 0..20 {
         recommend(&ch, &format!("u{i}"), None).await.unwrap();

@@ -11,17 +11,11 @@ use std::time::Duration;
 use grayproxy::config::types::{Endpoint, HealthCheck};
 use grayproxy::proxy::health::check_once;
 use http_body_util::BodyExt;
-use support::grpc::{channel, config, recommend, stream_items, Backend, RecommendRequest, STREAM};
+use support::grpc::{
+    channel, config, grpc_responses, raw_call, recommend, split, stream_items, Backend,
+    RecommendRequest, STREAM,
+};
 use support::{eventually, TempDir, TestProxy};
-
-/// A gRPC-framed message (no compression).
-fn framed(msg: &impl prost::Message) -> Vec<u8> {
-    let payload = msg.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
-}
 
 /// How many whole length-prefixed messages `body` holds.
 fn messages(mut body: &[u8]) -> usize {
@@ -39,22 +33,18 @@ fn messages(mut body: &[u8]) -> usize {
 
 #[tokio::test]
 async fn a_server_stream_past_its_deadline_ends_deadline_exceeded_and_is_reset_upstream() {
-    let stable = Backend::spawn("v1", 0, Duration::ZERO).await;
-    let canary = Backend::spawn("v2", 0, Duration::ZERO).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (stable, _canary, proxy) = split(Duration::ZERO, 0, "canary_weight = 0.0").await;
     // 50 messages, one every 100 ms: 5 s, far past the call's 450 ms. A raw
     // h2c client that does not enforce the deadline itself, so what ends
     // the stream is the proxy.
-    let body = framed(&RecommendRequest {
-        user_id: "slow-stream".into(),
-        count: 50,
-    });
-    let req = http::Request::post(proxy.url(STREAM))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", "450m")
-        .body(support::full(body))
-        .unwrap();
+    let req = raw_call(
+        proxy.url(STREAM),
+        "450m",
+        &RecommendRequest {
+            user_id: "slow-stream".into(),
+            count: 50,
+        },
+    );
     let started = tokio::time::Instant::now();
     let resp = support::h2c_client().request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -77,20 +67,13 @@ async fn a_server_stream_past_its_deadline_ends_deadline_exceeded_and_is_reset_u
     )
     .await;
     let m = proxy.metrics().await;
-    let l = [
-        ("route", "reco"),
-        ("arm", "stable"),
-        ("grpc_status", "DEADLINE_EXCEEDED"),
-    ];
-    assert_eq!(m.value("grayproxy_grpc_responses_total", &l), 1.0);
+    assert_eq!(grpc_responses(&m, "stable", "DEADLINE_EXCEEDED"), 1.0);
 }
 
 #[tokio::test]
 async fn a_call_the_client_cancels_is_cancelled_upstream() {
     // Unary calls wait 5 s upstream; the stream sends one message per 100 ms.
-    let stable = Backend::spawn("v1", 0, Duration::from_secs(5)).await;
-    let canary = Backend::spawn("v2", 0, Duration::ZERO).await;
-    let proxy = TestProxy::start(&config(stable.addr, canary.addr, "canary_weight = 0.0")).await;
+    let (stable, _canary, proxy) = split(Duration::from_secs(5), 0, "canary_weight = 0.0").await;
     let ch = channel(proxy.proxy).await;
 
     // Unary: the client drops the call once the upstream has it (tonic

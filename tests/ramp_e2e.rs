@@ -16,15 +16,13 @@ use support::{admin_json, admin_metrics, client, eventually, fetch, read, TestPr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_with_30_percent_503s_is_rolled_back() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.30, 0).await,
-    );
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
+    let (_stable, canary, setup) = ramped(
+        0.0,
+        0.30,
+        0,
         &format!("steps = [10, 50, 100]\nmin_requests = 100000\n{FAST}"),
-    );
+    )
+    .await;
     let p = TestProxy::open(&setup.config).await;
     let traffic = Traffic::start(p.proxy, 300.0);
     let r = wait_state(p.admin, "rolled_back", Duration::from_secs(30)).await;
@@ -57,20 +55,18 @@ async fn canary_with_30_percent_503s_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_arms_at_10_percent_errors_never_roll_back() {
-    let (stable, canary) = (
-        backend("stable", 0.10, 10).await,
-        backend("canary", 0.10, 10).await,
-    );
     // One long step at 50 %: the judge compares the arms on every tick.
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
+    let (_stable, canary, setup) = ramped(
+        0.10,
+        0.10,
+        10,
         r#"steps = [50, 100]
 tick = "100ms"
 interval = "10m"
 baseline = "1s"
 max_step_duration = "1h""#,
-    );
+    )
+    .await;
     let p = TestProxy::open(&setup.config).await;
     let traffic = Traffic::start(p.proxy, 300.0);
     wait_state(p.admin, "progressing", Duration::from_secs(10)).await;
@@ -107,15 +103,13 @@ max_step_duration = "1h""#,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_per_2s_never_advances_nor_rolls_back_and_says_why() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
+    let (_stable, _canary, setup) = ramped(
+        0.0,
+        0.0,
+        0,
         &format!("steps = [10, 100]\nmin_requests = 5\n{FAST}"),
-    );
+    )
+    .await;
     let p = TestProxy::open(&setup.config).await;
     let c = client();
     let url = format!("http://{}/api", p.proxy);
@@ -146,11 +140,7 @@ async fn one_request_per_2s_never_advances_nor_rolls_back_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutating_endpoints_need_the_token() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
-    let setup = Setup::new(stable.addr, canary.addr, FAST);
+    let (_stable, _canary, setup) = ramped(0.0, 0.0, 0, FAST).await;
     // A second route without a ramp.
     let mut text = read(&setup.config);
     text.push_str("[[routes]]\nname = \"plain\"\nmatch = { path_prefix = \"/plain\" }\nstable = \"v1\"\ncanary = \"v2\"\n");
@@ -198,11 +188,7 @@ async fn mutating_endpoints_need_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_file_mutations_are_refused_with_advice() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
-    let setup = Setup::new(stable.addr, canary.addr, FAST);
+    let (_stable, _canary, setup) = ramped(0.0, 0.0, 0, FAST).await;
     let text = read(&setup.config).replace("token_file = \"admin.token\"\n", "");
     std::fs::write(&setup.config, text).unwrap();
     let p = TestProxy::open(&setup.config).await;
@@ -217,15 +203,7 @@ async fn without_a_token_file_mutations_are_refused_with_advice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_state_file_pauses_at_0_and_is_reported() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
-        &format!("steps = [10, 100]\n{FAST}"),
-    );
+    let (stable, canary, setup) = ramped(0.0, 0.0, 0, &format!("steps = [10, 100]\n{FAST}")).await;
     std::fs::create_dir_all(setup.state_dir()).unwrap();
     // What a promoted ramp's file looks like after a bad disk: truncated.
     std::fs::write(
@@ -268,18 +246,16 @@ async fn corrupt_state_file_pauses_at_0_and_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_state_dir_keeps_serving_reports_and_does_not_advance() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 10).await,
-        backend("canary", 0.0, 10).await,
-    );
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
+    let (_stable, _canary, setup) = ramped(
+        0.0,
+        0.0,
+        10,
         &format!(
             "steps = [10, 50, 100]\nmin_requests = 40\ngate_ratios = [0, 0]\n{}",
             FAST.replace("baseline = \"1s\"", "baseline = \"3s\"")
         ),
-    );
+    )
+    .await;
     let p = TestProxy::open(&setup.config).await;
     let traffic = Traffic::start(p.proxy, 300.0);
     wait_state(p.admin, "progressing", Duration::from_secs(10)).await;
@@ -386,17 +362,17 @@ async fn ticks_on_disk(setup: &Setup, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_new_canary_new_ramp_policy_edit_keeps_state_ramp_removed_file_weight() {
-    let stable = backend("stable", 0.0, 5).await;
-    let canary = backend("canary", 0.0, 5).await;
-    let canary2 = backend("canary2", 0.0, 5).await;
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
+    let (_stable, canary, setup) = ramped(
+        0.0,
+        0.0,
+        5,
         &format!(
             "steps = [50, 100]\nmin_requests = 20\ngate_ratios = [0]\n{}",
             FAST.replace("baseline = \"1s\"", "baseline = \"3s\"")
         ),
-    );
+    )
+    .await;
+    let canary2 = backend("canary2", 0.0, 5).await;
     let p = TestProxy::open(&setup.config).await;
     let c = client();
     let traffic = Traffic::start(p.proxy, 200.0);

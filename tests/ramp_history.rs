@@ -38,15 +38,8 @@ fn ticks(h: &Value) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_has_a_tick_per_tick_with_evidence_and_survives_a_restart() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
-        &format!("steps = [10, 50, 100]\n{FAST}"),
-    );
+    let (_stable, _canary, setup) =
+        ramped(0.0, 0.0, 0, &format!("steps = [10, 50, 100]\n{FAST}")).await;
     let p = TestProxy::open(&setup.config).await;
     let c = client();
     let traffic = Traffic::start(p.proxy, 300.0);

@@ -24,14 +24,13 @@ fn cli(args: &[&str], env_token: Option<&str>) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_through_the_cli() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
-    let setup = Setup::new(stable.addr,
-        canary.addr,
+    let (_stable, _canary, setup) = ramped(
+        0.0,
+        0.0,
+        0,
         "steps = [10, 50, 100]\ntick = \"100ms\"\ninterval = \"300ms\"\nbaseline = \"500ms\"\nmin_requests = 1000000",
-    );
+    )
+    .await;
     let p = Binary::start(&setup.config);
     let _traffic = Traffic::start(p.proxy, 100.0);
     eventually(Duration::from_secs(10), "progressing", || async {
@@ -102,14 +101,13 @@ async fn operator_commands_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_ramp_and_restart_resumes_at_the_same_step() {
-    let (stable, canary) = (
-        backend("stable", 0.0, 5).await,
-        backend("canary", 0.0, 5).await,
-    );
-    let setup = Setup::new(stable.addr,
-        canary.addr,
+    let (_stable, _canary, setup) = ramped(
+        0.0,
+        0.0,
+        5,
         "steps = [10, 20, 30, 40, 50, 100]\ngate_ratios = [0, 0, 0, 0, 0]\ntick = \"100ms\"\ninterval = \"1s\"\nbaseline = \"3s\"\nmin_requests = 20",
-    );
+    )
+    .await;
     let p = Binary::start(&setup.config);
     let traffic = Traffic::start(p.proxy, 200.0);
     eventually(Duration::from_secs(30), "step 1 or later", || async {

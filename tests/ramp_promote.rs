@@ -15,20 +15,18 @@ use support::{admin_json, admin_metrics, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_promoted_to_100() {
-    let (stable, canary) = (
-        backend("stable", 0.02, STEADY_MEAN_MS).await,
-        backend("canary", 0.02, STEADY_MEAN_MS).await,
-    );
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
-        // A 4 s baseline: the incident hold compares stable with it, and
-        // a p99 from a second of traffic is too rough a yardstick.
+    // A 4 s baseline: the incident hold compares stable with it, and a p99
+    // from a second of traffic is too rough a yardstick.
+    let (_stable, _canary, setup) = ramped(
+        0.02,
+        0.02,
+        STEADY_MEAN_MS,
         &format!(
             "steps = [10, 50, 100]\nmin_requests = 30\ngate_ratios = [0, 5]\n{}",
             FAST.replace("baseline = \"1s\"", "baseline = \"4s\"")
         ),
-    );
+    )
+    .await;
     let p = TestProxy::open(&setup.config).await;
     let traffic = Traffic::start(p.proxy, 300.0);
     let started = tokio::time::Instant::now();

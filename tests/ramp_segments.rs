@@ -188,15 +188,13 @@ async fn a_canary_failing_only_for_new_users_is_rolled_back_naming_the_segment()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_on_segmented_traffic_is_promoted() {
-    let (stable, canary) = (
-        backend("stable", 0.0, STEADY_MEAN_MS).await,
-        backend("canary", 0.0, STEADY_MEAN_MS).await,
-    );
-    let setup = Setup::new(
-        stable.addr,
-        canary.addr,
+    let (_stable, _canary, setup) = ramped(
+        0.0,
+        0.0,
+        STEADY_MEAN_MS,
         &format!("steps = [50, 100]\nmin_requests = 100\ngate_ratios = [0]\n{SEGMENTS}\n{FAST}"),
-    );
+    )
+    .await;
     let p = TestProxy::open(&setup.config).await;
     let (stop, _) = segmented_traffic(p.proxy, 300.0);
     wait_state(p.admin, "promoted", Duration::from_secs(30)).await;

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +14,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use support::{client, config, eventually, full, get, send, TestProxy};
+use support::{client, config, eventually, full, get, send, Server, TestProxy};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -38,71 +34,51 @@ struct Received {
 struct JsonBackend {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: Server,
 }
 
 impl JsonBackend {
     async fn spawn(
         script: impl Fn(u64) -> (u16, Duration, String) + Send + Sync + 'static,
     ) -> JsonBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);
         let n = Arc::new(AtomicUsize::new(0));
         let seen = received.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (script, n, seen) = (script.clone(), n.clone(), seen.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let (script, n, seen) = (script.clone(), n.clone(), seen.clone());
-                        async move {
-                            let h = req.headers();
-                            seen.lock().unwrap().push(Received {
-                                method: req.method().to_string(),
-                                shadow: h.get("x-grayproxy-shadow").is_some_and(|v| v == "1"),
-                                arm: h
-                                    .get("x-grayproxy-arm")
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("")
-                                    .to_string(),
-                                authorization: h.contains_key("authorization"),
-                            });
-                            let i = n.fetch_add(1, Ordering::SeqCst) as u64;
-                            let (status, delay, body) = script(i);
-                            tokio::time::sleep(delay).await;
-                            let mut r = Response::new(Full::new(Bytes::from(body)));
-                            *r.status_mut() = StatusCode::from_u16(status).unwrap();
-                            r.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+        let server = Server::spawn(move |req: Request<Incoming>| {
+            let (script, n, seen) = (script.clone(), n.clone(), seen.clone());
+            async move {
+                let h = req.headers();
+                seen.lock().unwrap().push(Received {
+                    method: req.method().to_string(),
+                    shadow: h.get("x-grayproxy-shadow").is_some_and(|v| v == "1"),
+                    arm: h
+                        .get("x-grayproxy-arm")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string(),
+                    authorization: h.contains_key("authorization"),
                 });
+                let i = n.fetch_add(1, Ordering::SeqCst) as u64;
+                let (status, delay, body) = script(i);
+                tokio::time::sleep(delay).await;
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                r.headers_mut()
+                    .insert("content-type", "application/json".parse().unwrap());
+                r
             }
-        });
+        })
+        .await;
         JsonBackend {
-            addr,
+            addr: server.addr,
             received,
-            task,
+            _server: server,
         }
     }
 
     fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
-    }
-}
-
-impl Drop for JsonBackend {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

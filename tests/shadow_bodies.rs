@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,11 +17,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use support::{chunked, client, config, eventually, full, send, BoxError, TestProxy};
-use tokio::net::TcpListener;
+use support::{chunked, client, config, eventually, full, send, BoxError, Server, TestProxy};
 use tokio::sync::mpsc;
 
 /// A request a [`BodyBackend`] received, with its whole body.
@@ -40,62 +35,48 @@ struct BodyBackend {
     received: Arc<Mutex<Vec<Received>>>,
     /// Bytes of request bodies seen so far, including unfinished ones.
     streamed: Arc<Mutex<usize>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: Server,
 }
 
 impl BodyBackend {
     async fn spawn(version: &'static str) -> BodyBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let streamed = Arc::new(Mutex::new(0usize));
         let (seen, bytes) = (received.clone(), streamed.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (seen, bytes) = (seen.clone(), bytes.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let (seen, bytes) = (seen.clone(), bytes.clone());
-                        async move {
-                            let method = req.method().to_string();
-                            let shadow = req.headers().contains_key("x-grayproxy-shadow");
-                            let mut body = req.into_body();
-                            let mut all = Vec::new();
-                            while let Some(Ok(frame)) = body.frame().await {
-                                if let Ok(data) = frame.into_data() {
-                                    *bytes.lock().unwrap() += data.len();
-                                    all.extend_from_slice(&data);
-                                }
-                            }
-                            let sum: u64 = all.iter().map(|b| u64::from(*b)).sum();
-                            let answer = serde_json::json!({
-                                "version": version, "len": all.len(), "sum": sum,
-                            });
-                            seen.lock().unwrap().push(Received {
-                                method,
-                                shadow,
-                                body: Bytes::from(all),
-                            });
-                            let mut r = Response::new(Full::new(Bytes::from(answer.to_string())));
-                            r.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+        let server = Server::spawn(move |req: Request<Incoming>| {
+            let (seen, bytes) = (seen.clone(), bytes.clone());
+            async move {
+                let method = req.method().to_string();
+                let shadow = req.headers().contains_key("x-grayproxy-shadow");
+                let mut body = req.into_body();
+                let mut all = Vec::new();
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Ok(data) = frame.into_data() {
+                        *bytes.lock().unwrap() += data.len();
+                        all.extend_from_slice(&data);
+                    }
+                }
+                let sum: u64 = all.iter().map(|b| u64::from(*b)).sum();
+                let answer = serde_json::json!({
+                    "version": version, "len": all.len(), "sum": sum,
                 });
+                seen.lock().unwrap().push(Received {
+                    method,
+                    shadow,
+                    body: Bytes::from(all),
+                });
+                let mut r = Response::new(Full::new(Bytes::from(answer.to_string())));
+                r.headers_mut()
+                    .insert("content-type", "application/json".parse().unwrap());
+                r
             }
-        });
+        })
+        .await;
         BodyBackend {
-            addr,
+            addr: server.addr,
             received,
             streamed,
-            task,
+            _server: server,
         }
     }
 
@@ -105,12 +86,6 @@ impl BodyBackend {
 
     fn streamed(&self) -> usize {
         *self.streamed.lock().unwrap()
-    }
-}
-
-impl Drop for BodyBackend {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{split_config, TestProxy, TestUpstream};
+use support::Split;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -226,15 +226,11 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_smuggling_requests_are_refused() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "max_body_bytes = 1024",
-        "canary_weight = 0.0",
-    ))
-    .await;
+    let Split {
+        stable,
+        canary: _canary,
+        proxy: p,
+    } = Split::start("max_body_bytes = 1024", "canary_weight = 0.0").await;
     let addr = p.proxy;
     let mut failures = Vec::new();
     for c in cases() {
@@ -292,15 +288,11 @@ async fn malformed_and_smuggling_requests_are_refused() {
 /// forwarded; the route here matches any host, so forwarding would be a 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_or_repeated_host_is_answered_400_and_not_forwarded() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "",
-        "canary_weight = 0.0",
-    ))
-    .await;
+    let Split {
+        stable,
+        canary: _canary,
+        proxy: p,
+    } = Split::start("", "canary_weight = 0.0").await;
     let addr = p.proxy;
     let invalid = [
         "Host: shop example",

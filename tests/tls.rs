@@ -67,8 +67,11 @@ fn served_cert(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
         .into_owned()
 }
 
-/// A temp dir with a fresh certificate and a config terminating TLS with it.
-async fn tls_setup() -> (
+/// A temp dir with a fresh certificate and a config terminating TLS with it
+/// (`server_extra` lines in `[server]` after the `tls` line).
+async fn tls_setup(
+    server_extra: &str,
+) -> (
     TempDir,
     String,
     TestUpstream,
@@ -83,21 +86,47 @@ async fn tls_setup() -> (
     let toml = split_config(
         &[stable.addr],
         &[canary.addr],
-        "tls = { cert = \"cert.pem\", key = \"key.pem\" }",
+        &format!("tls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n{server_extra}"),
         "canary_weight = 0.0",
     );
     (dir, toml, stable, canary, cert)
 }
 
-async fn start() -> (
+/// [`tls_setup`], started in-process.
+async fn start(
+    server_extra: &str,
+) -> (
     TestProxy,
     TestUpstream,
     TestUpstream,
     (String, String, CertificateDer<'static>),
 ) {
-    let (dir, toml, stable, canary, cert) = tls_setup().await;
+    let (dir, toml, stable, canary, cert) = tls_setup(server_extra).await;
     let p = TestProxy::start_in(dir, &toml).await;
     (p, stable, canary, cert)
+}
+
+/// `GET uri` with `Host: localhost`.
+fn get(uri: &str) -> Request<Empty<Bytes>> {
+    Request::get(uri)
+        .header("host", "localhost")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Waits (≤ 10 s) until the proxy closes the idle `proto` connection that
+/// `conn` drives, and checks it was kept for `keepalive_timeout` (3 s).
+async fn assert_closed_after_keepalive<E>(conn: tokio::task::JoinHandle<E>, proto: &str) {
+    let idle_from = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .unwrap_or_else(|_| panic!("the proxy closes the idle {proto} connection"))
+        .unwrap();
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
+        "{proto} closed after {idle:?} idle"
+    );
 }
 
 /// Over TLS too, an idle connection outlives `header_read_timeout` (1 s)
@@ -105,25 +134,9 @@ async fn start() -> (
 /// requests, h2 after its last stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tls_connections_are_kept_for_keepalive_timeout() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
-    let dir = TempDir::new();
-    let cert = generate();
-    write_cert(dir.path(), &cert);
-    let toml = split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "tls = { cert = \"cert.pem\", key = \"key.pem\" }\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"3s\"",
-        "canary_weight = 0.0",
-    );
-    let p = TestProxy::start_in(dir, &toml).await;
+    let (p, _stable, _canary, cert) =
+        start("header_read_timeout = \"1s\"\nkeepalive_timeout = \"3s\"").await;
     let addr = p.proxy;
-    let get = |uri: &str| {
-        Request::get(uri)
-            .header("host", "localhost")
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-    };
 
     let s = connect(addr, &[&cert.2], b"http/1.1").await;
     let (mut h1, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s))
@@ -135,17 +148,7 @@ async fn idle_tls_connections_are_kept_for_keepalive_timeout() {
     let resp = h1.send_request(get("/b")).await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.into_body().collect().await.unwrap();
-    let idle_from = tokio::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("the proxy closes the idle connection")
-        .unwrap()
-        .ok();
-    let idle = idle_from.elapsed();
-    assert!(
-        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
-        "http/1.1 closed after {idle:?} idle"
-    );
+    assert_closed_after_keepalive(conn, "http/1.1").await;
 
     let s = connect(addr, &[&cert.2], b"h2").await;
     let (mut h2, conn) =
@@ -156,22 +159,12 @@ async fn idle_tls_connections_are_kept_for_keepalive_timeout() {
     let resp = h2.send_request(get("https://localhost/c")).await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.into_body().collect().await.unwrap();
-    let idle_from = tokio::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("the proxy closes the idle h2 connection")
-        .unwrap()
-        .ok();
-    let idle = idle_from.elapsed();
-    assert!(
-        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
-        "h2 closed after {idle:?} idle"
-    );
+    assert_closed_after_keepalive(conn, "h2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_http1_and_h2_by_alpn() {
-    let (p, stable, _canary, cert) = start().await;
+    let (p, stable, _canary, cert) = start("").await;
     let addr = p.proxy;
 
     let s = connect(addr, &[&cert.2], b"http/1.1").await;
@@ -180,11 +173,7 @@ async fn serves_http1_and_h2_by_alpn() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = Request::get("/one")
-        .header("host", "localhost")
-        .body(Empty::new())
-        .unwrap();
-    let resp = h1.send_request(req).await.unwrap();
+    let resp = h1.send_request(get("/one")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_11);
     assert_eq!(resp.headers()["x-grayproxy-arm"], "stable");
@@ -215,7 +204,7 @@ async fn serves_http1_and_h2_by_alpn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_certificate_goes_live_without_dropping_connections() {
-    let (p, _stable, _canary, old) = start().await;
+    let (p, _stable, _canary, old) = start("").await;
     let addr = p.proxy;
     let new = generate();
     let trust = [&old.2, &new.2];
@@ -235,17 +224,13 @@ async fn a_new_certificate_goes_live_without_dropping_connections() {
     )
     .await;
     // The connection opened before the swap still works.
-    let req = Request::get("/")
-        .header("host", "localhost")
-        .body(Empty::new())
-        .unwrap();
-    assert_eq!(open.send_request(req).await.unwrap().status(), 200);
+    assert_eq!(open.send_request(get("/")).await.unwrap().status(), 200);
 }
 
 /// Through the real binary, whose log says when the broken file was read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_certificate_file_keeps_the_old_one() {
-    let (dir, toml, _stable, _canary, old) = tls_setup().await;
+    let (dir, toml, _stable, _canary, old) = tls_setup("").await;
     let path = dir.join("grayproxy.toml");
     std::fs::write(&path, toml).unwrap();
     let proxy = Binary::start(&path);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::ramp::{backend, Traffic, FAST, TOKEN};
+use support::ramp::{backends, Traffic, FAST, TOKEN};
 use support::{admin_json, client, eventually, fetch, HttpClient, TempDir, TestProxy};
 use tokio::time::Instant;
 
@@ -144,6 +144,32 @@ async fn assert_no_page_errors(b: &Client) {
     assert!(errors.is_null(), "page errors: {errors} ({problem})");
 }
 
+/// Clicks the first element found at `at`.
+async fn click(b: &Client, at: Locator<'_>) {
+    b.find(at).await.unwrap().click().await.unwrap();
+}
+
+/// Types `text` into the element with id `id`.
+async fn type_into(b: &Client, id: &str, text: &str) {
+    b.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Waits until the open detail row's answers mention `word`; returns their text.
+async fn answer_with(b: &Client, what: &str, word: &str) -> Value {
+    let answer = "return [...document.querySelectorAll('tr.detail-row .answer')].map(a => a.textContent).join('|')";
+    until(
+        b,
+        what,
+        &format!("const t = (() => {{ {answer} }})(); return t.includes('{word}') && t"),
+    )
+    .await
+}
+
 fn config(dir: &TempDir, stable: SocketAddr, canary: SocketAddr, routes: &str) -> PathBuf {
     std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
     let text = format!(
@@ -188,10 +214,7 @@ async fn status(admin: SocketAddr) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_every_ramp_and_acts_only_with_the_token() {
     let driver = Driver::start().await;
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
+    let (stable, canary) = backends(0.0, 0.0, 0).await;
     let dir = TempDir::new();
     let ramp = format!("[routes.ramp]\nsteps = [5, 50, 100]\nmin_requests = 1000000\n{FAST}");
     let routes = [
@@ -336,53 +359,22 @@ async fn the_page_shows_every_ramp_and_acts_only_with_the_token() {
 
     // No token: the page asks for it and sends nothing.
     let pause = "tr.detail-row button[data-action=pause]";
-    let answer = "return [...document.querySelectorAll('tr.detail-row .answer')].map(a => a.textContent).join('|')";
-    b.find(Locator::Css(pause))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let asked = until(
-        &b,
-        "the page asking for the token",
-        &format!("const t = (() => {{ {answer} }})(); return t.includes('token') && t"),
-    )
-    .await;
+    click(&b, Locator::Css(pause)).await;
+    let asked = answer_with(&b, "the page asking for the token", "token").await;
     assert!(
         asked.as_str().unwrap().contains("enter the admin token"),
         "{asked}"
     );
 
     // A wrong token: the API's refusal is shown; the ramp goes on.
-    b.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("wrong-token")
-        .await
-        .unwrap();
-    b.find(Locator::Id("token-set"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&b, "token", "wrong-token").await;
+    click(&b, Locator::Id("token-set")).await;
     let stored = js(&b, "return [sessionStorage.getItem('grayproxy.admin-token'), localStorage.length, location.href]").await;
     assert_eq!(stored[0], "wrong-token");
     assert_eq!(stored[1], 0, "nothing in localStorage");
     assert!(!stored[2].as_str().unwrap().contains("token"), "{stored}");
-    b.find(Locator::Css(pause))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let refused = until(
-        &b,
-        "the refusal",
-        &format!("const t = (() => {{ {answer} }})(); return t.includes('refused') && t"),
-    )
-    .await;
+    click(&b, Locator::Css(pause)).await;
+    let refused = answer_with(&b, "the refusal", "refused").await;
     assert!(refused.as_str().unwrap().contains("HTTP 401"), "{refused}");
     assert_eq!(
         status(admin).await["routes"][0]["ramp"]["state"],
@@ -390,36 +382,11 @@ async fn the_page_shows_every_ramp_and_acts_only_with_the_token() {
     );
 
     // The right token pauses the ramp.
-    b.find(Locator::Id("token-clear"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    b.find(Locator::Id("token-set"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Css(pause))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let done = until(
-        &b,
-        "the pause answer",
-        &format!("const t = (() => {{ {answer} }})(); return t.includes('done') && t"),
-    )
-    .await;
+    click(&b, Locator::Id("token-clear")).await;
+    type_into(&b, "token", TOKEN).await;
+    click(&b, Locator::Id("token-set")).await;
+    click(&b, Locator::Css(pause)).await;
+    let done = answer_with(&b, "the pause answer", "done").await;
     assert!(
         done.as_str().unwrap().contains("pause done: paused"),
         "{done}"
@@ -446,10 +413,7 @@ async fn the_page_shows_every_ramp_and_acts_only_with_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_stays_quick_with_200_routes() {
     let driver = Driver::start().await;
-    let (stable, canary) = (
-        backend("stable", 0.0, 0).await,
-        backend("canary", 0.0, 0).await,
-    );
+    let (stable, canary) = backends(0.0, 0.0, 0).await;
     let dir = TempDir::new();
     let ramp = "[routes.ramp]\nsteps = [5, 50, 100]\ntick = \"1s\"\nbaseline = \"10s\"";
     let routes: String = (0..200)
@@ -521,12 +485,7 @@ async fn the_page_stays_quick_with_200_routes() {
     eprintln!("one redraw of the 200-route list: {render} ms");
     assert!(render.as_f64().unwrap() < 200.0, "redraw took {render} ms");
     // Opening one route among 200 draws its charts.
-    b.find(Locator::Css("tr.route"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Css("tr.route")).await;
     until(
         &b,
         "the first route's details",

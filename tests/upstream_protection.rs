@@ -6,24 +6,39 @@ mod support;
 
 use std::time::Duration;
 
-use http::Method;
+use http::{Method, StatusCode};
 use support::{
-    client, eventually, fetch, split_config, split_toml, Fault, TestProxy, TestUpstream,
+    client, eventually, fetch, split_toml, Fault, HttpClient, Split, TestProxy, TestUpstream,
 };
 use tokio::time::Instant;
 
+/// `n` GETs of `url`, one after another: their statuses.
+async fn get_n(c: &HttpClient, url: &str, n: usize) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(fetch(c, Method::GET, url, &[], None).await.unwrap().status);
+    }
+    statuses
+}
+
+/// `n` GETs of `url`, one after another, each answered 200.
+async fn get_n_ok(c: &HttpClient, url: &str, n: usize) {
+    for _ in 0..n {
+        assert_eq!(
+            fetch(c, Method::GET, url, &[], None).await.unwrap().status,
+            200
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_gets_504_within_request_timeout_plus_one_second() {
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
+    let Split {
+        stable,
+        canary: _canary,
+        proxy: p,
+    } = Split::start("request_timeout = \"1s\"", "canary_weight = 0.0").await;
     stable.set(&[Fault::Delay(Duration::from_secs(5))]);
-    let p = TestProxy::start(&split_config(
-        &[stable.addr],
-        &[canary.addr],
-        "request_timeout = \"1s\"",
-        "canary_weight = 0.0",
-    ))
-    .await;
     let started = Instant::now();
     let a = fetch(&client(), Method::GET, &p.url("/"), &[], None)
         .await
@@ -59,15 +74,7 @@ async fn outlier_ejection_moves_traffic_off_a_failing_endpoint_and_brings_it_bac
     );
     let p = TestProxy::start(&toml.build()).await;
     let c = client();
-    let mut statuses = Vec::new();
-    for _ in 0..40 {
-        statuses.push(
-            fetch(&c, Method::GET, &p.url("/"), &[], None)
-                .await
-                .unwrap()
-                .status,
-        );
-    }
+    let statuses = get_n(&c, &p.url("/"), 40).await;
     // Round-robin alternates, so `bad` fails 5 in a row within 10 requests;
     // then it is ejected and `good` takes everything.
     assert_eq!(
@@ -91,15 +98,7 @@ async fn outlier_ejection_moves_traffic_off_a_failing_endpoint_and_brings_it_bac
     })
     .await;
     let rejoined = bad.count();
-    for _ in 0..20 {
-        assert_eq!(
-            fetch(&c, Method::GET, &p.url("/"), &[], None)
-                .await
-                .unwrap()
-                .status,
-            200
-        );
-    }
+    get_n_ok(&c, &p.url("/"), 20).await;
     assert!(
         bad.count() >= rejoined + 9,
         "back in rotation: {}",
@@ -109,22 +108,13 @@ async fn outlier_ejection_moves_traffic_off_a_failing_endpoint_and_brings_it_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_endpoint_is_never_ejected() {
-    let only = TestUpstream::spawn("only").await;
-    let canary = TestUpstream::spawn("canary").await;
+    let Split {
+        stable: only,
+        canary: _canary,
+        proxy: p,
+    } = Split::start("", "canary_weight = 0.0").await;
     only.set(&[Fault::Status(503)]);
-    let p = TestProxy::start(&split_config(
-        &[only.addr],
-        &[canary.addr],
-        "",
-        "canary_weight = 0.0",
-    ))
-    .await;
-    let c = client();
-    for _ in 0..20 {
-        fetch(&c, Method::GET, &p.url("/"), &[], None)
-            .await
-            .unwrap();
-    }
+    get_n(&client(), &p.url("/"), 20).await;
     assert_eq!(only.count(), 20, "a single endpoint keeps getting traffic");
 }
 
@@ -155,15 +145,7 @@ async fn health_check_takes_an_endpoint_out_and_back() {
     .await;
     let c = client();
     let before = a.count();
-    for _ in 0..20 {
-        assert_eq!(
-            fetch(&c, Method::GET, &p.url("/"), &[], None)
-                .await
-                .unwrap()
-                .status,
-            200
-        );
-    }
+    get_n_ok(&c, &p.url("/"), 20).await;
     assert_eq!(
         a.count(),
         before,
@@ -177,10 +159,6 @@ async fn health_check_takes_an_endpoint_out_and_back() {
         checked(checks + 2),
     )
     .await;
-    for _ in 0..20 {
-        fetch(&c, Method::GET, &p.url("/"), &[], None)
-            .await
-            .unwrap();
-    }
+    get_n(&c, &p.url("/"), 20).await;
     assert!(a.count() >= before + 9, "back after a passing check");
 }

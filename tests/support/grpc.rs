@@ -1,6 +1,7 @@
 //! gRPC test kit: a small recommendation service on tonic (built by hand:
 //! prost-derived messages, no protoc, no generated code), a tonic client,
-//! and a proxy config for h2 upstreams.
+//! raw h2c calls ([`framed`], [`raw_call`]), a proxy config for h2
+//! upstreams and [`split`], the usual backends + proxy set-up.
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +15,9 @@ use tonic::server::NamedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
+
+use super::metrics::Metrics;
+use super::proxy::TestProxy;
 
 /// `reco.RecommendRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -493,6 +497,59 @@ pub async fn stream_items(
             ProstCodec::default(),
         )
         .await
+}
+
+/// A gRPC-framed message (no compression).
+pub fn framed(msg: &impl prost::Message) -> Vec<u8> {
+    let payload = msg.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// A raw h2c gRPC call of `msg` to `url` that states its deadline
+/// (`grpc-timeout: deadline`, e.g. `"300m"`) but, unlike tonic's client,
+/// does not enforce it itself: whatever ends the call is the proxy.
+pub fn raw_call(
+    url: String,
+    deadline: &str,
+    msg: &RecommendRequest,
+) -> http::Request<super::http::Body> {
+    http::Request::post(url)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", deadline)
+        .body(super::http::full(framed(msg)))
+        .unwrap()
+}
+
+/// `grayproxy_grpc_responses_total` of route `reco`'s `arm` answered with
+/// `grpc_status` (`"OK"`, `"UNAVAILABLE"`, ...).
+pub fn grpc_responses(m: &Metrics, arm: &str, grpc_status: &str) -> f64 {
+    m.value(
+        "grayproxy_grpc_responses_total",
+        &[
+            ("route", "reco"),
+            ("arm", arm),
+            ("grpc_status", grpc_status),
+        ],
+    )
+}
+
+/// The usual gRPC set-up: a stable backend `v1` answering after
+/// `stable_delay`, a canary `v2` answering UNAVAILABLE on
+/// `canary_unavailable_per_10` calls in 10, and a proxy over [`config`]
+/// with `route_extra`. The backends run as long as they are kept.
+pub async fn split(
+    stable_delay: Duration,
+    canary_unavailable_per_10: usize,
+    route_extra: &str,
+) -> (Backend, Backend, TestProxy) {
+    let stable = Backend::spawn("v1", 0, stable_delay).await;
+    let canary = Backend::spawn("v2", canary_unavailable_per_10, Duration::ZERO).await;
+    let proxy = TestProxy::start(&config(stable.addr, canary.addr, route_extra)).await;
+    (stable, canary, proxy)
 }
 
 /// A proxy config: `stable` and `canary` h2 upstreams, one route with

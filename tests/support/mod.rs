@@ -2,7 +2,8 @@
 //! helper declares `mod support;` and takes it from here:
 //!
 //! - [`upstream`]: [`TestUpstream`], a real upstream on port 0 that counts
-//!   and records what it receives and misbehaves on demand ([`Fault`]);
+//!   and records what it receives and misbehaves on demand ([`Fault`]),
+//!   and [`Server`], a bare HTTP/1.1 server for hand-written upstreams;
 //! - [`proxy`]: [`TestProxy`], grayproxy started in-process (with its ramp
 //!   driver, as `grayproxy run` starts it), and [`Split`], the usual
 //!   stable + canary + proxy set-up;
@@ -13,12 +14,14 @@
 //!   value of this sample";
 //! - [`config`]: [`config()`] and [`split_config`] build grayproxy.toml
 //!   texts; `config::{ok, errs, ...}` look at what the parser says;
-//! - [`ramp`]: a ramped route in a temp dir, open-loop traffic, admin calls;
+//! - [`ramp`]: a ramped route in a temp dir, its two backends
+//!   (`ramp::ramped`), open-loop traffic, admin calls;
 //! - [`tools`]: the external tools of the ecosystem tests and a real
 //!   Prometheus;
 //! - [`grpc`]: a tonic recommendation service (unary, server-streaming,
 //!   health) that counts calls, connections and cancellations, a tonic
-//!   client, and a config with h2 upstreams;
+//!   client, raw h2c calls, a config with h2 upstreams and `grpc::split`
+//!   (two backends + proxy);
 //! - [`fleet`]: a real etcd for the fleet tests;
 //! - here: [`eventually`], the one bounded poll, and [`TempDir`].
 //!
@@ -53,7 +56,7 @@ pub use self::http::{
 };
 pub use self::metrics::Metrics;
 pub use self::proxy::{route_weight, Split, TestProxy};
-pub use self::upstream::{refused_addr, sha256_hex, Fault, Seen, TestUpstream};
+pub use self::upstream::{refused_addr, sha256_hex, Fault, Seen, Server, TestUpstream};
 
 /// What a check polled by [`eventually`] returns: `bool` (done or not),
 /// `Option<T>` (done with a value) or `Result<T, E>` (done, or not yet and

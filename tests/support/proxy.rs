@@ -157,7 +157,9 @@ pub fn route_weight(status: &serde_json::Value, route: &str) -> f64 {
 /// The most common set-up: a `stable` and a `canary` [`TestUpstream`] and a
 /// proxy splitting one catch-all route between them ([`split_config`] with
 /// `server` lines in `[server]` and `route` lines in the route). The
-/// upstreams run as long as this lives.
+/// upstreams run as long as this lives. When destructuring, bind every
+/// field (`canary: _canary`): a field left to `..` or `_` is dropped at
+/// once, and that upstream stops listening.
 pub struct Split {
     pub stable: TestUpstream,
     pub canary: TestUpstream,

@@ -49,6 +49,33 @@ pub async fn backend(name: &str, error_share: f64, mean_ms: u64) -> TestUpstream
     upstream
 }
 
+/// Backends `stable` and `canary` ([`backend`]: 503 to `stable_errors` and
+/// `canary_errors` of their requests, both with mean delay `mean_ms`).
+pub async fn backends(
+    stable_errors: f64,
+    canary_errors: f64,
+    mean_ms: u64,
+) -> (TestUpstream, TestUpstream) {
+    (
+        backend("stable", stable_errors, mean_ms).await,
+        backend("canary", canary_errors, mean_ms).await,
+    )
+}
+
+/// [`backends`] and a [`Setup`] ramping route `r` from the one to the other
+/// with `ramp` as its `[routes.ramp]` body; the usual start of a ramp test
+/// (which then opens `setup.config`, possibly after editing it).
+pub async fn ramped(
+    stable_errors: f64,
+    canary_errors: f64,
+    mean_ms: u64,
+    ramp: &str,
+) -> (TestUpstream, TestUpstream, Setup) {
+    let (stable, canary) = backends(stable_errors, canary_errors, mean_ms).await;
+    let setup = Setup::new(stable.addr, canary.addr, ramp);
+    (stable, canary, setup)
+}
+
 /// A temp dir with `grayproxy.toml`, `admin.token` and `state/`.
 pub struct Setup {
     /// The directory (removed on drop).

@@ -360,3 +360,50 @@ fn exp_delay(mean: Duration) -> Duration {
     let ms: f64 = rand::thread_rng().sample(exp);
     Duration::from_secs_f64(ms.min(10.0 * mean_ms) / 1000.0)
 }
+
+/// A bare HTTP/1.1 server on 127.0.0.1:0 that answers every request with
+/// `handle`, for tests whose upstream must do what [`TestUpstream`] does not
+/// (answer from a script, read a body frame by frame). It stops accepting
+/// when dropped.
+pub struct Server {
+    /// Its address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts the server.
+    pub async fn spawn<F, Fut>(handle: F) -> Server
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = Arc::new(handle);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let answer = handle(req);
+                        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Server { addr, task }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
