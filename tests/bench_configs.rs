@@ -1,6 +1,7 @@
 //! The benchmarks' grayproxy configs (`benches/e2e/*.toml.in`) stay valid
 //! as the config language changes: a benchmark that fails at start-up on a
 //! renamed key measures nothing.
+#![allow(clippy::expect_used)]
 
 use std::path::Path;
 

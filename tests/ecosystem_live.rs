@@ -2,14 +2,13 @@
 //! and alerting rules from deploy/prometheus) scrapes a running grayproxy
 //! while real upstreams answer real traffic; the recording rules and every
 //! Grafana panel's PromQL must return series that agree with `/status` and
-//! with what the upstreams served. And the Kubernetes ConfigMap update (a
-//! `..data` symlink swap) hot-reloads. Tools come from
+//! with what the upstreams served (the ConfigMap hot reload is in
+//! `tests/configmap_reload.rs`). Tools come from
 //! `scripts/ecosystem-tools.sh`; a missing one fails, never skips.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -539,94 +538,4 @@ async fn prometheus_scrapes_grayproxy_and_rules_and_dashboard_agree_with_status(
 
     app.stop().await;
     eprintln!("prometheus live test took {:?}", started.elapsed());
-}
-
-/// Lays out a directory the way the kubelet mounts a ConfigMap: the file is
-/// a symlink through `..data`, which points at a timestamped directory.
-fn kubelet_write(dir: &Path, generation: u32, text: &str) {
-    use std::os::unix::fs::symlink;
-    let ts = format!(
-        "..2026_12_01_10_00_{generation:02}.{:09}",
-        generation * 7919
-    );
-    std::fs::create_dir(dir.join(&ts)).unwrap();
-    std::fs::write(dir.join(&ts).join("grayproxy.toml"), text).unwrap();
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    // The atomic swap: a new symlink, renamed over `..data`.
-    symlink(&ts, dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    if !dir.join("grayproxy.toml").exists() {
-        symlink("..data/grayproxy.toml", dir.join("grayproxy.toml")).unwrap();
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configmap_symlink_swap_hot_reloads_within_2s() {
-    let c = client();
-    let stable = TestUpstream::spawn("stable").await;
-    let canary = TestUpstream::spawn("canary").await;
-    let (stable, canary) = (stable.addr, canary.addr);
-    let dir = TempDir::new();
-    let mount = dir.join("config");
-    std::fs::create_dir(&mount).unwrap();
-    kubelet_write(&mount, 1, &route_config(stable, canary, "10.0"));
-    let app = TestProxy::open(&mount.join("grayproxy.toml")).await;
-    let status_url = app.admin_url("/status");
-    let weight = |s: &Value| s["routes"][0]["canary_weight"].as_f64().unwrap();
-    assert_eq!(weight(&get_json(&c, &status_url).await), 10.0);
-
-    for (generation, w) in [(2, 20.0), (3, 35.0)] {
-        let t0 = Instant::now();
-        kubelet_write(
-            &mount,
-            generation,
-            &route_config(stable, canary, &format!("{w:.1}")),
-        );
-        let s = eventually(Duration::from_secs(2), "weight after swap", || async {
-            let s = get_json(&c, &status_url).await;
-            if weight(&s) == w {
-                Ok(s)
-            } else {
-                Err(format!("weight {}", weight(&s)))
-            }
-        })
-        .await;
-        assert!(s["config"]["last_error"].is_null(), "{s}");
-        eprintln!("configmap swap {generation} applied in {:?}", t0.elapsed());
-    }
-
-    // A broken ConfigMap is rejected; the old config stays live.
-    kubelet_write(&mount, 4, "[server]\nlisten = \"nope\"\n");
-    let s = eventually(Duration::from_secs(2), "rejection after swap", || async {
-        let s = get_json(&c, &status_url).await;
-        if s["config"]["last_error"].is_string() {
-            Ok(s)
-        } else {
-            Err(s.to_string())
-        }
-    })
-    .await;
-    assert_eq!(weight(&s), 35.0);
-    let metrics = get(&c, &app.admin_url("/metrics"), &[]).await.text();
-    assert!(
-        metrics.contains("grayproxy_config_last_reload_successful 0"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("grayproxy_config_reloads_total{result=\"error\"} 1"));
-
-    // And the next good one applies.
-    kubelet_write(&mount, 5, &route_config(stable, canary, "50.0"));
-    eventually(Duration::from_secs(2), "recovery after swap", || async {
-        let s = get_json(&c, &status_url).await;
-        if weight(&s) == 50.0 && s["config"]["last_error"].is_null() {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
-    })
-    .await;
-    app.stop().await;
 }
