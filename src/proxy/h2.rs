@@ -30,7 +30,6 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
-use super::outcome::{classify, SendError};
 use super::outcome::{SendFailure, UpstreamFailure};
 use crate::config::types::Endpoint;
 
@@ -106,12 +105,7 @@ impl H2Conn {
                 .await
             {
                 Ok(s) => s,
-                Err(failure) => {
-                    return Err(SendFailure {
-                        error: SendError::Upstream(failure),
-                        request: Some(request),
-                    })
-                }
+                Err(failure) => return Err(SendFailure::upstream(failure, Some(request))),
             };
             if !matches!(
                 tokio::time::timeout_at(deadline, sender.ready()).await,
@@ -131,30 +125,13 @@ impl H2Conn {
                         self.forget(&sender);
                         request = unsent;
                     }
-                    unsent => {
-                        return Err(SendFailure {
-                            error: if unsent.is_some() {
-                                SendError::Upstream(UpstreamFailure::Connect)
-                            } else {
-                                classify(err.error())
-                            },
-                            request: unsent,
-                        })
-                    }
+                    unsent => return Err(SendFailure::sent(err.error(), unsent)),
                 },
                 // Dropping the response future resets the stream upstream.
-                Err(_elapsed) => {
-                    return Err(SendFailure {
-                        error: SendError::Upstream(UpstreamFailure::Timeout),
-                        request: None,
-                    })
-                }
+                Err(_elapsed) => return Err(SendFailure::timeout()),
             }
         }
-        Err(SendFailure {
-            error: SendError::Upstream(UpstreamFailure::Connect),
-            request: Some(request),
-        })
+        Err(SendFailure::no_connection(request))
     }
 
     /// How many connections this endpoint has opened.

@@ -39,8 +39,8 @@ use body::{RequestBody, ResponseBody};
 use error::ProxyError;
 use forward::ClientInfo;
 use grpc_body::{GrpcBody, PendingCall};
-use outcome::{Outcome, SendError};
-use outcome::{SendFailure, UpstreamFailure};
+use outcome::Outcome;
+use outcome::SendFailure;
 use record::{record, Ended};
 
 /// The proxy service; cheap to clone into every connection.
@@ -310,10 +310,7 @@ impl<'s> RequestCtx<'s> {
             Some((pool, i, endpoint.clone(), pool.connect_timeout()))
         });
         let Some((pool, i, endpoint, connect_timeout)) = picked else {
-            let exchange = Exchange::Failed(SendFailure {
-                error: SendError::Upstream(UpstreamFailure::Connect),
-                request: Some(req),
-            });
+            let exchange = Exchange::Failed(SendFailure::no_connection(req));
             self.outcome = Some(exchange.outcome());
             return exchange;
         };

@@ -53,6 +53,44 @@ pub struct SendFailure {
     pub request: Option<Request<RequestBody>>,
 }
 
+impl SendFailure {
+    /// No connection to send over (none could be opened, or no endpoint is
+    /// up): `request` was never written.
+    pub fn no_connection(request: Request<RequestBody>) -> SendFailure {
+        SendFailure::upstream(UpstreamFailure::Connect, Some(request))
+    }
+
+    /// The upstream's side failed this way; `request` is handed back when it
+    /// was never written.
+    pub fn upstream(
+        failure: UpstreamFailure,
+        request: Option<Request<RequestBody>>,
+    ) -> SendFailure {
+        SendFailure {
+            error: SendError::Upstream(failure),
+            request,
+        }
+    }
+
+    /// No response headers in time; the request was written and is gone.
+    pub fn timeout() -> SendFailure {
+        SendFailure::upstream(UpstreamFailure::Timeout, None)
+    }
+
+    /// hyper's send failed with `err`. A request it handed back (`unsent`)
+    /// never reached the upstream: its connection had gone, so that counts
+    /// as a connect failure; otherwise `err` says what broke.
+    pub fn sent(err: &hyper::Error, unsent: Option<Request<RequestBody>>) -> SendFailure {
+        SendFailure {
+            error: match unsent {
+                Some(_) => SendError::Upstream(UpstreamFailure::Connect),
+                None => classify(err),
+            },
+            request: unsent,
+        }
+    }
+}
+
 /// Why a send produced no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {

@@ -31,7 +31,7 @@ use tokio_rustls::TlsConnector;
 use super::body::RequestBody;
 use super::h2::{from_h2, to_h2, H2Conn};
 use super::health;
-use super::outcome::{classify, Outcome, SendError, SendFailure, UpstreamFailure};
+use super::outcome::{Outcome, SendFailure, UpstreamFailure};
 use super::outlier::{self, EndpointHealth, Verdict};
 use crate::config::types::{Endpoint, OutlierPolicy, Protocol, Upstream};
 
@@ -146,10 +146,7 @@ impl UpstreamPool {
     ) -> Result<(Response<Incoming>, PoolSlot), SendFailure> {
         let now = Instant::now();
         let Some((i, endpoint)) = self.pick(now) else {
-            return Err(SendFailure {
-                error: SendError::Upstream(UpstreamFailure::Connect),
-                request: Some(request),
-            });
+            return Err(SendFailure::no_connection(request));
         };
         let has_host = request.headers().contains_key(HOST);
         let result = endpoint
@@ -480,10 +477,7 @@ impl EndpointPool {
                 {
                     Ok(sender) => Lent::new(sender, deadline),
                     Err(failure) => {
-                        return Err(SendFailure {
-                            error: SendError::Upstream(failure),
-                            request: Some(hand_back(request)),
-                        })
+                        return Err(SendFailure::upstream(failure, Some(hand_back(request))))
                     }
                 },
             };
@@ -513,29 +507,12 @@ impl EndpointPool {
                 Some(Ok(response)) => return Ok((response, PoolSlot(Some((conn, self.clone()))))),
                 Some(Err(mut err)) => match err.take_message() {
                     Some(unsent) if reused => request = unsent,
-                    unsent => {
-                        return Err(SendFailure {
-                            error: if unsent.is_some() {
-                                SendError::Upstream(UpstreamFailure::Connect)
-                            } else {
-                                classify(err.error())
-                            },
-                            request: unsent.map(hand_back),
-                        })
-                    }
+                    unsent => return Err(SendFailure::sent(err.error(), unsent.map(hand_back))),
                 },
-                None => {
-                    return Err(SendFailure {
-                        error: SendError::Upstream(UpstreamFailure::Timeout),
-                        request: None,
-                    })
-                }
+                None => return Err(SendFailure::timeout()),
             }
         }
-        Err(SendFailure {
-            error: SendError::Upstream(UpstreamFailure::Connect),
-            request: Some(hand_back(request)),
-        })
+        Err(SendFailure::no_connection(hand_back(request)))
     }
 }
 
